@@ -1,0 +1,55 @@
+//! DnD Studio's Leptos application: the HTML shell, the router, the pages and the server
+//! functions they call. Compiled twice: with `ssr` into the server, with `hydrate` into wasm.
+
+pub mod api;
+mod components;
+mod pages;
+#[cfg(feature = "ssr")]
+pub mod state;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path,
+};
+
+/// Name of the generated JS/wasm/CSS bundle under `/pkg/` (see scripts/build-site.sh).
+pub const BUNDLE_NAME: &str = "dnd_studio";
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href=format!("/pkg/{BUNDLE_NAME}.css") />
+        <Title text="DnD Studio" />
+        <Router>
+            <components::TopBar />
+            <main class="page">
+                <Routes fallback=pages::NotFound>
+                    <Route path=path!("/") view=pages::Home />
+                    <Route path=path!("/models") view=pages::Home />
+                    <Route path=path!("/m/:model") view=pages::ModelPage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}

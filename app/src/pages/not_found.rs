@@ -1,0 +1,13 @@
+use leptos::prelude::*;
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+        resp.set_status(leptos_axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <h1>"Page not found"</h1>
+        <p>"No page lives at this address. " <a href="/">"Back to the models"</a></p>
+    }
+}

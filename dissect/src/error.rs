@@ -1,0 +1,67 @@
+//! The engine's error type. Every message names the problem and, where it helps, what would be
+//! valid instead, because these errors reach users of the CLI and the web UI verbatim.
+
+use std::path::PathBuf;
+
+/// Errors raised by the dissection engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("unknown layer `{name}` for model `{model}`; valid layers: {}", valid.join(", "))]
+    UnknownLayer { model: String, name: String, valid: Vec<String> },
+
+    #[error("layer index {index} is out of range: model `{model}` has {count} layers")]
+    LayerIndex { model: String, index: usize, count: usize },
+
+    #[error(
+        "weights file {} not found; run `scripts/setup.sh` (or `python3 scripts/fetch_assets.py`) to create it",
+        path.display()
+    )]
+    WeightsNotFound { path: PathBuf },
+
+    #[error(
+        "weights file {} does not match {model}: missing tensors [{}]; unexpected tensors [{}]",
+        path.display(), missing.join(", "), unexpected.join(", ")
+    )]
+    WeightsMismatch { path: PathBuf, model: String, missing: Vec<String>, unexpected: Vec<String> },
+
+    #[error(
+        "weights file {}: tensor `{name}` has shape {actual:?}, {model} expects {expected:?}",
+        path.display()
+    )]
+    WeightShape {
+        path: PathBuf,
+        model: String,
+        name: String,
+        expected: Vec<i64>,
+        actual: Vec<i64>,
+    },
+
+    #[error("weights file {} does not describe {model}: {reason}", path.display())]
+    Architecture { path: PathBuf, model: String, reason: String },
+
+    #[error("input batch for model `{model}` must be a float N×3×H×W tensor, got {kind} {shape:?}")]
+    InputShape { model: String, shape: Vec<i64>, kind: String },
+
+    #[error("CUDA device {0} was requested but CUDA is not available in this libtorch build/machine")]
+    CudaUnavailable(usize),
+
+    #[error("cannot read image {}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+
+    #[error("cannot make a batch from zero images")]
+    EmptyBatch,
+
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

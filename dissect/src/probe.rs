@@ -1,0 +1,343 @@
+//! Probing sets: a folder of images, found recursively and identified by content hash, so
+//! re-registering or renaming loses nothing. Labels come from sub-folder names, descriptions from
+//! a sidecar `<stem>.txt`. Unreadable files are not errors: they are listed with their reason.
+
+use sha2::{Digest, Sha256};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+/// File extensions taken as images (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// Size limits that keep a hostile or absurd file (decompression bomb) from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    pub max_side: u32,
+    pub max_pixels: u64,
+    pub max_file_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self { max_side: 16_384, max_pixels: 64_000_000, max_file_bytes: 256 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeImage {
+    /// Path relative to the set's root, with `/` separators.
+    pub rel_path: String,
+    /// Hex sha256 of the file's bytes.
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+    /// Detected from the content, not the extension (e.g. `png`).
+    pub format: String,
+    pub bytes: u64,
+    /// The name of the folder holding the image, when it is not the root.
+    pub label: Option<String>,
+    /// First non-empty line of the sidecar `<stem>.txt`, if any.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedFile {
+    pub rel_path: String,
+    pub code: RejectCode,
+    /// Human-readable detail, e.g. "corrupt image header: …".
+    pub reason: String,
+}
+
+/// Why a file was not taken into a probing set (stored as `rejected_files.reason_code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    Empty,
+    Corrupt,
+    NotImage,
+    TooLarge,
+    Duplicate,
+    IoError,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::Empty => "empty",
+            RejectCode::Corrupt => "corrupt",
+            RejectCode::NotImage => "not_image",
+            RejectCode::TooLarge => "too_large",
+            RejectCode::Duplicate => "duplicate",
+            RejectCode::IoError => "io_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScannedSet {
+    pub root: PathBuf,
+    /// Sorted by relative path; one entry per distinct content.
+    pub images: Vec<ProbeImage>,
+    pub rejected: Vec<RejectedFile>,
+    /// sha256 over the sorted image hashes: equal for two folders with the same images.
+    pub content_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probing folder {0} does not exist or is not a folder")]
+    NotAFolder(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("probing folder {root} holds no usable image ({rejected} files rejected; accepted extensions: {exts})")]
+    Empty { root: PathBuf, rejected: usize, exts: String },
+}
+
+/// Which side of the held-out split an image falls on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Used to record activations and pick D_top.
+    Probe,
+    /// Reserved as the pool the concept step may retrieve from.
+    HeldOut,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Probe => "probe",
+            Split::HeldOut => "heldout",
+        }
+    }
+}
+
+/// Deterministic split by content hash and seed: the same image always lands on the same side,
+/// whatever its path or the order of the folder listing.
+pub fn split_of(sha256: &str, seed: u64, heldout_fraction: f64) -> Split {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(sha256.as_bytes());
+    let d = h.finalize();
+    let x = u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
+    if x < heldout_fraction { Split::HeldOut } else { Split::Probe }
+}
+
+/// Walks `root` recursively and inspects every image-named file (header only: cheap).
+pub fn scan(root: &Path, limits: ImageLimits) -> Result<ScannedSet, ProbeError> {
+    if !root.is_dir() {
+        return Err(ProbeError::NotAFolder(root.to_path_buf()));
+    }
+    let mut files = Vec::new();
+    collect_files(root, &mut files)?;
+    files.sort();
+
+    let mut images: Vec<ProbeImage> = Vec::new();
+    let mut rejected = Vec::new();
+    let mut seen = std::collections::HashMap::<String, String>::new();
+    for path in files {
+        let rel_path = relative(root, &path);
+        match inspect(&path, &rel_path, limits) {
+            Ok(img) => {
+                if let Some(first) = seen.get(&img.sha256) {
+                    let reason = format!("duplicate content of {first}");
+                    rejected.push(RejectedFile { rel_path, code: RejectCode::Duplicate, reason });
+                } else {
+                    seen.insert(img.sha256.clone(), img.rel_path.clone());
+                    images.push(img);
+                }
+            }
+            Err((code, reason)) => rejected.push(RejectedFile { rel_path, code, reason }),
+        }
+    }
+    if images.is_empty() {
+        return Err(ProbeError::Empty {
+            root: root.to_path_buf(),
+            rejected: rejected.len(),
+            exts: IMAGE_EXTENSIONS.join(", "),
+        });
+    }
+    let mut hashes: Vec<&str> = images.iter().map(|i| i.sha256.as_str()).collect();
+    hashes.sort_unstable();
+    let mut h = Sha256::new();
+    for s in hashes {
+        h.update(s.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(ScannedSet { root: root.to_path_buf(), images, rejected, content_hash: hex::encode(h.finalize()) })
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ProbeError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ProbeError::Io { path: dir.into(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| ProbeError::Io { path: dir.into(), source })?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(|source| ProbeError::Io { path: path.clone(), source })?;
+        if ft.is_dir() {
+            collect_files(&path, out)?;
+        } else if has_image_extension(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Reads the file and its image header; `Err` says why the file is rejected.
+fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImage, (RejectCode, String)> {
+    let io = |e: std::io::Error| (RejectCode::IoError, format!("cannot read: {e}"));
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() == 0 {
+        return Err((RejectCode::Empty, "empty file (0 bytes)".into()));
+    }
+    if meta.len() > limits.max_file_bytes {
+        let reason = format!("file too large ({} bytes; limit {})", meta.len(), limits.max_file_bytes);
+        return Err((RejectCode::TooLarge, reason));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
+    let format = reader.format().ok_or_else(|| {
+        (RejectCode::NotImage, "not an image: the content is not a recognised image format".to_string())
+    })?;
+    let (width, height) =
+        reader.into_dimensions().map_err(|e| (RejectCode::Corrupt, format!("corrupt image header: {e}")))?;
+    check_dimensions(width, height, limits).map_err(|reason| (RejectCode::TooLarge, reason))?;
+    let label = Path::new(rel_path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    Ok(ProbeImage {
+        rel_path: rel_path.to_string(),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        width,
+        height,
+        format: format.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+        bytes: meta.len(),
+        label,
+        description: sidecar_description(path),
+    })
+}
+
+/// Rejects zero-sized and absurdly large images before anything allocates their pixels.
+pub fn check_dimensions(width: u32, height: u32, limits: ImageLimits) -> Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("image has no pixels ({width}×{height})"));
+    }
+    if width > limits.max_side || height > limits.max_side || (width as u64) * (height as u64) > limits.max_pixels {
+        return Err(format!(
+            "image too large ({width}×{height}; limits {} px per side, {} px in all): possible decompression bomb",
+            limits.max_side, limits.max_pixels
+        ));
+    }
+    Ok(())
+}
+
+fn sidecar_description(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path.with_extension("txt")).ok()?;
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([seed, x as u8, y as u8]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn scans_recursively_with_labels_descriptions_and_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("dogs/deep")).unwrap();
+        std::fs::write(root.join("dogs/a.png"), png(8, 6, 1)).unwrap();
+        std::fs::write(root.join("dogs/a.txt"), "\n  A small dog.  \nsecond line").unwrap();
+        std::fs::write(root.join("dogs/deep/b.PNG"), png(4, 4, 2)).unwrap();
+        std::fs::write(root.join("top.png"), png(5, 5, 3)).unwrap();
+        std::fs::write(root.join("copy.png"), png(5, 5, 3)).unwrap();
+        std::fs::write(root.join("empty.jpg"), b"").unwrap();
+        std::fs::write(root.join("notes.jpg"), b"this is text, not a jpeg").unwrap();
+        std::fs::write(root.join("readme.md"), b"ignored").unwrap();
+        let mut truncated = png(8, 8, 4);
+        truncated.truncate(10);
+        std::fs::write(root.join("trunc.png"), truncated).unwrap();
+
+        let set = scan(root, ImageLimits::default()).unwrap();
+        let paths: Vec<_> = set.images.iter().map(|i| i.rel_path.as_str()).collect();
+        assert_eq!(paths, ["copy.png", "dogs/a.png", "dogs/deep/b.PNG"]);
+        let a = &set.images[1];
+        assert_eq!((a.width, a.height, a.format.as_str()), (8, 6, "png"));
+        assert_eq!(a.label.as_deref(), Some("dogs"));
+        assert_eq!(a.description.as_deref(), Some("A small dog."));
+        assert_eq!(set.images[2].label.as_deref(), Some("deep"));
+        assert_eq!(set.images[0].label, None);
+
+        let reason = |p: &str| set.rejected.iter().find(|r| r.rel_path == p).map(|r| r.reason.clone()).unwrap();
+        let code = |p: &str| set.rejected.iter().find(|r| r.rel_path == p).map(|r| r.code).unwrap();
+        assert_eq!(
+            ["empty.jpg", "notes.jpg", "trunc.png", "top.png"].map(code),
+            [RejectCode::Empty, RejectCode::NotImage, RejectCode::Corrupt, RejectCode::Duplicate]
+        );
+        assert!(reason("empty.jpg").contains("empty file"));
+        assert!(reason("notes.jpg").contains("not an image"));
+        assert!(reason("trunc.png").contains("corrupt"), "{}", reason("trunc.png"));
+        assert!(reason("top.png").contains("duplicate content of copy.png"));
+        assert_eq!(set.rejected.len(), 4);
+    }
+
+    #[test]
+    fn content_hash_ignores_names_and_order() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(d1.path().join("x.png"), png(3, 3, 1)).unwrap();
+        std::fs::write(d1.path().join("y.png"), png(3, 3, 2)).unwrap();
+        std::fs::write(d2.path().join("renamed-b.png"), png(3, 3, 1)).unwrap();
+        std::fs::write(d2.path().join("renamed-a.png"), png(3, 3, 2)).unwrap();
+        let (s1, s2) = (scan(d1.path(), ImageLimits::default()).unwrap(), scan(d2.path(), ImageLimits::default()).unwrap());
+        assert_eq!(s1.content_hash, s2.content_hash);
+        std::fs::write(d2.path().join("third.png"), png(3, 3, 9)).unwrap();
+        assert_ne!(s1.content_hash, scan(d2.path(), ImageLimits::default()).unwrap().content_hash);
+    }
+
+    #[test]
+    fn empty_or_missing_folder_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.png"), b"nope").unwrap();
+        let e = scan(dir.path(), ImageLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("no usable image") && e.contains("1 files rejected"), "{e}");
+        let e = scan(&dir.path().join("missing"), ImageLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn huge_dimensions_are_rejected_before_decoding() {
+        let limits = ImageLimits { max_side: 100, max_pixels: 5_000, max_file_bytes: 1 << 20 };
+        assert!(check_dimensions(50, 50, limits).is_ok());
+        assert!(check_dimensions(101, 1, limits).unwrap_err().contains("decompression bomb"));
+        assert!(check_dimensions(80, 80, limits).is_err());
+        assert!(check_dimensions(0, 5, limits).unwrap_err().contains("no pixels"));
+    }
+
+    #[test]
+    fn split_is_deterministic_and_close_to_the_fraction() {
+        let hashes: Vec<String> = (0..2000).map(|i| hex::encode(Sha256::digest(format!("{i}")))).collect();
+        let held = hashes.iter().filter(|h| split_of(h, 7, 0.3) == Split::HeldOut).count();
+        assert!((500..700).contains(&held), "{held} of 2000 held out");
+        assert!(hashes.iter().all(|h| split_of(h, 7, 0.3) == split_of(h, 7, 0.3)));
+        assert_ne!(
+            hashes.iter().filter(|h| split_of(h, 7, 0.3) == Split::HeldOut).collect::<Vec<_>>(),
+            hashes.iter().filter(|h| split_of(h, 8, 0.3) == Split::HeldOut).collect::<Vec<_>>()
+        );
+    }
+}

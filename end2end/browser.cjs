@@ -1,0 +1,28 @@
+// Shared browser set-up for the end-to-end tests: Debian's Chromium driven by playwright-core
+// (never a downloaded browser), against the server started by scripts/e2e.sh.
+const { chromium } = require('playwright-core');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const BASE_URL = process.env.DND_E2E_URL || 'http://127.0.0.1:3000';
+
+async function launch() {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dnd-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const errors = [];
+  context.on('page', (p) => p.on('pageerror', (e) => errors.push(e)));
+  return { context, errors, close: async () => { await context.close(); fs.rmSync(userDataDir, { recursive: true, force: true }); } };
+}
+
+// Resolves once the wasm bundle has hydrated the page (frontend/src/lib.rs marks <body>).
+async function waitForHydration(page) {
+  await page.waitForSelector('body[data-hydrated="true"]', { timeout: 30000 });
+}
+
+module.exports = { BASE_URL, launch, waitForHydration };

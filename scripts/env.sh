@@ -1,0 +1,21 @@
+# Build/run environment for DnD Studio. Source it: `. scripts/env.sh`.
+# Everything heavy lives in a cache outside the repository so clean clones and CI reuse it.
+export DND_CACHE="${DND_STUDIO_CACHE:-$HOME/.cache/dnd-studio}"
+
+# libtorch (CPU-only view of the PyPI torch wheel) for the `tch` crate; see scripts/setup.sh.
+export LIBTORCH="$DND_CACHE/libtorch/view"
+export LIBTORCH_LIB="$DND_CACHE/libtorch/view"
+export LIBTORCH_INCLUDE="$DND_CACHE/libtorch/wheel/torch"
+export DND_CUDA_LIB="$DND_CACHE/libtorch/cuda/nvidia/cu13/lib"
+export LD_LIBRARY_PATH="$LIBTORCH/lib:$DND_CUDA_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# Debian's rustc-web drives the whole workspace (it can build std for wasm32); RUSTC_BOOTSTRAP
+# enables -Zbuild-std for the front end. Same flags for every build so nothing rebuilds twice.
+export RUSTC=/usr/bin/rustc
+export RUSTC_BOOTSTRAP=1
+
+# Pinned tools (wasm-bindgen-cli) and npm tools (wasm-opt from binaryen, playwright-core).
+export PATH="$DND_CACHE/tools/bin:$PATH"
+
+# Embedded-default assets (weights, probing images) prepared by scripts/fetch_assets.py.
+export DND_ASSETS="${DND_ASSETS:-$DND_CACHE/assets}"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (idempotent), every Rust test, then the browser tests against a
+# started release server. Release profile throughout, so tests and server share one build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+. scripts/env.sh
+cargo test --release --workspace --exclude frontend
+scripts/build.sh
+scripts/e2e.sh

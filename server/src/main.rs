@@ -1,0 +1,96 @@
+//! `dnd`: DnD Studio's server and command line.
+
+mod builtin;
+mod config;
+mod db;
+mod http;
+mod registry;
+mod shutdown;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "dnd", version, about = "DnD Studio: describe and dissect the neurons of vision networks")]
+struct Cli {
+    /// Configuration file (TOML). Default: $DND_CONFIG, else ./dnd-studio.toml if present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the web application (the default).
+    Serve,
+    /// Print the effective configuration (after environment overrides) and exit.
+    Config,
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| std::env::var_os("DND_CONFIG").map(PathBuf::from)).or_else(|| {
+        let default = PathBuf::from("dnd-studio.toml");
+        default.exists().then_some(default)
+    })
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("DND_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // DND_LOG_FORMAT=json gives one JSON object per line (request logs included).
+    if std::env::var("DND_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt().with_env_filter(filter).json().init();
+    } else {
+        fmt().with_env_filter(filter).init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let path = config_path(&cli);
+    let config = Config::load(path.as_deref(), std::env::vars())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Serve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(serve(config)),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
+    let db = db::open(&config.database_path()).await?;
+    builtin::register(&db, &config.storage.assets_dir).await;
+    let ctx = app::state::ServerContext { db: db.clone() };
+    let shutdown = shutdown::Shutdown::on_signals();
+
+    let listener = tokio::net::TcpListener::bind(config.server.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (config key server.bind)", config.server.bind))?;
+    tracing::info!(address = %config.server.bind, "DnD Studio listening on http://{}", config.server.bind);
+    axum::serve(listener, http::router(&config, ctx))
+        .with_graceful_shutdown(shutdown.clone().requested())
+        .await
+        .context("HTTP server failed")?;
+    db.close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
