@@ -98,7 +98,7 @@ CREATE TABLE probe_sets (
     source              TEXT NOT NULL CHECK (source IN ('builtin', 'folder', 'zip')),
     root_path           TEXT NOT NULL,               -- folder scanned (zip: where it was unpacked)
     archive_path        TEXT,                        -- the uploaded zip, when source = 'zip'
-    -- sha256 over the sorted (image sha256, relative path) list; NULL until registration is done.
+    -- sha256 over the sorted list of image sha256s (names do not matter); NULL until registered.
     content_sha256      TEXT CHECK (content_sha256 IS NULL OR length(content_sha256) = 64),
     heldout_fraction    REAL NOT NULL DEFAULT 0.3
                         CHECK (heldout_fraction >= 0.0 AND heldout_fraction < 1.0),

@@ -6,8 +6,6 @@ export DND_CACHE="${DND_STUDIO_CACHE:-$HOME/.cache/dnd-studio}"
 export LIBTORCH="$DND_CACHE/libtorch/view"
 export LIBTORCH_LIB="$DND_CACHE/libtorch/view"
 export LIBTORCH_INCLUDE="$DND_CACHE/libtorch/wheel/torch"
-export DND_CUDA_LIB="$DND_CACHE/libtorch/cuda/nvidia/cu13/lib"
-export LD_LIBRARY_PATH="$LIBTORCH/lib:$DND_CUDA_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Debian's rustc-web drives the whole workspace (it can build std for wasm32); RUSTC_BOOTSTRAP
 # enables -Zbuild-std for the front end. Same flags for every build so nothing rebuilds twice.

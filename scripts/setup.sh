@@ -11,6 +11,9 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 TORCH_VERSION=2.13.0
+# Bump to rebuild the libtorch view when its layout changes.
+VIEW_LAYOUT=2
+cuda_lib="$DND_CACHE/libtorch/cuda/nvidia/cu13/lib"
 CUDA_RT_SPEC='cuda-toolkit[cudart,cupti]==13.0.3'
 BINARYEN_NPM=binaryen@132
 
@@ -29,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- 2. libtorch (CPU-only view of the PyPI torch wheel) ------------------------------------
-if [ "$(cat "$LIBTORCH/build-version" 2>/dev/null)" != "$TORCH_VERSION" ]; then
+if [ "$(cat "$LIBTORCH/build-version" 2>/dev/null)" != "$TORCH_VERSION" ] || [ "$(cat "$LIBTORCH/view-layout" 2>/dev/null)" != "$VIEW_LAYOUT" ]; then
   log "preparing libtorch $TORCH_VERSION from the PyPI torch wheel (~530 MB, once)"
   whl=$(ls "$DND_CACHE"/downloads/torch-$TORCH_VERSION-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
@@ -42,17 +45,23 @@ if [ "$(cat "$LIBTORCH/build-version" 2>/dev/null)" != "$TORCH_VERSION" ]; then
   unzip -q "$whl" 'torch/lib/*' 'torch/include/*' -d "$DND_CACHE/libtorch/wheel" \
     || die "could not unpack $whl (corrupt download? delete it and rerun)"
   # libtorch_cpu needs libcudart/libcupti even on CPU; the small runtime wheels suffice.
-  if [ ! -e "$DND_CUDA_LIB/libcudart.so.13" ]; then
+  if [ ! -e "$cuda_lib/libcudart.so.13" ]; then
     pip install -q --target "$DND_CACHE/libtorch/cuda" "$CUDA_RT_SPEC" \
       || die "could not install $CUDA_RT_SPEC from PyPI (needed by libtorch_cpu.so)"
   fi
   # Only CPU libraries in the view: torch-sys links libtorch_cuda.so whenever it is present.
-  for l in libtorch_cpu.so libc10.so libgomp.so.1 libtorch.so libshm.so; do
-    src=$(ls "$DND_CACHE/libtorch/wheel/torch/lib/$l" 2>/dev/null || ls "$DND_CACHE"/libtorch/wheel/torch/lib/${l%%.so*}*.so* | head -n1)
-    ln -sf "$src" "$LIBTORCH/lib/$l"
+  for l in libtorch_cpu.so libc10.so libgomp.so.1 libshm.so; do
+    ln -sf "$DND_CACHE/libtorch/wheel/torch/lib/$l" "$LIBTORCH/lib/$l"
   done
-  ln -sfn "$LIBTORCH/lib" "$LIBTORCH/lib64" 2>/dev/null || true
+  # The wheel's libtorch.so is an empty wrapper that also pulls in libtorch_cuda.so (and so the
+  # whole CUDA stack): replace it by an empty library of the same name.
+  echo 'void dnd_studio_libtorch_stub(void) {}' > "$LIBTORCH/stub.c"
+  cc -shared -fPIC -Wl,-soname,libtorch.so -o "$LIBTORCH/lib/libtorch.so" "$LIBTORCH/stub.c" \
+    || die "cannot build the libtorch.so stub (is gcc installed?)"
+  # libtorch_cpu.so needs the CUDA runtime stubs even on CPU: keep them beside it.
+  for l in libcudart.so.13 libcupti.so.13; do ln -sf "$cuda_lib/$l" "$LIBTORCH/lib/$l"; done
   echo "$TORCH_VERSION" > "$LIBTORCH/build-version"
+  echo "$VIEW_LAYOUT" > "$LIBTORCH/view-layout"
 fi
 
 # --- 3. Pinned build tools -------------------------------------------------------------------

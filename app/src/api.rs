@@ -77,8 +77,18 @@ mod queries {
         ServerFnError::new(format!("database error: {e}"))
     }
 
-    const MODEL_COLUMNS: &str = "m.slug, m.name, m.description, m.source,
-        (SELECT COUNT(*) FROM layers l WHERE l.model_id = m.id) AS layer_count";
+    /// `SELECT <model summary columns> FROM models m <tail>` as one static string (sqlx only
+    /// takes static SQL, so the shared column list is spliced in at compile time).
+    macro_rules! select_models {
+        ($tail:literal) => {
+            concat!(
+                "SELECT m.slug, m.name, m.description, m.source,
+                    (SELECT COUNT(*) FROM layers l WHERE l.model_id = m.id) AS layer_count
+                 FROM models m ",
+                $tail
+            )
+        };
+    }
 
     fn model_from_row(r: &sqlx::sqlite::SqliteRow) -> ModelSummary {
         ModelSummary {
@@ -91,14 +101,16 @@ mod queries {
     }
 
     pub async fn models(db: &SqlitePool) -> Result<Vec<ModelSummary>, ServerFnError> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM models m ORDER BY m.name");
-        let rows = sqlx::query(&sql).fetch_all(db).await.map_err(db_error)?;
+        let rows = sqlx::query(select_models!("ORDER BY m.name")).fetch_all(db).await.map_err(db_error)?;
         Ok(rows.iter().map(model_from_row).collect())
     }
 
     pub async fn model(db: &SqlitePool, slug: &str) -> Result<Option<ModelSummary>, ServerFnError> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM models m WHERE m.slug = ?");
-        let row = sqlx::query(&sql).bind(slug).fetch_optional(db).await.map_err(db_error)?;
+        let row = sqlx::query(select_models!("WHERE m.slug = ?"))
+            .bind(slug)
+            .fetch_optional(db)
+            .await
+            .map_err(db_error)?;
         Ok(row.as_ref().map(model_from_row))
     }
 

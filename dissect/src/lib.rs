@@ -1,6 +1,7 @@
 //! Describe-and-Dissect engine. See `../shared/SPEC.md` for the method and its defaults.
 
 pub mod assets;
+pub mod crops;
 pub mod error;
 pub mod imagenet;
 pub mod model;

@@ -207,6 +207,10 @@ fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImag
     let format = reader.format().ok_or_else(|| {
         (RejectCode::NotImage, "not an image: the content is not a recognised image format".to_string())
     })?;
+    if format_name(format) == "other" {
+        let reason = format!("unsupported image format {format:?} (accepted: {})", IMAGE_EXTENSIONS.join(", "));
+        return Err((RejectCode::NotImage, reason));
+    }
     let (width, height) =
         reader.into_dimensions().map_err(|e| (RejectCode::Corrupt, format!("corrupt image header: {e}")))?;
     check_dimensions(width, height, limits).map_err(|reason| (RejectCode::TooLarge, reason))?;
@@ -220,11 +224,25 @@ fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImag
         sha256: hex::encode(Sha256::digest(&bytes)),
         width,
         height,
-        format: format.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+        format: format_name(format).to_string(),
         bytes: meta.len(),
         label,
         description: sidecar_description(path),
     })
+}
+
+/// Canonical lower-case name of a decodable format (`jpeg`, not the `jpg` extension).
+fn format_name(format: image::ImageFormat) -> &'static str {
+    use image::ImageFormat as F;
+    match format {
+        F::Png => "png",
+        F::Jpeg => "jpeg",
+        F::WebP => "webp",
+        F::Gif => "gif",
+        F::Bmp => "bmp",
+        F::Tiff => "tiff",
+        _ => "other",
+    }
 }
 
 /// Rejects zero-sized and absurdly large images before anything allocates their pixels.
@@ -266,6 +284,9 @@ mod tests {
         std::fs::write(root.join("dogs/a.txt"), "\n  A small dog.  \nsecond line").unwrap();
         std::fs::write(root.join("dogs/deep/b.PNG"), png(4, 4, 2)).unwrap();
         std::fs::write(root.join("top.png"), png(5, 5, 3)).unwrap();
+        let mut jpeg = Vec::new();
+        image::RgbImage::new(7, 3).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        std::fs::write(root.join("photo.JPG"), jpeg).unwrap();
         std::fs::write(root.join("copy.png"), png(5, 5, 3)).unwrap();
         std::fs::write(root.join("empty.jpg"), b"").unwrap();
         std::fs::write(root.join("notes.jpg"), b"this is text, not a jpeg").unwrap();
@@ -276,7 +297,8 @@ mod tests {
 
         let set = scan(root, ImageLimits::default()).unwrap();
         let paths: Vec<_> = set.images.iter().map(|i| i.rel_path.as_str()).collect();
-        assert_eq!(paths, ["copy.png", "dogs/a.png", "dogs/deep/b.PNG"]);
+        assert_eq!(paths, ["copy.png", "dogs/a.png", "dogs/deep/b.PNG", "photo.JPG"]);
+        assert_eq!(set.images[3].format, "jpeg", "canonical name, as the database expects");
         let a = &set.images[1];
         assert_eq!((a.width, a.height, a.format.as_str()), (8, 6, "png"));
         assert_eq!(a.label.as_deref(), Some("dogs"));

@@ -82,8 +82,9 @@ fn reported_layer_shapes_match_forward_outputs() {
 
 #[test]
 fn folded_channels_last_matches_reference() {
+    tch::manual_seed(7);
     let fast = common::load(Variant::Lite0, cpu());
-    let reference = common::load(Variant::Lite0, LoadOptions { fold_bn: false, channels_last: false, ..cpu() });
+    let reference = common::load(Variant::Lite0, LoadOptions::reference(dissect::model::DeviceChoice::Cpu));
     let p = fast.preprocessing();
     let batch = stack_batch(&[load_tensor(&common::skimage_photo("coffee"), &p).unwrap(), {
         let (h, w) = p.input_size;

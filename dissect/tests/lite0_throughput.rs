@@ -27,7 +27,7 @@ fn lite0_forward_throughput() {
     let reps = 4;
     let cpu = LoadOptions { device: DeviceChoice::Cpu, ..Default::default() };
     let fast = images_per_s(cpu, &batch, &[], reps);
-    let reference = images_per_s(LoadOptions { fold_bn: false, channels_last: false, ..cpu }, &batch, &[], reps);
+    let reference = images_per_s(LoadOptions::reference(DeviceChoice::Cpu), &batch, &[], reps);
     eprintln!(
         "EfficientNet-Lite0, batch 32, {} threads, all layers: {fast:.1} images/s (BN folded, channels-last); \
          {reference:.1} images/s (unfolded NCHW reference)",

@@ -45,7 +45,8 @@ fn init_logging() {
     if std::env::var("DND_LOG_FORMAT").as_deref() == Ok("json") {
         fmt().with_env_filter(filter).json().init();
     } else {
-        fmt().with_env_filter(filter).init();
+        let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        fmt().with_env_filter(filter).with_ansi(color).init();
     }
 }
 

@@ -166,6 +166,10 @@ struct ConvBn {
     weight: Tensor,
     bias: Option<Tensor>,
     bn: Option<nn::BatchNorm>,
+    /// `weight` with a zero first row and column, for the asymmetric (p, p+1) padding of strided
+    /// convs: a symmetric p+1 pad plus that dead row/column is exactly TF's padding, without
+    /// the extra full-tensor copy an explicit pad costs.
+    shifted: Option<Tensor>,
     kernel: i64,
     stride: i64,
     groups: i64,
@@ -177,7 +181,21 @@ impl ConvBn {
         let conv = nn::conv2d(p / conv, input, output, kernel, cfg);
         let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
         let bn = nn::batch_norm2d(p / bn, output, bn_cfg);
-        ConvBn { weight: conv.ws, bias: None, bn: Some(bn), kernel, stride, groups }
+        ConvBn { weight: conv.ws, bias: None, bn: Some(bn), shifted: None, kernel, stride, groups }
+    }
+
+    /// Applies the load-time rewrites chosen in `opts` (call under `no_grad`).
+    fn prepare(&mut self, opts: &LoadOptions) {
+        if opts.fold_bn {
+            self.fold();
+        }
+        if opts.pad_in_kernel && self.stride > 1 {
+            self.shifted = Some(self.weight.constant_pad_nd([1, 0, 1, 0]));
+        }
+        if opts.channels_last {
+            self.weight = channels_last(&self.weight);
+            self.shifted = self.shifted.as_ref().map(channels_last);
+        }
     }
 
     /// Folds batch norm into the conv: w' = w·γ/σ, b' = β − μ·γ/σ with σ = sqrt(var + eps).
@@ -189,24 +207,20 @@ impl ConvBn {
         self.bias = Some(beta - &bn.running_mean * &scale);
     }
 
-    fn to_channels_last(&mut self) {
-        self.weight = channels_last(&self.weight);
-    }
-
     fn forward(&self, x: &Tensor, relu6: bool) -> Tensor {
         let size = x.size();
         let (top, bottom) = same_padding(size[2], self.kernel, self.stride);
         let (left, right) = same_padding(size[3], self.kernel, self.stride);
-        // Symmetric padding goes to the conv itself; TF's asymmetric case (strided convs) needs
-        // an explicit zero pad first.
-        let padded;
-        let (input, pad) = if top == bottom && left == right {
-            (x, [top, left])
-        } else {
-            padded = x.constant_pad_nd([left, right, top, bottom]);
-            (&padded, [0, 0])
+        let conv = |input: &Tensor, weight: &Tensor, pad: [i64; 2]| {
+            input.conv2d(weight, self.bias.as_ref(), [self.stride; 2], pad, [1, 1], self.groups)
         };
-        let mut y = input.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], pad, [1, 1], self.groups);
+        let mut y = if top == bottom && left == right {
+            conv(x, &self.weight, [top, left])
+        } else if let (Some(shifted), true, true) = (&self.shifted, bottom == top + 1, right == left + 1) {
+            conv(x, shifted, [bottom, right])
+        } else {
+            conv(&x.constant_pad_nd([left, right, top, bottom]), &self.weight, [0, 0])
+        };
         if let Some(bn) = &self.bn {
             y = y.apply_t(bn, false);
         }
@@ -253,19 +267,32 @@ impl MbConv {
     }
 }
 
-/// Load-time switches. The defaults are the fast path; the unfolded NCHW path is the reference.
+/// Load-time switches. The defaults are the fast path; all rewrites off is the plain reference
+/// implementation (conv → batch norm → ReLU6, NCHW, explicit padding) the tests compare against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     pub device: DeviceChoice,
     /// Fold batch norm into conv weights (exact in eval mode, fewer passes over memory).
     pub fold_bn: bool,
-    /// Run activations in channels-last layout (faster CPU convolutions).
+    /// Run activations in channels-last layout (libtorch's CPU convolutions are much faster).
     pub channels_last: bool,
+    /// Express TF's asymmetric padding of strided convs in the kernel instead of padding the
+    /// activation tensor (see [`ConvBn`]).
+    pub pad_in_kernel: bool,
+    /// On CPU, call [`super::tune_cpu_allocator`] (process-wide; see there).
+    pub tune_allocator: bool,
+}
+
+impl LoadOptions {
+    /// The straightforward implementation: no load-time rewrites, allocator untouched.
+    pub fn reference(device: DeviceChoice) -> Self {
+        LoadOptions { device, fold_bn: false, channels_last: false, pad_in_kernel: false, tune_allocator: false }
+    }
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: DeviceChoice::Auto, fold_bn: true, channels_last: true }
+        LoadOptions { device: DeviceChoice::Auto, fold_bn: true, channels_last: true, pad_in_kernel: true, tune_allocator: true }
     }
 }
 
@@ -304,6 +331,9 @@ impl EfficientNetLite {
             return Err(Error::WeightsNotFound { path: path.to_path_buf() });
         }
         let device = opts.device.resolve()?;
+        if opts.tune_allocator && device == Device::Cpu {
+            super::tune_cpu_allocator();
+        }
         let specs = block_specs(variant);
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)?
             .into_iter()
@@ -326,14 +356,7 @@ impl EfficientNetLite {
             let convs = std::iter::once(&mut stem)
                 .chain(blocks.iter_mut().flat_map(MbConv::convs_mut))
                 .chain(std::iter::once(&mut head));
-            for c in convs {
-                if opts.fold_bn {
-                    c.fold();
-                }
-                if opts.channels_last {
-                    c.to_channels_last();
-                }
-            }
+            convs.for_each(|c| c.prepare(&opts));
         });
 
         let stage_ends = (0..NUM_STAGES).map(|st| specs.iter().rposition(|s| s.stage == st).expect("stage") + 1).collect();
@@ -516,19 +539,24 @@ mod tests {
 
     #[test]
     fn same_padded_conv_matches_hand_computation() {
-        // 4×4 input 1..16, 3×3 all-ones kernel, stride 2: windows start at rows/cols {0, 2}
-        // and the bottom/right one runs into one row/column of zeros.
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mut c = ConvBn::new(&vs.root(), "c", "bn", 1, 1, 3, 2, 1);
-        tch::no_grad(|| {
-            let _ = c.weight.fill_(1.0);
-            c.bn = None;
-        });
+        // 4×4 input 1..16, 3×3 all-ones kernel, stride 2: TF pads (0, 1), so windows start at
+        // rows/cols {0, 2} and the bottom/right ones run into one row/column of zeros.
         let x = Tensor::arange(16, (Kind::Float, Device::Cpu)).g_add_scalar(1.0).view([1, 1, 4, 4]);
-        let y = tch::no_grad(|| c.forward(&x, false));
-        let v: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
-        // [1 2 3;5 6 7;9 10 11]=54, [3 4;7 8;11 12]=45, [9..11;13..15]=63, [11 12;15 16]=54
-        assert_eq!(v, vec![54.0, 45.0, 63.0, 54.0]);
+        // [1 2 3;5 6 7;9 10 11] = 54, [3 4;7 8;11 12] = 45, [9 10 11;13 14 15] = 72, [11 12;15 16] = 54
+        let expected = vec![54.0f32, 45.0, 72.0, 54.0];
+        let reference = LoadOptions::reference(DeviceChoice::Cpu);
+        for opts in [reference, LoadOptions { pad_in_kernel: true, ..reference }, LoadOptions::default()] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let mut c = ConvBn::new(&vs.root(), "c", "bn", 1, 1, 3, 2, 1);
+            let y = tch::no_grad(|| {
+                let _ = c.weight.fill_(1.0);
+                c.bn = None;
+                c.prepare(&opts);
+                c.forward(&x, false)
+            });
+            let v: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+            assert_eq!(v, expected, "{opts:?}");
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! runs one batched forward pass returning the activation maps of the layers asked for.
 
 pub mod efficientnet_lite;
+mod runtime;
 
 use crate::error::{Error, Result};
 use tch::Tensor;
 
 pub use efficientnet_lite::{EfficientNetLite, LoadOptions, Variant};
+pub use runtime::{num_threads, set_num_threads, tune_cpu_allocator, DeviceChoice};
 
 /// What a dissectable layer is; decides e.g. whether attention crops make sense for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,41 +109,6 @@ pub trait TargetModel {
         let idx = self.layer_indices(names)?;
         self.forward_layers(batch, &idx)
     }
-}
-
-/// Which device to run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceChoice {
-    /// CUDA device 0 when available, else the CPU.
-    #[default]
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl DeviceChoice {
-    /// Resolves to a concrete device; asking for CUDA where there is none is an error rather than
-    /// a silent fallback, so a user who asked for the GPU knows they did not get it.
-    pub fn resolve(self) -> Result<tch::Device> {
-        match self {
-            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda(i) if tch::Cuda::is_available() && i < tch::Cuda::device_count() as usize => {
-                Ok(tch::Device::Cuda(i))
-            }
-            DeviceChoice::Cuda(i) => Err(Error::CudaUnavailable(i)),
-        }
-    }
-}
-
-/// Sets the number of CPU threads libtorch uses for intra-op parallelism (process-wide).
-pub fn set_num_threads(n: usize) {
-    tch::set_num_threads(n.max(1) as i32);
-}
-
-/// The number of CPU threads libtorch currently uses for intra-op parallelism.
-pub fn num_threads() -> usize {
-    tch::get_num_threads().max(1) as usize
 }
 
 /// Softmax over N×classes logits; returns each row's `k` most probable (class, probability),
