@@ -4,8 +4,11 @@ mod builtin;
 mod config;
 mod db;
 mod http;
+mod labels;
 mod registry;
 mod shutdown;
+#[cfg(test)]
+mod test_support;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,6 +31,26 @@ enum Command {
     Serve,
     /// Print the effective configuration (after environment overrides) and exit.
     Config,
+    /// Import another method's labels (CLIP-Dissect, MILAN, NetDissect-Lite tally, FALCON, DnD CSV).
+    ImportLabels {
+        /// Model slug, as in /m/{slug}.
+        #[arg(long)]
+        model: String,
+        /// The CSV file.
+        file: PathBuf,
+        /// dnd, clip-dissect, milan, netdissect, falcon or other (default: from the file's format).
+        #[arg(long)]
+        method: Option<String>,
+        /// Model layer, for formats without a layer column (NetDissect tally, DnD CSVs).
+        #[arg(long)]
+        layer: Option<String>,
+        /// Map a layer name of the file onto the model's: --map file_name=model_name (repeatable).
+        #[arg(long = "map")]
+        map: Vec<String>,
+        /// Distinguishes several sources of one method (e.g. two MILAN checkpoints).
+        #[arg(long, default_value = "")]
+        source: String,
+    },
 }
 
 fn config_path(cli: &Cli) -> Option<PathBuf> {
@@ -67,12 +90,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Serve => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(serve(config)),
+        Command::Serve => runtime()?.block_on(serve(config)),
+        Command::ImportLabels { model, file, method, layer, map, source } => {
+            let method = method
+                .map(|m| {
+                    labels::import::Method::parse(&m).with_context(|| {
+                        format!("unknown method `{m}` (dnd, clip-dissect, milan, netdissect, falcon, other)")
+                    })
+                })
+                .transpose()?;
+            let mapping = map
+                .iter()
+                .map(|m| {
+                    m.split_once('=')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .with_context(|| format!("--map `{m}`: expected FILE_LAYER=MODEL_LAYER"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            runtime()?.block_on(async {
+                let db = db::open(&config.database_path()).await?;
+                let s = labels::import_file(&db, &model, &name, &bytes, method, &source, layer.as_deref(), &mapping)
+                    .await?;
+                println!(
+                    "imported {} labels for {} neurons of {model} from {name} ({} format, method {}, import #{})",
+                    s.labels, s.neurons, s.format, s.method, s.import_id
+                );
+                anyhow::Ok(())
+            })
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

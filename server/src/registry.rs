@@ -169,7 +169,7 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
         tx.commit().await?;
         return Ok(id);
     }
-    let classes = spec.model.class_names();
+    let classes = spec.model.class_names().filter(|c| !c.is_empty());
     let model_id: i64 = sqlx::query_scalar(
         "INSERT INTO models (slug, name, description, source, builtin_key, weights_path, weights_sha256,
              fingerprint, input_height, input_width, preprocessing_json, dataset, num_classes)
@@ -231,13 +231,8 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dissect::model::{LayerInfo, Preprocess};
-
-    async fn temp_db() -> (tempfile::TempDir, SqlitePool) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::open(&dir.path().join("t.db")).await.unwrap();
-        (dir, db)
-    }
+    use crate::test_support::{temp_db, FakeModel};
+    use dissect::model::LayerInfo;
 
     fn write_png(path: &Path, seed: u8) {
         let img = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([seed, x as u8, y as u8]));
@@ -301,29 +296,6 @@ mod tests {
         assert!(e.to_string().contains("no usable image"), "{e}");
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe_sets").fetch_one(&db).await.unwrap();
         assert_eq!(n, 0);
-    }
-
-    /// A stand-in model: registration only reads its metadata.
-    struct FakeModel(Vec<LayerInfo>, Vec<String>);
-    impl TargetModel for FakeModel {
-        fn name(&self) -> &str {
-            "fake"
-        }
-        fn layers(&self) -> &[LayerInfo] {
-            &self.0
-        }
-        fn preprocessing(&self) -> Preprocess {
-            Preprocess::center_crop(32, 0.875, [0.0; 3], [1.0; 3])
-        }
-        fn class_names(&self) -> Option<&[String]> {
-            Some(&self.1)
-        }
-        fn device(&self) -> tch::Device {
-            tch::Device::Cpu
-        }
-        fn forward_layers(&self, _: &tch::Tensor, _: &[usize]) -> dissect::Result<Vec<tch::Tensor>> {
-            unreachable!("registration never runs the model")
-        }
     }
 
     #[tokio::test]

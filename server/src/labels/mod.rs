@@ -1,0 +1,53 @@
+//! Neuron labels from every method: importing the public file formats of other methods
+//! (CLIP-Dissect, MILAN, Network Dissection, FALCON, DnD's own CSVs) and storing them.
+
+pub mod import;
+pub mod store;
+
+use anyhow::Context;
+use import::{ImportTarget, Method};
+use sqlx::SqlitePool;
+use std::collections::{BTreeMap, HashMap};
+
+/// What one import produced, for the command line and the web page.
+#[derive(Debug)]
+pub struct ImportSummary {
+    pub import_id: i64,
+    pub format: &'static str,
+    pub method: &'static str,
+    pub labels: usize,
+    pub neurons: usize,
+}
+
+/// Parses `bytes` against the model `model_slug` and stores the labels (all or nothing).
+pub async fn import_file(
+    db: &SqlitePool,
+    model_slug: &str,
+    file_name: &str,
+    bytes: &[u8],
+    method: Option<Method>,
+    source_name: &str,
+    layer: Option<&str>,
+    layer_mapping: &BTreeMap<String, String>,
+) -> anyhow::Result<ImportSummary> {
+    let model_id: i64 = sqlx::query_scalar("SELECT id FROM models WHERE slug = ?")
+        .bind(model_slug)
+        .fetch_optional(db)
+        .await?
+        .with_context(|| format!("no model `{model_slug}` is registered"))?;
+    let layers: HashMap<String, usize> =
+        sqlx::query_as::<_, (String, i64)>("SELECT name, channels FROM layers WHERE model_id = ?")
+            .bind(model_id)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .map(|(n, c)| (n, c as usize))
+            .collect();
+    let target = ImportTarget { layers: &layers, layer_mapping, layer };
+    let parsed = import::parse(bytes, &target).with_context(|| format!("{file_name} was not imported"))?;
+    let method = method.unwrap_or(parsed.format.default_method());
+    let record = store::ImportRecord { model_id, method, source_name, file_name, file_bytes: bytes, layer_mapping };
+    let import_id = store::store_import(db, record, &parsed).await?;
+    let neurons = parsed.rows.iter().map(|r| (&r.layer, r.unit)).collect::<std::collections::HashSet<_>>().len();
+    Ok(ImportSummary { import_id, format: parsed.format.as_str(), method: method.as_str(), labels: parsed.rows.len(), neurons })
+}

@@ -1,0 +1,35 @@
+//! Helpers shared by the server's unit tests.
+
+use dissect::model::{LayerInfo, Preprocess, TargetModel};
+use sqlx::SqlitePool;
+
+/// A migrated database in a temporary folder (kept alive by the returned guard).
+pub async fn temp_db() -> (tempfile::TempDir, SqlitePool) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::db::open(&dir.path().join("t.db")).await.unwrap();
+    (dir, db)
+}
+
+/// A stand-in model with given layers and class names: registration only reads metadata.
+pub struct FakeModel(pub Vec<LayerInfo>, pub Vec<String>);
+
+impl TargetModel for FakeModel {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn layers(&self) -> &[LayerInfo] {
+        &self.0
+    }
+    fn preprocessing(&self) -> Preprocess {
+        Preprocess::center_crop(32, 0.875, [0.0; 3], [1.0; 3])
+    }
+    fn class_names(&self) -> Option<&[String]> {
+        Some(&self.1)
+    }
+    fn device(&self) -> tch::Device {
+        tch::Device::Cpu
+    }
+    fn forward_layers(&self, _: &tch::Tensor, _: &[usize]) -> dissect::Result<Vec<tch::Tensor>> {
+        unreachable!("registration never runs the model")
+    }
+}
