@@ -19,7 +19,7 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || { echo "server did not answer /healthz:"; cat "$log"; exit 1; }
 status=0
-DND_E2E_URL="http://127.0.0.1:$port" NODE_PATH="$DND_CACHE/node/node_modules" \
+DND_E2E_URL="http://127.0.0.1:$port" DND_E2E_DATA="$data" NODE_PATH="$DND_CACHE/node/node_modules" \
   node --test --test-concurrency=1 end2end/ || status=$?
 if [ $status -ne 0 ]; then echo "--- server log ---"; tail -n 50 "$log"; fi
 exit $status

@@ -11,7 +11,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    path,
+    path, SsrMode,
 };
 
 /// Name of the generated JS/wasm/CSS bundle under `/pkg/` (see scripts/build-site.sh).
@@ -42,13 +42,17 @@ pub fn App() -> impl IntoView {
     view! {
         <Stylesheet id="leptos" href=format!("/pkg/{BUNDLE_NAME}.css") />
         <Title text="DnD Studio" />
+        // Data pages render in async mode: the whole page waits for its query, so an unknown
+        // model, layer or unit can still answer with a 404 status.
         <Router>
             <components::TopBar />
             <main class="page">
                 <Routes fallback=pages::NotFound>
                     <Route path=path!("/") view=pages::Home />
                     <Route path=path!("/models") view=pages::Home />
-                    <Route path=path!("/m/:model") view=pages::ModelPage />
+                    <Route path=path!("/m/:model") view=pages::ModelPage ssr=SsrMode::Async />
+                    <Route path=path!("/m/:model/:layer") view=pages::LayerPage ssr=SsrMode::Async />
+                    <Route path=path!("/m/:model/:layer/:unit") view=pages::NeuronPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -1,9 +1,13 @@
 //! One module per page.
 
 mod home;
+mod layer;
 mod model;
+mod neuron;
 mod not_found;
 
 pub use home::Home;
+pub use layer::LayerPage;
 pub use model::ModelPage;
+pub use neuron::NeuronPage;
 pub use not_found::NotFound;

@@ -29,13 +29,14 @@ pub fn ModelPage() -> impl IntoView {
                                     {d.layers
                                         .into_iter()
                                         .map(|l| {
+                                            let href = format!("/m/{}/{}", d.model.slug, l.name);
                                             let size = match (l.height, l.width) {
                                                 (Some(h), Some(w)) => format!("{h}×{w}"),
                                                 _ => "—".to_string(),
                                             };
                                             view! {
                                                 <tr>
-                                                    <td>{l.name}</td>
+                                                    <td><a href=href>{l.name}</a></td>
                                                     <td>{l.kind}</td>
                                                     <td>{l.channels}</td>
                                                     <td>{size}</td>

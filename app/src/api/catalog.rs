@@ -1,4 +1,4 @@
-//! Types shared by server and browser, and the server functions that produce them.
+//! The catalogue: registered models, their layers, and probing sets.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -70,12 +70,8 @@ pub async fn get_model(slug: String) -> Result<Option<ModelDetail>, ServerFnErro
 #[cfg(feature = "ssr")]
 mod queries {
     use super::*;
+    use crate::api::db_error;
     use sqlx::{Row, SqlitePool};
-
-    fn db_error(e: sqlx::Error) -> ServerFnError {
-        tracing::error!(error = %e, "database query failed");
-        ServerFnError::new(format!("database error: {e}"))
-    }
 
     /// `SELECT <model summary columns> FROM models m <tail>` as one static string (sqlx only
     /// takes static SQL, so the shared column list is spliced in at compile time).

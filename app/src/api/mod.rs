@@ -1,0 +1,15 @@
+//! Types shared by server and browser, and the server functions that produce them, one module
+//! per area.
+
+mod catalog;
+mod gallery;
+
+pub use catalog::*;
+pub use gallery::*;
+
+/// Logs a database failure on the server and turns it into a server-function error.
+#[cfg(feature = "ssr")]
+pub(crate) fn db_error(e: sqlx::Error) -> leptos::prelude::ServerFnError {
+    tracing::error!(error = %e, "database query failed");
+    leptos::prelude::ServerFnError::new(format!("database error: {e}"))
+}

@@ -1,0 +1,119 @@
+//! `/m/{model}/{layer}`: a grid of the layer's neurons with every method's label, paginated,
+//! filterable by label text, sortable, with a jump-to-unit box. All state lives in the URL
+//! (`?q=&sort=&page=`), so every view can be linked.
+
+use crate::api::{get_layer, method_title, LayerQuery};
+use crate::components::ErrorNote;
+use leptos::prelude::*;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+#[component]
+pub fn LayerPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let request = move || {
+        let p = params.read();
+        let q = query.read();
+        LayerQuery {
+            model: p.get("model").unwrap_or_default(),
+            layer: p.get("layer").unwrap_or_default(),
+            page: q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1),
+            filter: q.get("q").unwrap_or_default(),
+            sort: q.get("sort").unwrap_or_else(|| "unit".into()),
+        }
+    };
+    let jump = move || query.read().get("unit").filter(|u| u.trim().parse::<u32>().is_ok());
+    let view_data = Resource::new(request, get_layer);
+
+    view! {
+        {move || {
+            jump().map(|unit| {
+                let p = params.read();
+                let path = format!("/m/{}/{}/{}", p.get("model").unwrap_or_default(), p.get("layer").unwrap_or_default(), unit.trim());
+                view! { <Redirect path /> }
+            })
+        }}
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let req = request();
+                match view_data.await {
+                    Err(e) => view! { <ErrorNote message=e.to_string() /> }.into_any(),
+                    Ok(None) => view! { <super::NotFound /> }.into_any(),
+                    Ok(Some(v)) => {
+                        let base = format!("/m/{}/{}", req.model, req.layer);
+                        let page_link = {
+                            let (base, filter, sort) = (base.clone(), req.filter.clone(), req.sort.clone());
+                            move |page: i64| format!("{base}?q={}&sort={sort}&page={page}", urlencode(&filter))
+                        };
+                        let prev = (v.page > 1).then(|| page_link(v.page - 1));
+                        let next = (v.page < v.pages).then(|| page_link(v.page + 1));
+                        let no_labels = v.methods.is_empty();
+                        view! {
+                            <nav class="crumbs">
+                                <a href="/">"Models"</a> " › "
+                                <a href=format!("/m/{}", req.model)>{v.model_name.clone()}</a> " › "
+                                {v.layer.name.clone()}
+                            </nav>
+                            <h1>{format!("{} · {}", v.model_name, v.layer.name)}</h1>
+                            <form class="toolbar" method="get" action=base.clone()>
+                                <label>"Filter labels " <input type="search" name="q" value=req.filter.clone() placeholder="e.g. dog" /></label>
+                                <label>"Sort "
+                                    <select name="sort">
+                                        <option value="unit" selected=req.sort != "score">"by unit"</option>
+                                        <option value="score" selected=req.sort == "score">"by DnD label score"</option>
+                                    </select>
+                                </label>
+                                <button type="submit">"Apply"</button>
+                            </form>
+                            <form class="toolbar" method="get" action=base.clone()>
+                                <label>"Go to unit " <input type="number" name="unit" min="0" max=v.layer.channels - 1 /></label>
+                                <button type="submit">"Go"</button>
+                            </form>
+                            <p class="meta">
+                                {format!("{} of {} neurons", v.matching, v.layer.channels)}
+                                {(!req.filter.is_empty()).then(|| format!(" match “{}”", req.filter))}
+                                {format!(" · page {} of {}", v.page, v.pages)}
+                            </p>
+                            {no_labels.then(|| view! {
+                                <p class="empty">"No labels for this layer yet: run a dissection or import another method's labels."</p>
+                            })}
+                            <ul class="neuron-grid" id="neurons">
+                                {v.neurons.into_iter().map(|n| {
+                                    let href = format!("{base}/{}", n.unit);
+                                    view! {
+                                        <li class="neuron-card">
+                                            <a href=href class="unit">{format!("unit {}", n.unit)}</a>
+                                            {n.class_name.map(|c| view! { <p class="class-name" title="ground-truth class">{c}</p> })}
+                                            <dl>
+                                                {n.labels.into_iter().map(|l| view! {
+                                                    <dt>{method_title(&l.method)}</dt>
+                                                    <dd data-method=l.method.clone()>{l.text}</dd>
+                                                }).collect_view()}
+                                            </dl>
+                                        </li>
+                                    }
+                                }).collect_view()}
+                            </ul>
+                            <nav class="pager">
+                                {prev.map(|h| view! { <a href=h rel="prev">"← previous page"</a> })}
+                                {next.map(|h| view! { <a href=h rel="next">"next page →"</a> })}
+                            </nav>
+                        }
+                        .into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// Minimal query-string escaping for the filter text in pager links.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
