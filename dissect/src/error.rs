@@ -52,6 +52,31 @@ pub enum Error {
     #[error("cannot make a batch from zero images")]
     EmptyBatch,
 
+    #[error("model manifest {}: {reason}", path.display())]
+    Manifest { path: PathBuf, reason: String },
+
+    #[error(
+        "no manifest found for model {}; looked for {}. Write one (see tools/README.md) or give its path",
+        model.display(), tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ManifestNotFound { model: PathBuf, tried: Vec<PathBuf> },
+
+    #[error(
+        "{} is not a TorchScript archive: {reason}. Export the model with tools/export_torchscript.py \
+         (torch.jit.trace or torch.jit.script, then .save()), not with torch.save()",
+        path.display()
+    )]
+    NotTorchScript { path: PathBuf, reason: String },
+
+    #[error("cannot load TorchScript model {}: {reason}", path.display())]
+    TorchScriptLoad { path: PathBuf, reason: String },
+
+    #[error("TorchScript model {} does not match its manifest {}: {reason}", model.display(), manifest.display())]
+    ManifestMismatch { model: PathBuf, manifest: PathBuf, reason: String },
+
+    #[error("TorchScript model `{model}` returned outputs that do not match its manifest: {reason}")]
+    TorchScriptRun { model: String, reason: String },
+
     #[error("I/O error on {}: {source}", path.display())]
     Io {
         path: PathBuf,
