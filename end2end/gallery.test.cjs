@@ -88,3 +88,19 @@ test('jump to unit, and arrow keys move between units once hydrated', async () =
     await b.close();
   }
 });
+
+test('labels export as JSON and in the method\'s CSV format, and re-import', async () => {
+  importLabels('layer,unit,description\nclassifier,3,"sharks, in water"\n', ['--method', 'milan', '--source', 'export-test']);
+  const base = `${BASE_URL}/export/efficientnet-lite0/classifier?method=milan&source=export-test`;
+  const json = await (await fetch(`${base}&format=json`)).json();
+  assert.equal(json.labels.length, 1);
+  assert.deepEqual([json.labels[0].unit, json.labels[0].text], [3, 'sharks, in water']);
+  assert.match(json.labels[0].origin, /^import #\d+ \(labels\.csv\)$/);
+  const res = await fetch(`${base}&format=milan`);
+  assert.match(res.headers.get('content-disposition'), /efficientnet-lite0_classifier_milan\.csv/);
+  const csv = await res.text();
+  assert.equal(csv, 'layer,unit,description\nclassifier,3,"sharks, in water"\n');
+  assert.match(importLabels(csv, ['--method', 'milan', '--source', 'reimport']), /imported 1 labels/);
+  assert.equal((await fetch(`${base}&format=xml`)).status, 400);
+  assert.equal((await fetch(`${BASE_URL}/export/efficientnet-lite0/classifier?method=falcon`)).status, 404);
+});

@@ -38,6 +38,7 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/export/{model}/{layer}", get(export_labels))
         .leptos_routes_with_context(&state, routes, provide.clone(), {
             let leptos = leptos.clone();
             move || app::shell(leptos.clone())
@@ -65,5 +66,59 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "error", "error": format!("database: {e}") })),
         ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    method: String,
+    #[serde(default)]
+    source: String,
+    /// `json` (default) or a CSV format: clip-dissect, milan, netdissect-tally, dnd-top3, dnd.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /export/{model}/{layer}?method=…&format=…`: one method's current labels of a layer.
+async fn export_labels(
+    State(state): State<HttpState>,
+    axum::extract::Path((model, layer)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> axum::response::Response {
+    use crate::labels::export;
+    use axum::http::header;
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
+    let labels = match export::load(&state.ctx.db, &model, &layer, &q.method, &q.source).await {
+        Ok(l) => l,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
+    };
+    if labels.is_empty() {
+        return (StatusCode::NOT_FOUND, format!("no current `{}` labels for {model}/{layer}", q.method)).into_response();
+    }
+    let stem = format!("{model}_{layer}_{}", q.method);
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let body = serde_json::json!({ "model": model, "layer": layer, "method": q.method, "labels": labels });
+            let disposition = format!("attachment; filename=\"{stem}.json\"");
+            ([(header::CONTENT_DISPOSITION, disposition)], Json(body)).into_response()
+        }
+        name => {
+            let Some(format) = export::format_from_name(name) else {
+                return bad(format!(
+                    "unknown export format `{name}` (json, clip-dissect, milan, netdissect-tally, dnd-top3, dnd)"
+                ));
+            };
+            match export::to_csv(&labels, format) {
+                Ok(bytes) => (
+                    [
+                        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{stem}.csv\"")),
+                    ],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
+            }
+        }
     }
 }

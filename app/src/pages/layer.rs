@@ -75,6 +75,19 @@ pub fn LayerPage() -> impl IntoView {
                                 {(!req.filter.is_empty()).then(|| format!(" match “{}”", req.filter))}
                                 {format!(" · page {} of {}", v.page, v.pages)}
                             </p>
+                            {(!no_labels).then(|| {
+                                let links = v.methods.iter().map(|m| {
+                                    let base = format!("/export/{}/{}?method={m}", req.model, req.layer);
+                                    view! {
+                                        <span class="export">
+                                            {method_title(m)} ": "
+                                            <a href=format!("{base}&format=json") download="">"JSON"</a> " · "
+                                            <a href=format!("{base}&format={}", csv_format(m)) download="">"CSV"</a>
+                                        </span>
+                                    }
+                                }).collect_view();
+                                view! { <p class="exports">"Export labels — " {links}</p> }
+                            })}
                             {no_labels.then(|| view! {
                                 <p class="empty">"No labels for this layer yet: run a dissection or import another method's labels."</p>
                             })}
@@ -105,6 +118,16 @@ pub fn LayerPage() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+/// The CSV layout a method's labels are exported in by default (its own published format).
+fn csv_format(method: &str) -> &'static str {
+    match method {
+        "dnd" => "dnd-top3",
+        "clip-dissect" => "clip-dissect",
+        "netdissect" => "netdissect-tally",
+        _ => "milan",
     }
 }
 

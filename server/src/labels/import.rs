@@ -247,7 +247,7 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             return Err(line_error(line, shown));
         }
         let score = match score_field {
-            None => None,
+            None | Some("") => None,
             Some(s) => {
                 let v: f64 = s.parse().map_err(|_| line_error(line, format!("score `{s}` is not a number")))?;
                 if !v.is_finite() {

@@ -1,6 +1,7 @@
 //! Neuron labels from every method: importing the public file formats of other methods
 //! (CLIP-Dissect, MILAN, Network Dissection, FALCON, DnD's own CSVs) and storing them.
 
+pub mod export;
 pub mod import;
 pub mod store;
 
