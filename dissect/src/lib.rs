@@ -2,10 +2,12 @@
 
 pub mod assets;
 pub mod crops;
+pub mod dtop;
 pub mod error;
 pub mod imagenet;
 pub mod model;
 pub mod preprocess;
 pub mod probe;
+pub mod record;
 
 pub use error::{Error, Result};

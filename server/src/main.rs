@@ -3,6 +3,7 @@
 mod builtin;
 mod config;
 mod db;
+mod engine_cli;
 mod http;
 mod labels;
 mod registry;
@@ -31,6 +32,34 @@ enum Command {
     Serve,
     /// Print the effective configuration (after environment overrides) and exit.
     Config,
+    /// Record every neuron's mean and max activation over a probing set (cached and resumable).
+    Record {
+        /// efficientnet-lite0, efficientnet-lite2, or a TorchScript file (manifest beside it).
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        /// `builtin` or a folder of images.
+        #[arg(long, default_value = "builtin")]
+        probe: String,
+        /// Layer to record (repeatable); a typo lists the valid names.
+        #[arg(long = "layer", required = true)]
+        layers: Vec<String>,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Show one neuron's top images, their attention crops and the re-ranked D_top (SPEC Step 1).
+    Crops {
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        #[arg(long, default_value = "builtin")]
+        probe: String,
+        #[arg(long)]
+        layer: String,
+        #[arg(long)]
+        unit: usize,
+        /// Spatial summary of a map: mean (default) or max.
+        #[arg(long, default_value = "mean")]
+        summary: String,
+    },
     /// Import another method's labels (CLIP-Dissect, MILAN, NetDissect-Lite tally, FALCON, DnD CSV).
     ImportLabels {
         /// Model slug, as in /m/{slug}.
@@ -91,6 +120,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => runtime()?.block_on(serve(config)),
+        Command::Record { model, probe, layers, batch } => {
+            let started = std::time::Instant::now();
+            let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
+            let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
+            let (_, recording) = engine_cli::record(&loaded, &set, &layers, &activation_dir(&config), batch)?;
+            engine_cli::print_record_summary(&set, &recording, started);
+            Ok(())
+        }
+        Command::Crops { model, probe, layer, unit, summary } => {
+            let summary = match summary.as_str() {
+                "mean" => dissect::crops::Summary::Mean,
+                "max" => dissect::crops::Summary::Max,
+                other => anyhow::bail!("--summary `{other}`: expected mean or max"),
+            };
+            let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
+            let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
+            engine_cli::crops(&loaded, &set, &layer, unit, summary, &activation_dir(&config))
+        }
         Command::ImportLabels { model, file, method, layer, map, source } => {
             let method = method
                 .map(|m| {
@@ -121,6 +168,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Where activation summaries are cached (keyed by model and probing-set content).
+fn activation_dir(config: &Config) -> PathBuf {
+    config.storage.data_dir.join("activations")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -7,9 +7,11 @@
 //! tensor names (`_conv_stem.weight`, `_blocks.N._expand_conv.weight`, …) are used verbatim as
 //! VarStore paths, so loading needs no renaming table.
 //!
-//! For speed (this is the recording hot path) batch norm is folded into the conv weights at load
-//! time — exact in eval mode — and activations run channels-last; both can be switched off
-//! ([`LoadOptions`]), which the tests use as the reference.
+//! For speed (this is the recording hot path) the default [`LoadOptions`] fold batch norm into
+//! the conv weights at load time (exact in eval mode), run activations channels-last, express
+//! TF's asymmetric padding inside the kernel instead of padding tensors, keep ReLU6 and residual
+//! adds in place, and stop the forward pass at the deepest layer asked for.
+//! [`LoadOptions::reference`] turns the rewrites off; the tests compare the two.
 
 use super::{check_image_batch, DeviceChoice, LayerInfo, LayerKind, Preprocess, TargetModel};
 use crate::error::{Error, Result};

@@ -1,0 +1,96 @@
+//! The `dnd` command line on the real embedded model (assets from scripts/setup.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn assets() -> PathBuf {
+    let dir = dissect::assets::assets_dir();
+    assert!(
+        dir.join("models/efficientnet-lite0.safetensors").is_file(),
+        "embedded-default assets missing in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn dnd(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dnd"))
+        .args(args)
+        .env("DND__STORAGE__DATA_DIR", data)
+        .env("DND__STORAGE__ASSETS_DIR", assets())
+        .output()
+        .expect("run dnd")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A small probing folder: real photos plus files that must be skipped with a reason.
+fn probe_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("probe");
+    std::fs::create_dir_all(root.join("cups")).unwrap();
+    let skimage = assets().join("probe/builtin/skimage");
+    for name in ["coffee.png", "chelsea.png", "rocket.jpg", "astronaut.png"] {
+        std::fs::copy(skimage.join(name), root.join("cups").join(name)).unwrap();
+    }
+    std::fs::write(root.join("empty.png"), b"").unwrap();
+    std::fs::write(root.join("notes.jpg"), b"plain text").unwrap();
+    root
+}
+
+#[test]
+fn record_caches_and_reports_rejected_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = probe_folder(dir.path());
+    let probe = probe.to_str().unwrap();
+    let first = dnd(dir.path(), &["record", "--probe", probe, "--layer", "stage4", "--layer", "classifier"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let out = text(&first);
+    assert!(out.contains("recorded 4 images (0 skipped, 2 files rejected at scan)"), "{out}");
+    assert!(out.contains("4 forwarded"), "{out}");
+    assert!(out.contains("stage4") && out.contains("(computed)"), "{out}");
+    assert!(out.contains("rejected: empty.png (empty file (0 bytes))"), "{out}");
+    assert!(out.contains("rejected: notes.jpg (not an image"), "{out}");
+    let second = dnd(dir.path(), &["record", "--probe", probe, "--layer", "stage4", "--layer", "classifier"]);
+    let out = text(&second);
+    assert!(out.contains("0 forwarded") && out.contains("(from cache)"), "{out}");
+}
+
+#[test]
+fn crops_show_d_top_and_the_classifier_gets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = probe_folder(dir.path());
+    let probe = probe.to_str().unwrap();
+    // ImageNet class 967 is "espresso": coffee.png must lead its top images.
+    let o = dnd(dir.path(), &["crops", "--probe", probe, "--layer", "classifier", "--unit", "967"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let first_top = out.lines().nth(1).unwrap_or_default();
+    assert!(first_top.contains("cups/coffee.png") && first_top.contains("crops: none"), "{out}");
+    assert!(!out.contains("crop ["), "classifier units get no crops: {out}");
+
+    let o = dnd(dir.path(), &["crops", "--probe", probe, "--layer", "stage3", "--unit", "5", "--summary", "max"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("(Max activation)") && out.contains("D_top"), "{out}");
+    let d_top = out.lines().skip_while(|l| !l.starts_with("D_top")).skip(1).count();
+    assert!(d_top >= 4, "four images and their crops: {out}");
+}
+
+#[test]
+fn typos_name_the_valid_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dnd(dir.path(), &["record", "--layer", "stage9"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("valid layers: stem, stage1"), "{}", text(&o));
+    let o = dnd(dir.path(), &["crops", "--layer", "stage1", "--unit", "999"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unit 999 is outside layer `stage1`"), "{}", text(&o));
+    let o = dnd(dir.path(), &["record", "--model", "/nonexistent.pt", "--layer", "x"]);
+    assert!(text(&o).contains("neither a built-in model"), "{}", text(&o));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = dnd(dir.path(), &["record", "--probe", empty.to_str().unwrap(), "--layer", "stem"]);
+    assert!(text(&o).contains("holds no usable image"), "{}", text(&o));
+}
