@@ -79,8 +79,17 @@ pub fn flatten_rgb(img: &DynamicImage) -> RgbImage {
 /// Resizes so the shorter side equals `p.resize_shorter` (never smaller than the crop), then
 /// centre-crops `p.input_size`, following torchvision's `Resize(int)` + `CenterCrop` arithmetic.
 pub fn resize_center_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
-    let (crop_h, crop_w) = p.input_size;
     let (w, h) = img.dimensions();
+    let (nw, nh, top, left) = resize_geometry(w, h, p);
+    let resized = if (nw, nh) == (w, h) { img.clone() } else { image::imageops::resize(img, nw, nh, FilterType::Triangle) };
+    let (crop_h, crop_w) = p.input_size;
+    image::imageops::crop_imm(&resized, left, top, crop_w, crop_h).to_image()
+}
+
+/// The resized size (width, height) and the crop origin (top, left) of
+/// [`resize_center_crop`] for a `w`×`h` image.
+pub(crate) fn resize_geometry(w: u32, h: u32, p: &Preprocess) -> (u32, u32, u32, u32) {
+    let (crop_h, crop_w) = p.input_size;
     let (w, h) = (w.max(1), h.max(1));
     let short = w.min(h) as f64;
     let target = p.resize_shorter.max(crop_h).max(crop_w) as f64;
@@ -89,10 +98,9 @@ pub fn resize_center_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
         if w <= h { (target as u32, (target * h as f64 / short) as u32) } else { ((target * w as f64 / short) as u32, target as u32) };
     nw = nw.max(crop_w);
     nh = nh.max(crop_h);
-    let resized = if (nw, nh) == (w, h) { img.clone() } else { image::imageops::resize(img, nw, nh, FilterType::Triangle) };
     let top = ((nh - crop_h) as f64 / 2.0).round() as u32;
     let left = ((nw - crop_w) as f64 / 2.0).round() as u32;
-    image::imageops::crop_imm(&resized, left, top, crop_w, crop_h).to_image()
+    (nw, nh, top, left)
 }
 
 /// RGB8 image → 3×H×W f32 tensor with `(x - mean) / std` per channel (x on 0–255).

@@ -167,20 +167,6 @@ fn taps(in_len: u32, out_len: u32, range: std::ops::Range<u32>) -> Vec<Taps> {
         .collect()
 }
 
-/// Output size and crop origin, with [`crate::preprocess::resize_center_crop`]'s arithmetic.
-fn geometry(w: u32, h: u32, p: &Preprocess) -> (u32, u32, u32, u32) {
-    let (crop_h, crop_w) = p.input_size;
-    let (w, h) = (w.max(1), h.max(1));
-    let short = w.min(h) as f64;
-    let target = p.resize_shorter.max(crop_h).max(crop_w) as f64;
-    let (mut nw, mut nh) =
-        if w <= h { (target as u32, (target * h as f64 / short) as u32) } else { ((target * w as f64 / short) as u32, target as u32) };
-    nw = nw.max(crop_w);
-    nh = nh.max(crop_h);
-    let top = ((nh - crop_h) as f64 / 2.0).round() as u32;
-    let left = ((nw - crop_w) as f64 / 2.0).round() as u32;
-    (nw, nh, top, left)
-}
 
 /// Resize so the shorter side is `p.resize_shorter` (never below the crop), centre-crop
 /// `p.input_size`: pixel for pixel what [`crate::preprocess::resize_center_crop`] returns.
@@ -190,7 +176,7 @@ pub(crate) fn resize_center_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
         return crate::preprocess::resize_center_crop(img, p);
     }
     let (crop_h, crop_w) = p.input_size;
-    let (nw, nh, top, left) = geometry(w, h, p);
+    let (nw, nh, top, left) = crate::preprocess::resize_geometry(w, h, p);
     if (nw, nh) == (w, h) {
         return image::imageops::crop_imm(img, left, top, crop_w, crop_h).to_image();
     }
