@@ -39,13 +39,6 @@ fn cpu_seconds() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-/// Minor page faults of this process so far (field 10 of /proc/self/stat).
-fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace().nth(7).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 /// Best wall-clock time and total CPU time over the passes of one measurement.
 #[derive(Default)]
 struct Timing {
@@ -56,10 +49,9 @@ struct Timing {
 
 impl Timing {
     fn run(&mut self, f: impl FnOnce()) -> f64 {
-        let (t, c, m) = (Instant::now(), cpu_seconds(), minor_faults());
+        let (t, c) = (Instant::now(), cpu_seconds());
         f();
         let wall = t.elapsed().as_secs_f64();
-        eprintln!("FAULTS {} in {wall:.2}s", minor_faults() - m);
         self.cpu += cpu_seconds() - c;
         self.best = if self.passes == 0 { wall } else { self.best.min(wall) };
         self.passes += 1;

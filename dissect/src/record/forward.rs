@@ -35,12 +35,8 @@ impl AdaptiveForward {
             let attempt = || -> crate::Result<LayerRows> {
                 // A view, not a copy: the full batch is already one tensor.
                 let chunk = if n == total { input.shallow_clone() } else { input.narrow(0, at as i64, n as i64) };
-                let t0 = std::time::Instant::now();
                 let outputs = model.forward_layers(&chunk, layers)?;
-                crate::record::prof::add(2, t0);
-                let t0 = std::time::Instant::now();
                 let r = outputs.iter().map(reduce).collect();
-                crate::record::prof::add(3, t0);
                 r
             };
             match attempt() {

@@ -27,16 +27,6 @@ mod prepare;
 mod run;
 mod store;
 mod summaries;
-pub(crate) mod prof {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static T: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
-    pub fn add(i: usize, t0: std::time::Instant) { T[i].fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed); }
-    pub fn dump() {
-        let names = ["wait-decode", "batch-tensor", "forward", "reduce", "store", "decode(worker)"];
-        let v: Vec<String> = names.iter().zip(&T).map(|(n, t)| format!("{n} {:.0}ms", t.swap(0, Ordering::Relaxed) as f64 / 1e3)).collect();
-        eprintln!("PROF {}", v.join(", "));
-    }
-}
 
 pub use error::{RecordError, RecordResult};
 pub use maps::{full_maps, full_maps_batch, unit_maps};

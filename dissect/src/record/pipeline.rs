@@ -179,9 +179,7 @@ where
                     lower_priority(nice);
                     while let Some(i) = gate.take(end) {
                         let sha256 = verify.then_some(images[i].sha256.as_str());
-                        let t0 = std::time::Instant::now();
                         let d = decode(&images[i].path, sha256, &p);
-                        crate::record::prof::add(5, t0);
                         if tx.send((i, d)).is_err() {
                             break;
                         }
@@ -209,9 +207,7 @@ where
                         if cancelled() {
                             return Ok(());
                         }
-                        let t0 = std::time::Instant::now();
                         let r = rx.recv();
-                        crate::record::prof::add(0, t0);
                         let (i, item) = r.map_err(|_| RecordError::Pipeline("all decode workers exited early".into()))?;
                         pending.insert(i, item);
                     };
@@ -226,9 +222,7 @@ where
                         gate.set_limit(want + 1 + window);
                     }
                 }
-                let t0 = std::time::Instant::now();
                 batch.input = batch_tensor(&buffers, &cfg.preprocess);
-                crate::record::prof::add(1, t0);
                 drop(buffers);
                 if on_batch(batch)?.is_break() {
                     return Ok(());

@@ -169,9 +169,7 @@ fn drive<M: TargetModel + ?Sized>(
             let skip = (from - s) * c;
             job.sums.write_rows(from, &mean[skip..], &max[skip..]);
             if let Some(w) = job.writer.as_mut() {
-                let t0 = std::time::Instant::now();
                 w.checkpoint(from, &mean[skip..], &max[skip..], &batch.skipped)?;
-                crate::record::prof::add(4, t0);
             }
             job.done = e;
         }
@@ -181,7 +179,6 @@ fn drive<M: TargetModel + ?Sized>(
         Ok(ControlFlow::Continue(()))
     })?;
 
-    crate::record::prof::dump();
     if finished < n {
         if cancelled() {
             return Err(RecordError::Cancelled { done: finished - start, total });
