@@ -26,7 +26,10 @@ const BUDGET: Duration = Duration::from_secs(100);
 /// Peak resident set size of this process so far, in MiB.
 fn vm_hwm_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kb.map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -71,7 +74,8 @@ fn main() {
     let threads = 2;
     dissect::model::set_num_threads(threads);
     let cpu = LoadOptions { device: DeviceChoice::Cpu, ..Default::default() };
-    let model = EfficientNetLite::load_default(Variant::Lite0, cpu).unwrap_or_else(|e| panic!("{e} (run scripts/setup.sh)"));
+    let model =
+        EfficientNetLite::load_default(Variant::Lite0, cpu).unwrap_or_else(|e| panic!("{e} (run scripts/setup.sh)"));
     let root = dissect::assets::assets_dir().join("probe/builtin");
     let set = scan(&root, ImageLimits::default()).expect("built-in probing set");
     let images = ImageSource::from_scanned(&set);
@@ -153,24 +157,36 @@ fn main() {
         1000.0 * forward.cpu / (forward.passes * n) as f64
     );
     println!("peak RSS (VmHWM)    : {rss_peak:.0} MiB after recording ({rss_warm:.0} MiB after model load + one warm-up batch)");
-    println!("decode + resize     : {decode_ms:.1} ms per image on one thread (load_rgb + resize_center_crop)");
-    println!("cache hit           : {:.1} ms for {} layers ({} skipped images)", 1000.0 * hit, layers.len(), rec.skipped.len());
+    println!(
+        "preparation         : {:.1} ms CPU per image in the pipeline (full - forward); \
+         the reference preprocess::load_rgb + resize_center_crop alone: {decode_ms:.1} ms on one thread",
+        1000.0 * (full.cpu / full.passes as f64 - forward.cpu / forward.passes as f64) / n as f64
+    );
+    println!(
+        "cache hit           : {:.1} ms for {} layers ({} skipped images)",
+        1000.0 * hit,
+        layers.len(),
+        rec.skipped.len()
+    );
 
     if std::env::var("DND_BENCH_SWEEP").is_ok_and(|v| v == "1") {
-        // (libtorch threads, decode workers, decode niceness)
-        let splits = [(2, 1, 0), (2, 2, 0), (2, 2, -1), (2, 3, -1), (2, 1, -1)];
+        // (libtorch threads, decode workers), each timed twice, interleaved.
+        let splits = [(2, 1), (2, 2), (2, 3), (1, 1), (1, 2), (3, 1)];
         let mut best = vec![f64::INFINITY; splits.len()];
         for _ in 0..2 {
-            for (b, &(torch, workers, nice)) in best.iter_mut().zip(&splits) {
+            for (b, &(torch, workers)) in best.iter_mut().zip(&splits) {
                 dissect::model::set_num_threads(torch);
-                let o = RecordOptions { decode_workers: workers, decode_nice: nice.max(0), overlap: nice >= 0, ..RecordOptions::default() };
+                let o = RecordOptions { decode_workers: workers, ..RecordOptions::default() };
                 let t = Instant::now();
                 record_layers(&model, &images, &layers, &o, &mut |_| {}).unwrap();
                 *b = b.min(t.elapsed().as_secs_f64());
             }
         }
-        for (&(torch, workers, nice), &b) in splits.iter().zip(&best) {
-            println!("sweep: {torch} libtorch thread(s), {workers} decode worker(s) at nice {nice:2}: {:6.1} images/s (best of 2)", rate(b));
+        for (&(torch, workers), &b) in splits.iter().zip(&best) {
+            println!(
+                "sweep: {torch} libtorch thread(s), {workers} decode worker(s): {:6.1} images/s (best of 2)",
+                rate(b)
+            );
         }
         dissect::model::set_num_threads(threads);
     }

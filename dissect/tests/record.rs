@@ -8,8 +8,8 @@ use dissect::model::{DeviceChoice, EfficientNetLite, LayerInfo, LoadOptions, Pre
 use dissect::preprocess::{load_tensor, stack_batch};
 use dissect::probe::{scan, ImageLimits};
 use dissect::record::{
-    full_maps, record_layers, top_k, unit_maps, ActivationStore, ActivationSummaries, CacheKey, CacheState, ImageSource,
-    LayerSource, Progress, RecordError, RecordOptions, Recording, Stage,
+    full_maps, record_layers, top_k, unit_maps, ActivationStore, ActivationSummaries, CacheKey, CacheState,
+    ImageSource, LayerSource, Progress, RecordError, RecordOptions, Recording, Stage,
 };
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -53,7 +53,12 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 /// Summaries computed the plain way: same images, same batches, `forward_layers` + reduce.
-fn direct(model: &EfficientNetLite, images: &[ImageSource], layers: &[usize], batch: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+fn direct(
+    model: &EfficientNetLite,
+    images: &[ImageSource],
+    layers: &[usize],
+    batch: usize,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
     let p = model.preprocessing();
     let mut out: Vec<(Vec<f32>, Vec<f32>)> = layers.iter().map(|_| Default::default()).collect();
     for chunk in images.chunks(batch) {
@@ -335,7 +340,9 @@ fn bad_files_are_skipped_with_reasons_and_survive_the_cache() {
     let good_images: Vec<ImageSource> = good.iter().map(|&i| images[i].clone()).collect();
     let want = direct(&model, &good_images, &layers, 16);
     for (sums, (mean, max)) in rec.layers.iter().zip(&want) {
-        let rows = |v: &[f32]| good.iter().flat_map(|&i| v[i * sums.channels..][..sums.channels].to_vec()).collect::<Vec<f32>>();
+        let rows = |v: &[f32]| {
+            good.iter().flat_map(|&i| v[i * sums.channels..][..sums.channels].to_vec()).collect::<Vec<f32>>()
+        };
         assert_close(&rows(&sums.mean), mean, &format!("{} mean", sums.layer));
         assert_close(&rows(&sums.max), max, &format!("{} max", sums.layer));
     }

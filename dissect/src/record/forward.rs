@@ -26,7 +26,12 @@ impl AdaptiveForward {
     }
 
     /// Summaries of `layers` (model indices) for `input` (N×3×H×W), in input order.
-    pub fn run<M: TargetModel + ?Sized>(&mut self, model: &M, input: &Tensor, layers: &[usize]) -> RecordResult<LayerRows> {
+    pub fn run<M: TargetModel + ?Sized>(
+        &mut self,
+        model: &M,
+        input: &Tensor,
+        layers: &[usize],
+    ) -> RecordResult<LayerRows> {
         let mut out: LayerRows = layers.iter().map(|_| (Vec::new(), Vec::new())).collect();
         let total = input.size()[0] as usize;
         let mut at = 0;
@@ -60,5 +65,7 @@ impl AdaptiveForward {
 pub(crate) fn is_out_of_memory(e: &crate::Error) -> bool {
     let crate::Error::Torch(tch::TchError::Torch(msg)) = e else { return false };
     let msg = msg.to_ascii_lowercase();
-    ["out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate"].iter().any(|m| msg.contains(m))
+    ["out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate"]
+        .iter()
+        .any(|m| msg.contains(m))
 }

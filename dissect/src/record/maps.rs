@@ -17,7 +17,11 @@ pub fn full_maps<M: TargetModel + ?Sized>(model: &M, image: &Path, layer: usize)
 }
 
 /// [`full_maps`] for several images at once: `N×C×H×W` (or `N×C`), in the order given.
-pub fn full_maps_batch<M: TargetModel + ?Sized, P: AsRef<Path>>(model: &M, images: &[P], layer: usize) -> crate::Result<Tensor> {
+pub fn full_maps_batch<M: TargetModel + ?Sized, P: AsRef<Path>>(
+    model: &M,
+    images: &[P],
+    layer: usize,
+) -> crate::Result<Tensor> {
     let p = model.preprocessing();
     let mut parts = Vec::new();
     for chunk in images.chunks(MAPS_BATCH) {
@@ -32,11 +36,17 @@ pub fn full_maps_batch<M: TargetModel + ?Sized, P: AsRef<Path>>(model: &M, image
 }
 
 /// One unit's map on each image, ready for [`crate::crops`] (conv layers only).
-pub fn unit_maps<M: TargetModel + ?Sized, P: AsRef<Path>>(model: &M, images: &[P], layer: usize, unit: usize) -> crate::Result<Vec<ActivationMap>> {
+pub fn unit_maps<M: TargetModel + ?Sized, P: AsRef<Path>>(
+    model: &M,
+    images: &[P],
+    layer: usize,
+    unit: usize,
+) -> crate::Result<Vec<ActivationMap>> {
     let maps = full_maps_batch(model, images, layer)?;
     let size = maps.size();
     if size.len() != 4 || unit as i64 >= size[1] {
-        let msg = format!("unit {unit} of layer {layer}: expected a conv layer output N×C×H×W with C > {unit}, got {size:?}");
+        let msg =
+            format!("unit {unit} of layer {layer}: expected a conv layer output N×C×H×W with C > {unit}, got {size:?}");
         return Err(crate::Error::Torch(tch::TchError::Shape(msg)));
     }
     (0..size[0]).map(|i| ActivationMap::from_tensor(&maps.get(i).get(unit as i64))).collect()

@@ -2,7 +2,7 @@
 //! unit of every requested layer, the spatial **mean** and **max** of its map on every image
 //! (`n_images × channels` floats per layer), never the maps themselves.
 //!
-//! * **Pipeline** ([`pipeline`]): decode → resize → normalise runs on worker threads while the
+//! * **Pipeline**: decode → resize → normalise runs on worker threads while the
 //!   calling thread runs the forward pass; a bounded window keeps memory flat and batches are
 //!   assembled in image order.
 //! * **Bad images** are skipped with their reason ([`Recording::skipped`]) and the run goes on;
@@ -70,11 +70,6 @@ pub struct RecordOptions {
     pub batch_size: usize,
     /// Threads decoding and resizing images alongside the forward pass.
     pub decode_workers: usize,
-    /// How much less the decode workers count for the scheduler than the forward pass (Unix
-    /// niceness steps, 0–19; Linux only). Keeps decoding from stalling the forward pass's
-    /// synchronised threads, while still filling the cores whenever the forward pass waits.
-    pub decode_nice: i32,
-    pub overlap: bool,
     /// libtorch intra-op threads to set for the run (process-wide); `None` leaves the current
     /// setting.
     pub torch_threads: Option<usize>,
@@ -90,12 +85,24 @@ pub struct RecordOptions {
 }
 
 impl Default for RecordOptions {
-    /// Batch 32; 2 libtorch threads and 1 decode worker. On the 2-core reference machine this
-    /// split was fastest (`cargo bench -p dissect --bench record`): the forward pass does not
-    /// keep both cores fully busy (serial ops between parallel convolutions), and one decoder
-    /// fills those gaps; a second decoder only steals time from the convolutions.
+    /// Batch 32, 2 decode workers, libtorch threads as the process set them (libtorch's
+    /// default: one per core). Measured on the 2-core reference machine with `DND_BENCH_SWEEP=1
+    /// cargo bench -p dissect --bench record` (EfficientNet-Lite0, quiet machine, best of 2
+    /// passes, ±5% between runs): 2 libtorch threads + 1 worker 128 images/s, + 2 workers 134,
+    /// + 3 workers 134; 1 libtorch thread + 1 or 2 workers 81; 3 libtorch threads + 1 worker 110.
+    /// The forward pass keeps both cores busy, so more libtorch threads than cores only add
+    /// synchronisation stalls; a second decoder keeps the queue full when a large image holds up
+    /// the first. Lowering the decoders' scheduling priority (nice 10/19, SCHED_IDLE) and
+    /// decoding only between forward passes measured the same within noise, so neither is done.
     fn default() -> Self {
-        RecordOptions { batch_size: 32, decode_workers: 1, decode_nice: 0, overlap: true, torch_threads: None, queue_images: 64, verify_hashes: true, cancel: None }
+        RecordOptions {
+            batch_size: 32,
+            decode_workers: 2,
+            torch_threads: None,
+            queue_images: 64,
+            verify_hashes: true,
+            cancel: None,
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Workers never call into libtorch: they hand over plain `f32` buffers, and the consumer makes
 //! one tensor per batch. A libtorch call on a worker (e.g. one `Tensor::from_slice` per image)
 //! starts an OpenMP team *per worker thread*, which then fights the forward pass's team for the
-//! cores; measured here that made an image's 0.06 ms normalisation cost ~8 ms.
+//! cores; measured here (on a busy machine) it turned an image's 0.06 ms normalisation into
+//! several milliseconds.
 //!
 //! Memory stays bounded by a *window*: a worker may only start image `i` once the consumer has
 //! taken every image before `i - window`. A plain bounded channel is not enough here: with
@@ -14,12 +15,12 @@
 use super::error::{RecordError, RecordResult};
 use super::ImageSource;
 use crate::model::Preprocess;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use sha2::{Digest, Sha256};
 use std::sync::{Condvar, Mutex};
 use tch::Tensor;
 
@@ -43,10 +44,6 @@ pub(crate) struct DecodeConfig<'a> {
     pub window: usize,
     /// Check each file's sha256 against its [`ImageSource`] before decoding.
     pub verify_hashes: bool,
-    /// Scheduling niceness of the worker threads (0 = as the caller).
-    pub nice: i32,
-    /// Decode ahead while the consumer works (else only while it waits for a batch).
-    pub overlap: bool,
     pub cancel: Option<&'a AtomicBool>,
 }
 
@@ -88,37 +85,6 @@ impl Gate {
     }
 }
 
-/// Makes the calling thread `nice` steps less important to the scheduler (Linux: niceness is
-/// per thread). Best effort: on failure, or elsewhere, the thread keeps its priority.
-fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    if nice > 0 {
-        extern "C" {
-            fn gettid() -> i32;
-            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-            fn getpriority(which: i32, who: u32) -> i32;
-        }
-        const PRIO_PROCESS: i32 = 0;
-        extern "C" {
-            fn sched_setscheduler(pid: i32, policy: i32, param: *const i32) -> i32;
-        }
-        if nice >= 20 {
-            let zero = 0i32;
-            // SAFETY: SCHED_IDLE (5) for this thread; param points at a valid sched_param.
-            unsafe { sched_setscheduler(gettid(), 5, &zero) };
-            return;
-        }
-        // SAFETY: plain syscalls on this thread's own id; no memory is shared.
-        unsafe {
-            let tid = gettid() as u32;
-            let current = getpriority(PRIO_PROCESS, tid);
-            setpriority(PRIO_PROCESS, tid, (current + nice).min(19));
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
-
 /// Reads, checks, decodes, resizes and normalises one image into a 3×H×W buffer. A file whose
 /// content no longer has the hash it was registered under is skipped: its row would otherwise
 /// be cached under the wrong identity. A panic inside a decoder (hostile input) becomes a skip
@@ -156,7 +122,12 @@ fn batch_tensor(items: &[Vec<f32>], p: &Preprocess) -> Option<Tensor> {
 /// consecutive batches of `cfg.batch_size` indices (the last may be shorter), in order, on the
 /// calling thread. Stops early when `on_batch` breaks or fails, or when the cancel flag is seen
 /// (then it returns `Ok` and the caller checks the flag).
-pub(crate) fn decode_batches<F>(images: &[ImageSource], range: Range<usize>, cfg: &DecodeConfig<'_>, mut on_batch: F) -> RecordResult<()>
+pub(crate) fn decode_batches<F>(
+    images: &[ImageSource],
+    range: Range<usize>,
+    cfg: &DecodeConfig<'_>,
+    mut on_batch: F,
+) -> RecordResult<()>
 where
     F: FnMut(Batch) -> RecordResult<ControlFlow<()>>,
 {
@@ -164,7 +135,7 @@ where
     let window = cfg.window.max(batch_size);
     let end = range.end;
     let gate = Gate {
-        state: Mutex::new(GateState { next: range.start, limit: range.start + if cfg.overlap { window } else { 0 }, stop: false }),
+        state: Mutex::new(GateState { next: range.start, limit: range.start + window, stop: false }),
         wake: Condvar::new(),
     };
     let cancelled = || cfg.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
@@ -172,11 +143,10 @@ where
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Result<Vec<f32>, String>)>();
         for w in 0..cfg.workers.max(1) {
-            let (tx, gate, p, verify, nice) = (tx.clone(), &gate, cfg.preprocess, cfg.verify_hashes, cfg.nice);
+            let (tx, gate, p, verify) = (tx.clone(), &gate, cfg.preprocess, cfg.verify_hashes);
             std::thread::Builder::new()
                 .name(format!("dnd-decode-{w}"))
                 .spawn_scoped(scope, move || {
-                    lower_priority(nice);
                     while let Some(i) = gate.take(end) {
                         let sha256 = verify.then_some(images[i].sha256.as_str());
                         let d = decode(&images[i].path, sha256, &p);
@@ -196,9 +166,6 @@ where
                 let stop = (start + batch_size).min(end);
                 let mut batch = Batch { range: start..stop, decoded: Vec::new(), input: None, skipped: Vec::new() };
                 let mut buffers = Vec::with_capacity(stop - start);
-                if !cfg.overlap {
-                    gate.set_limit(stop);
-                }
                 for want in start..stop {
                     let item = loop {
                         if let Some(item) = pending.remove(&want) {
@@ -208,7 +175,8 @@ where
                             return Ok(());
                         }
                         let r = rx.recv();
-                        let (i, item) = r.map_err(|_| RecordError::Pipeline("all decode workers exited early".into()))?;
+                        let (i, item) =
+                            r.map_err(|_| RecordError::Pipeline("all decode workers exited early".into()))?;
                         pending.insert(i, item);
                     };
                     match item {
@@ -218,9 +186,7 @@ where
                         }
                         Err(reason) => batch.skipped.push((want, reason)),
                     }
-                    if cfg.overlap {
-                        gate.set_limit(want + 1 + window);
-                    }
+                    gate.set_limit(want + 1 + window);
                 }
                 batch.input = batch_tensor(&buffers, &cfg.preprocess);
                 drop(buffers);
@@ -257,19 +223,28 @@ mod tests {
         paths[4].path = dir.path().join("bad.png");
         paths[6].sha256 = "0".repeat(64);
         let p = Preprocess { input_size: (8, 8), resize_shorter: 8, mean: [0.0; 3], std: [1.0; 3] };
-        let cfg = DecodeConfig { preprocess: p, batch_size: 4, workers: 3, window: 4, verify_hashes: true, nice: 0, overlap: true, cancel: None };
+        let cfg =
+            DecodeConfig { preprocess: p, batch_size: 4, workers: 3, window: 4, verify_hashes: true, cancel: None };
         let mut seen = Vec::new();
         decode_batches(&paths, 1..11, &cfg, |b| {
             let input = b.input.as_ref().unwrap();
             assert_eq!(input.size(), vec![b.decoded.len() as i64, 3, 8, 8]);
-            let red: Vec<(usize, f64)> =
-                b.decoded.iter().enumerate().map(|(k, i)| (*i, input.get(k as i64).get(0).mean(tch::Kind::Float).double_value(&[]))).collect();
+            let red: Vec<(usize, f64)> = b
+                .decoded
+                .iter()
+                .enumerate()
+                .map(|(k, i)| (*i, input.get(k as i64).get(0).mean(tch::Kind::Float).double_value(&[])))
+                .collect();
             for (i, r) in &red {
                 assert_eq!(*r, (*i * 20) as f64, "image {i} in the right slot");
             }
             seen.push((b.range.clone(), red.len(), b.skipped.iter().map(|s| s.0).collect::<Vec<_>>()));
             if b.range.contains(&6) {
-                assert!(b.skipped.iter().any(|(i, r)| *i == 6 && r.contains("changed since it was registered")), "{:?}", b.skipped);
+                assert!(
+                    b.skipped.iter().any(|(i, r)| *i == 6 && r.contains("changed since it was registered")),
+                    "{:?}",
+                    b.skipped
+                );
             }
             Ok(ControlFlow::Continue(()))
         })
@@ -282,7 +257,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths: Vec<_> = (0..20).map(|i| png(dir.path(), &format!("{i}.png"), 1)).collect();
         let p = Preprocess { input_size: (8, 8), resize_shorter: 8, mean: [0.0; 3], std: [1.0; 3] };
-        let cfg = DecodeConfig { preprocess: p, batch_size: 2, workers: 2, window: 2, verify_hashes: false, nice: 5, overlap: true, cancel: None };
+        let cfg =
+            DecodeConfig { preprocess: p, batch_size: 2, workers: 2, window: 2, verify_hashes: false, cancel: None };
         let mut n = 0;
         decode_batches(&paths, 0..20, &cfg, |_| {
             n += 1;

@@ -167,7 +167,6 @@ fn taps(in_len: u32, out_len: u32, range: std::ops::Range<u32>) -> Vec<Taps> {
         .collect()
 }
 
-
 /// Resize so the shorter side is `p.resize_shorter` (never below the crop), centre-crop
 /// `p.input_size`: pixel for pixel what [`crate::preprocess::resize_center_crop`] returns.
 pub(crate) fn resize_center_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
@@ -253,7 +252,9 @@ mod tests {
     fn rounding_matches_f32_round() {
         for i in 0..=255 * 4096 {
             let v = i as f32 / 4096.0;
-            for v in [v, f32::from_bits(v.to_bits().saturating_sub(1)).max(0.0), f32::from_bits(v.to_bits() + 1).min(255.0)] {
+            for v in
+                [v, f32::from_bits(v.to_bits().saturating_sub(1)).max(0.0), f32::from_bits(v.to_bits() + 1).min(255.0)]
+            {
                 assert_eq!(round_u8(v), v.round() as u8, "{v}");
             }
         }
@@ -263,7 +264,18 @@ mod tests {
     fn identical_to_preprocess_on_odd_sizes() {
         let lite0 = Preprocess::center_crop(224, 0.875, [127.0; 3], [128.0; 3]);
         let small = Preprocess { input_size: (7, 5), resize_shorter: 9, mean: [0.0; 3], std: [1.0; 3] };
-        let sizes = [(1, 1), (1, 300), (300, 1), (224, 224), (256, 256), (256, 300), (255, 257), (640, 480), (97, 1031), (3000, 17)];
+        let sizes = [
+            (1, 1),
+            (1, 300),
+            (300, 1),
+            (224, 224),
+            (256, 256),
+            (256, 300),
+            (255, 257),
+            (640, 480),
+            (97, 1031),
+            (3000, 17),
+        ];
         for (i, &(w, h)) in sizes.iter().enumerate() {
             for p in [lite0, small] {
                 let img = noise(w, h, i as u32);
@@ -282,7 +294,12 @@ mod tests {
     #[test]
     fn normalisation_matches_preprocess_to_the_bit() {
         let img = noise(37, 23, 5);
-        let p = Preprocess { input_size: (23, 37), resize_shorter: 23, mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
+        let p = Preprocess {
+            input_size: (23, 37),
+            resize_shorter: 23,
+            mean: [123.675, 116.28, 103.53],
+            std: [58.395, 57.12, 57.375],
+        };
         let theirs = crate::preprocess::normalize(&img, &p);
         assert_eq!(theirs.size(), vec![3, 23, 37]);
         assert_eq!(bits(&normalize(&img, &p)), bits(&Vec::<f32>::try_from(theirs.view([-1])).unwrap()));
@@ -327,36 +344,5 @@ mod tests {
             let ours = model_input(bytes, path, &p).unwrap_err().to_string();
             assert_eq!(ours, decode_rgb(bytes, path).unwrap_err().to_string());
         }
-    }
-
-    #[test]
-    #[ignore]
-    fn scratch_identical_on_all_builtin_images() {
-        use sha2::Digest;
-        let root = crate::assets::assets_dir().join("probe/builtin");
-        let set = crate::probe::scan(&root, Default::default()).unwrap();
-        let p = Preprocess::center_crop(224, 0.875, [127.0; 3], [128.0; 3]);
-        let mut t = [0f64; 6];
-        let mut lap = |i: usize, t0: &mut std::time::Instant| { t[i] += t0.elapsed().as_secs_f64(); *t0 = std::time::Instant::now(); };
-        for _ in 0..3 {
-        for img in &set.images {
-            let path = root.join(&img.rel_path);
-            let mut t0 = std::time::Instant::now();
-            let bytes = std::fs::read(&path).unwrap();
-            lap(0, &mut t0);
-            let _ = hex::encode(sha2::Sha256::digest(&bytes));
-            lap(1, &mut t0);
-            let d = decode(&bytes).unwrap();
-            lap(2, &mut t0);
-            let rgb = flatten(&d);
-            lap(3, &mut t0);
-            let r = resize_center_crop(&rgb, &p);
-            lap(4, &mut t0);
-            let _ = normalize(&r, &p);
-            lap(5, &mut t0);
-        }
-        }
-        let n = 3.0 * set.images.len() as f64;
-        eprintln!("ms/img read {:.3} sha {:.3} decode {:.3} flatten {:.3} resize {:.3} normalize {:.3}", 1e3*t[0]/n, 1e3*t[1]/n, 1e3*t[2]/n, 1e3*t[3]/n, 1e3*t[4]/n, 1e3*t[5]/n);
     }
 }

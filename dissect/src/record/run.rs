@@ -129,12 +129,15 @@ fn drive<M: TargetModel + ?Sized>(
         workers: opts.decode_workers,
         window: opts.queue_images,
         verify_hashes: opts.verify_hashes,
-        nice: opts.decode_nice,
-        overlap: opts.overlap,
         cancel,
     };
     let started = Instant::now();
-    let report = |stage, done: usize| Progress { stage, done, total, images_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9) };
+    let report = |stage, done: usize| Progress {
+        stage,
+        done,
+        total,
+        images_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    };
     let mut forwarded = 0;
     let mut finished = start;
 

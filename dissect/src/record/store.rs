@@ -71,7 +71,9 @@ impl CacheKey {
 pub enum CacheState {
     Missing,
     /// A killed or cancelled run left rows `0..completed` final.
-    Partial { completed: usize },
+    Partial {
+        completed: usize,
+    },
     Complete,
 }
 
@@ -122,7 +124,13 @@ impl ActivationStore {
     }
 
     /// The cached summaries of `layer` and its skipped rows, if complete and valid.
-    pub fn load(&self, key: &CacheKey, layer: &str, image_sha256s: &[&str], channels: usize) -> Option<(ActivationSummaries, SkipRecords)> {
+    pub fn load(
+        &self,
+        key: &CacheKey,
+        layer: &str,
+        image_sha256s: &[&str],
+        channels: usize,
+    ) -> Option<(ActivationSummaries, SkipRecords)> {
         let expect = Expected::new(key, layer, image_sha256s, channels);
         let (sums, skips, completed) = read_file(&self.path(key, layer), &expect)?;
         (completed == sums.n_images).then_some((sums, skips))
@@ -146,7 +154,13 @@ impl ActivationStore {
         let dir = self.dir(key);
         std::fs::create_dir_all(&dir).map_err(cache_io(&dir))?;
         let path = self.partial_path(key, layer);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(cache_io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(cache_io(&path))?;
         // An advisory lock: released by the OS when the holder exits, so a killed run never
         // leaves a stale lock behind.
         match file.try_lock() {
@@ -163,8 +177,16 @@ impl ActivationStore {
         };
         let data_end = (HEADER_LEN + 8 * expect.n_images * channels) as u64;
         let skip_bytes = skip_records_len(&skips);
-        let mut w =
-            LayerWriter { path, final_path: self.path(key, layer), file, expect, data_end, completed, skips: skips.len(), skip_bytes };
+        let mut w = LayerWriter {
+            path,
+            final_path: self.path(key, layer),
+            file,
+            expect,
+            data_end,
+            completed,
+            skips: skips.len(),
+            skip_bytes,
+        };
         if completed == 0 {
             w.file.set_len(0).map_err(cache_io(&w.path))?;
         }
@@ -184,7 +206,8 @@ fn file_stem(layer: &str) -> String {
     if plain {
         return layer.to_string();
     }
-    let safe: String = layer.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
+    let safe: String =
+        layer.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
     format!("{safe}-{}", &hex::encode(Sha256::digest(layer.as_bytes()))[..12])
 }
 
@@ -230,7 +253,13 @@ impl Expected {
         b[0..8].copy_from_slice(MAGIC);
         b[8..12].copy_from_slice(&VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        for (at, v) in [(16, self.n_images as u64), (24, self.channels as u64), (32, completed as u64), (40, skips as u64), (48, skip_bytes)] {
+        for (at, v) in [
+            (16, self.n_images as u64),
+            (24, self.channels as u64),
+            (32, completed as u64),
+            (40, skips as u64),
+            (48, skip_bytes),
+        ] {
             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
         b[56..56 + self.fingerprint.len()].copy_from_slice(self.fingerprint.as_bytes());
@@ -374,7 +403,13 @@ impl LayerWriter {
 
     /// Writes rows `start..start + mean.len() / channels` and their skip records, then moves
     /// the checkpoint to the end of those rows. Rows must continue from `completed()`.
-    pub fn checkpoint(&mut self, start: usize, mean: &[f32], max: &[f32], skipped: &[(usize, String)]) -> RecordResult<()> {
+    pub fn checkpoint(
+        &mut self,
+        start: usize,
+        mean: &[f32],
+        max: &[f32],
+        skipped: &[(usize, String)],
+    ) -> RecordResult<()> {
         let c = self.expect.channels;
         let rows = mean.len() / c.max(1);
         debug_assert!(start <= self.completed && mean.len() == max.len());

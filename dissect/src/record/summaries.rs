@@ -66,7 +66,8 @@ impl ActivationSummaries {
 /// (image index, activation). NaN rows (skipped images) never appear; ties go to the lower index.
 pub fn top_k(summaries: &ActivationSummaries, unit: usize, k: usize, summary: Summary) -> Vec<(usize, f32)> {
     let mut all: Vec<(usize, f32)> = summaries.column(unit, summary).enumerate().filter(|(_, v)| !v.is_nan()).collect();
-    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0));
+    let order =
+        |a: &(usize, f32), b: &(usize, f32)| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0));
     if k < all.len() {
         // Partition first: O(n) instead of sorting every image for a top-10.
         all.select_nth_unstable_by(k, order);
