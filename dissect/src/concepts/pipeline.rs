@@ -1,0 +1,522 @@
+//! Steps 1–3 for many neurons of one layer, amortising shared work:
+//! one activation recording for the layer (done by the caller), captions cached per image or
+//! crop, concept images fetched once per concept text, each concept image run through the target
+//! model once for all neurons, and image embeddings cached per image.
+//!
+//! Neurons are processed in chunks; each finished neuron is handed to the caller's sink at once
+//! (so a killed run loses at most the chunk in flight), and a failing neuron is reported with its
+//! stage and reason while the run goes on.
+
+use super::providers::{CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder};
+use super::scoring::{order_by, score_concepts, top_distinct, ConceptScores, ScoringFunction};
+use super::summarize::{candidates, Candidates, SummarizeOptions};
+use crate::crops::{self, CropBox, Summary, TopCandidate};
+use crate::dtop::{neuron_top, NeuronTop};
+use crate::model::TargetModel;
+use crate::preprocess::{image_to_tensor, load_rgb, stack_batch};
+use crate::record::{ActivationSummaries, ImageSource};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The five components of a run.
+#[derive(Clone)]
+pub struct Providers {
+    pub captioner: Arc<dyn Captioner>,
+    pub llm: Arc<dyn ChatModel>,
+    pub concept_images: Arc<dyn ConceptImageSource>,
+    pub image_encoder: Arc<dyn ImageEncoder>,
+    pub text_encoder: Arc<dyn TextEncoder>,
+}
+
+impl Providers {
+    /// Every component's provenance, in role order.
+    pub fn provenance(&self) -> Vec<ComponentInfo> {
+        vec![
+            self.captioner.info(),
+            self.llm.info(),
+            self.concept_images.info(),
+            self.image_encoder.info(),
+            self.text_encoder.info(),
+        ]
+    }
+
+    /// True when any component is an offline substitute for the paper's.
+    pub fn uses_substitutes(&self) -> bool {
+        self.provenance().iter().any(|c| !c.paper_equivalent)
+    }
+}
+
+/// Settings of Steps 1–3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DissectOptions {
+    /// `g`: spatial mean (default) or max.
+    #[serde(with = "summary_name")]
+    pub summary: Summary,
+    /// K: size of D_top.
+    pub top_k: usize,
+    /// Q: concept images per candidate.
+    pub images_per_concept: usize,
+    pub scoring: ScoringFunction,
+    pub summarize: SummarizeOptions,
+    /// Neurons per chunk: bigger chunks share more concept images per forward pass.
+    pub chunk: usize,
+}
+
+impl Default for DissectOptions {
+    fn default() -> Self {
+        DissectOptions {
+            summary: Summary::Mean,
+            top_k: 10,
+            images_per_concept: 10,
+            scoring: ScoringFunction::default(),
+            summarize: SummarizeOptions::default(),
+            chunk: 8,
+        }
+    }
+}
+
+mod summary_name {
+    use crate::crops::Summary;
+    pub fn serialize<S: serde::Serializer>(s: &Summary, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(match s {
+            Summary::Mean => "mean",
+            Summary::Max => "max",
+        })
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Summary, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(de)?;
+        match s.as_str() {
+            "mean" => Ok(Summary::Mean),
+            "max" => Ok(Summary::Max),
+            other => Err(serde::de::Error::custom(format!("unknown summary `{other}`; use mean or max"))),
+        }
+    }
+}
+
+/// One image of D_top, with its caption.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopEntry {
+    /// Index into the probing images.
+    pub image_index: usize,
+    pub crop: Option<CropBox>,
+    pub activation: f32,
+    pub caption: String,
+}
+
+/// One concept image (D_new) of a candidate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConceptImageEntry {
+    pub key: String,
+    pub origin: String,
+    pub activation: f32,
+}
+
+/// One candidate concept with its score under every function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConceptEntry {
+    pub label: String,
+    pub scores: ConceptScores,
+    pub images: Vec<ConceptImageEntry>,
+}
+
+/// Everything a finished neuron produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NeuronResult {
+    pub unit: usize,
+    pub top: Vec<TopEntry>,
+    pub candidates: Candidates,
+    /// In candidate order.
+    pub concepts: Vec<ConceptEntry>,
+    /// Index into `concepts` of the chosen label (None only when there were no candidates).
+    pub best: Option<usize>,
+    /// "Multiple labels": up to three indices into `concepts`, best first, near-duplicates dropped.
+    pub top3: Vec<usize>,
+}
+
+impl NeuronResult {
+    pub fn label(&self) -> Option<&str> {
+        self.best.map(|i| self.concepts[i].label.as_str())
+    }
+}
+
+/// The stage a neuron failed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineStage {
+    TopImages,
+    Captions,
+    Candidates,
+    ConceptImages,
+    Scores,
+}
+
+impl PipelineStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineStage::TopImages => "top_images",
+            PipelineStage::Captions => "captions",
+            PipelineStage::Candidates => "candidates",
+            PipelineStage::ConceptImages => "concept_images",
+            PipelineStage::Scores => "scores",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum NeuronOutcome {
+    Done(Box<NeuronResult>),
+    Failed { unit: usize, stage: PipelineStage, reason: String },
+}
+
+impl NeuronOutcome {
+    pub fn unit(&self) -> usize {
+        match self {
+            NeuronOutcome::Done(r) => r.unit,
+            NeuronOutcome::Failed { unit, .. } => *unit,
+        }
+    }
+}
+
+/// Wall time spent per stage over a run (for the benchmark's breakdown).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub crops: Duration,
+    pub captions: Duration,
+    pub llm: Duration,
+    pub concept_images: Duration,
+    pub concept_activations: Duration,
+    pub scoring: Duration,
+}
+
+/// Progress: neurons finished (done or failed) out of the total asked.
+#[derive(Debug, Clone, Copy)]
+pub struct NeuronProgress {
+    pub finished: usize,
+    pub total: usize,
+    pub failed: usize,
+}
+
+/// What was cached across neurons, kept for a whole layer.
+#[derive(Default)]
+struct Caches {
+    captions: HashMap<String, String>,
+    concept_images: HashMap<String, Result<Vec<String>, String>>,
+    /// Concept image key → (origin, pixels until activations are known).
+    image_meta: HashMap<String, String>,
+    pixels: HashMap<String, RgbImage>,
+    /// Concept image key → the layer's activations (all units).
+    activations: HashMap<String, Vec<f32>>,
+    embeddings: HashMap<String, Vec<f32>>,
+    /// Caption → its simplification by the LLM.
+    simplified: HashMap<String, String>,
+}
+
+/// Runs Steps 1–3 for `units` of one layer.
+pub struct LayerDissector<'a, M: TargetModel + ?Sized> {
+    pub model: &'a M,
+    /// Model index of the layer.
+    pub layer: usize,
+    pub images: &'a [ImageSource],
+    /// Dataset descriptions per probing image (same order as `images`).
+    pub descriptions: &'a [Option<String>],
+    /// The layer's recorded summaries over `images`.
+    pub summaries: &'a ActivationSummaries,
+    pub providers: Providers,
+    pub options: DissectOptions,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
+    /// Processes `units` in chunks, calling `sink` once per finished neuron (in unit order within
+    /// a chunk) and `progress` after each. Stops early (Ok) when cancelled; an error from `sink`
+    /// (e.g. the database) stops the run.
+    pub fn run<E>(
+        &self,
+        units: &[usize],
+        progress: &mut dyn FnMut(NeuronProgress),
+        sink: &mut dyn FnMut(NeuronOutcome) -> Result<(), E>,
+    ) -> Result<StageTimes, E> {
+        let mut caches = Caches::default();
+        let mut times = StageTimes::default();
+        let mut finished = 0;
+        let mut failed = 0;
+        for chunk in units.chunks(self.options.chunk.max(1)) {
+            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                break;
+            }
+            for outcome in self.run_chunk(chunk, &mut caches, &mut times) {
+                failed += matches!(outcome, NeuronOutcome::Failed { .. }) as usize;
+                finished += 1;
+                sink(outcome)?;
+                progress(NeuronProgress { finished, total: units.len(), failed });
+            }
+        }
+        Ok(times)
+    }
+
+    fn run_chunk(&self, units: &[usize], caches: &mut Caches, times: &mut StageTimes) -> Vec<NeuronOutcome> {
+        // Each neuron moves through the stages; `Err` holds its failure.
+        struct Work {
+            unit: usize,
+            state: Result<(), (PipelineStage, String)>,
+            top: Vec<TopEntry>,
+            top_keys: Vec<String>,
+            candidates: Option<Candidates>,
+        }
+        let mut work: Vec<Work> = units
+            .iter()
+            .map(|&unit| Work { unit, state: Ok(()), top: vec![], top_keys: vec![], candidates: None })
+            .collect();
+
+        // Step 1: D_top with crops.
+        let t = Instant::now();
+        let mut pixels: HashMap<String, RgbImage> = HashMap::new();
+        for w in work.iter_mut() {
+            match self.top_of(w.unit, &mut pixels) {
+                Ok((top, keys)) => (w.top, w.top_keys) = (top, keys),
+                Err(e) => w.state = Err((PipelineStage::TopImages, e)),
+            }
+        }
+        times.crops += t.elapsed();
+
+        // Step 2A: captions of every D_top image not captioned before, in one call.
+        let t = Instant::now();
+        let mut wanted: Vec<(String, usize)> = Vec::new();
+        for w in work.iter().filter(|w| w.state.is_ok()) {
+            for (key, e) in w.top_keys.iter().zip(&w.top) {
+                if !caches.captions.contains_key(key) && !wanted.iter().any(|(k, _)| k == key) {
+                    wanted.push((key.clone(), e.image_index));
+                }
+            }
+        }
+        let inputs: Vec<CaptionInput> = wanted
+            .iter()
+            .map(|(key, index)| CaptionInput {
+                key,
+                image: &pixels[key],
+                description: self.descriptions.get(*index).and_then(|d| d.as_deref()),
+            })
+            .collect();
+        match self.providers.captioner.caption(&inputs) {
+            Ok(captions) => {
+                for ((key, _), c) in wanted.iter().zip(captions) {
+                    caches.captions.insert(key.clone(), c);
+                }
+            }
+            Err(e) => {
+                for w in work.iter_mut().filter(|w| w.state.is_ok()) {
+                    w.state = Err((PipelineStage::Captions, e.to_string()));
+                }
+            }
+        }
+        for w in work.iter_mut().filter(|w| w.state.is_ok()) {
+            for (key, e) in w.top_keys.iter().zip(w.top.iter_mut()) {
+                e.caption = caches.captions.get(key).cloned().unwrap_or_default();
+            }
+        }
+        times.captions += t.elapsed();
+
+        // Step 2B: candidates.
+        let t = Instant::now();
+        for w in work.iter_mut().filter(|w| w.state.is_ok()) {
+            let captions: Vec<String> = w.top.iter().map(|e| e.caption.clone()).collect();
+            match candidates(self.providers.llm.as_ref(), &captions, &self.options.summarize, w.unit as u64, &mut caches.simplified) {
+                Ok(c) if c.labels.is_empty() => w.state = Err((PipelineStage::Candidates, "no candidate concepts".into())),
+                Ok(c) => w.candidates = Some(c),
+                Err(e) => w.state = Err((PipelineStage::Candidates, e.to_string())),
+            }
+        }
+        times.llm += t.elapsed();
+
+        // Step 3.1: concept images, once per concept text.
+        let t = Instant::now();
+        for w in work.iter().filter(|w| w.state.is_ok()) {
+            for label in &w.candidates.as_ref().expect("set with Ok").labels {
+                if caches.concept_images.contains_key(label) {
+                    continue;
+                }
+                let fetched = self.providers.concept_images.images(label, self.options.images_per_concept);
+                let keys = fetched.map_err(|e| e.to_string()).map(|imgs| {
+                    imgs.into_iter()
+                        .map(|ci| {
+                            if !caches.activations.contains_key(&ci.key) {
+                                caches.pixels.insert(ci.key.clone(), ci.image);
+                            }
+                            caches.image_meta.insert(ci.key.clone(), ci.origin);
+                            ci.key
+                        })
+                        .collect()
+                });
+                caches.concept_images.insert(label.clone(), keys);
+            }
+        }
+        times.concept_images += t.elapsed();
+
+        // Step 3.2: the target model on every new concept image, once for all neurons.
+        let t = Instant::now();
+        let fresh: Vec<String> = caches.pixels.keys().filter(|k| !caches.activations.contains_key(*k)).cloned().collect();
+        let activation_error = self.concept_activations(&fresh, caches).err();
+        times.concept_activations += t.elapsed();
+
+        // Step 3.3–3.4: embeddings, scores, selection.
+        let t = Instant::now();
+        let mut out = Vec::with_capacity(work.len());
+        for mut w in work {
+            if w.state.is_ok() {
+                if let Some(e) = &activation_error {
+                    w.state = Err((PipelineStage::Scores, e.clone()));
+                }
+            }
+            let outcome = match w.state {
+                Err((stage, reason)) => NeuronOutcome::Failed { unit: w.unit, stage, reason },
+                Ok(()) => match self.score(w.unit, w.top, &w.top_keys, w.candidates.take().expect("set"), &pixels, caches) {
+                    Ok(r) => NeuronOutcome::Done(Box::new(r)),
+                    Err((stage, reason)) => NeuronOutcome::Failed { unit: w.unit, stage, reason },
+                },
+            };
+            out.push(outcome);
+        }
+        // Pixels of concept images are no longer needed once their activations are known.
+        caches.pixels.retain(|k, _| !caches.activations.contains_key(k));
+        times.scoring += t.elapsed();
+        out
+    }
+
+    /// D_top of `unit` with pixels loaded into `pixels` under each entry's key.
+    fn top_of(&self, unit: usize, pixels: &mut HashMap<String, RgbImage>) -> Result<(Vec<TopEntry>, Vec<String>), String> {
+        let top: NeuronTop =
+            neuron_top(self.model, self.images, self.summaries, self.layer, unit, self.options.summary, self.options.top_k)
+                .map_err(|e| e.to_string())?;
+        let mut entries = Vec::with_capacity(top.d_top.len());
+        let mut keys = Vec::with_capacity(top.d_top.len());
+        let mut sources: HashMap<usize, RgbImage> = HashMap::new();
+        for TopCandidate { image_index, crop, activation } in top.d_top {
+            let source = &self.images[image_index];
+            let key = region_key(&source.sha256, crop.as_ref());
+            if !pixels.contains_key(&key) {
+                if !sources.contains_key(&image_index) {
+                    sources.insert(image_index, load_rgb(&source.path).map_err(|e| e.to_string())?);
+                }
+                let full = &sources[&image_index];
+                let img = match &crop {
+                    Some(b) => crops::crop_image(full, b, crops::WORKING_SIZE),
+                    None => full.clone(),
+                };
+                pixels.insert(key.clone(), img);
+            }
+            entries.push(TopEntry { image_index, crop, activation, caption: String::new() });
+            keys.push(key);
+        }
+        Ok((entries, keys))
+    }
+
+    fn concept_activations(&self, keys: &[String], caches: &mut Caches) -> Result<(), String> {
+        let p = self.model.preprocessing();
+        for chunk in keys.chunks(super::shared_model::PROVIDER_BATCH) {
+            let inputs: Vec<tch::Tensor> = chunk.iter().map(|k| image_to_tensor(&caches.pixels[k], &p)).collect();
+            let batch = stack_batch(&inputs).map_err(|e| e.to_string())?;
+            let acts = self.model.forward_layers(&batch, &[self.layer]).map_err(|e| e.to_string())?;
+            let reduced = self.options.summary.reduce(&acts[0]).to_device(tch::Device::Cpu).contiguous();
+            let channels = reduced.size()[1] as usize;
+            let flat = Vec::<f32>::try_from(&reduced.view([-1])).map_err(|e| e.to_string())?;
+            for (i, k) in chunk.iter().enumerate() {
+                caches.activations.insert(k.clone(), flat[i * channels..(i + 1) * channels].to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn embeddings(&self, keys: &[String], pixels: &HashMap<String, RgbImage>, caches: &mut Caches) -> Result<(), String> {
+        let missing: Vec<&String> = keys.iter().filter(|k| !caches.embeddings.contains_key(*k)).collect();
+        let mut unique: Vec<&String> = Vec::new();
+        for k in missing {
+            if !unique.contains(&k) {
+                unique.push(k);
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let imgs: Vec<&RgbImage> = unique
+            .iter()
+            .map(|k| pixels.get(*k).or_else(|| caches.pixels.get(*k)).ok_or_else(|| format!("pixels of image {k} are gone")))
+            .collect::<Result<_, _>>()?;
+        let embs = self.providers.image_encoder.encode(&imgs).map_err(|e| e.to_string())?;
+        for (k, e) in unique.into_iter().zip(embs) {
+            caches.embeddings.insert(k.clone(), e);
+        }
+        Ok(())
+    }
+
+    fn score(
+        &self,
+        unit: usize,
+        top: Vec<TopEntry>,
+        top_keys: &[String],
+        candidates: Candidates,
+        pixels: &HashMap<String, RgbImage>,
+        caches: &mut Caches,
+    ) -> Result<NeuronResult, (PipelineStage, String)> {
+        let mut labels = Vec::new();
+        let mut image_keys: Vec<Vec<String>> = Vec::new();
+        for label in &candidates.labels {
+            match caches.concept_images.get(label) {
+                Some(Ok(keys)) => image_keys.push(keys.clone()),
+                Some(Err(e)) => return Err((PipelineStage::ConceptImages, format!("concept `{label}`: {e}"))),
+                None => return Err((PipelineStage::ConceptImages, format!("concept `{label}` has no image entry"))),
+            }
+            labels.push(label.clone());
+        }
+        let all_keys: Vec<String> = top_keys.iter().chain(image_keys.iter().flatten()).cloned().collect();
+        self.embeddings(&all_keys, pixels, caches).map_err(|e| (PipelineStage::Scores, e))?;
+
+        let activations: Vec<Vec<f32>> =
+            image_keys.iter().map(|keys| keys.iter().map(|k| caches.activations[k][unit]).collect()).collect();
+        let top_emb: Vec<Vec<f32>> = top_keys.iter().map(|k| caches.embeddings[k].clone()).collect();
+        let img_emb: Vec<Vec<Vec<f32>>> =
+            image_keys.iter().map(|keys| keys.iter().map(|k| caches.embeddings[k].clone()).collect()).collect();
+        let scores = score_concepts(&activations, &top_emb, &img_emb);
+        let order = order_by(&scores, self.options.scoring);
+        let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let text_emb = self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
+        let top3 = top_distinct(&order, &text_emb, 3);
+
+        let concepts = labels
+            .into_iter()
+            .zip(scores)
+            .zip(image_keys.iter().zip(&activations))
+            .map(|((label, scores), (keys, acts))| ConceptEntry {
+                label,
+                scores,
+                images: keys
+                    .iter()
+                    .zip(acts)
+                    .map(|(k, &a)| ConceptImageEntry {
+                        key: k.clone(),
+                        origin: caches.image_meta.get(k).cloned().unwrap_or_default(),
+                        activation: a,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(NeuronResult { unit, top, candidates, concepts, best: order.first().copied(), top3 })
+    }
+}
+
+/// Identity of a D_top entry: the image hash, plus the crop box for a crop.
+pub fn region_key(sha256: &str, crop: Option<&CropBox>) -> String {
+    match crop {
+        None => sha256.to_string(),
+        Some(b) => {
+            let mut h = Sha256::new();
+            h.update(sha256.as_bytes());
+            h.update(format!("crop:{},{},{},{}", b.x0, b.y0, b.x1, b.y1).as_bytes());
+            hex::encode(h.finalize())
+        }
+    }
+}

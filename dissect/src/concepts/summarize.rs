@@ -1,0 +1,425 @@
+//! Step 2B: captions → candidate concepts with a chat LLM, with the paper's two prompts
+//! (A.1.2), its two few-shot examples, and SPEC.md's post-processing.
+//!
+//! Small local models misbehave in known ways (ASSETS.md): they echo a caption, parrot a few-shot
+//! answer, answer with a comma list or nothing. Those answers are rejected here, and when every
+//! answer is rejected the most common caption phrase stands in, so a neuron always gets candidates.
+
+use super::providers::{ChatMessage, ChatModel, ChatRequest, ProviderResult};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The paper's caption-simplification instruction (A.1.2, prompt 1).
+pub const SIMPLIFY_INSTRUCTION: &str = "Only state your answer without a period and quotation marks. \
+Do not number your answer. State one coherent and concise concept label that simplifies the \
+following description and deletes any unnecessary details:";
+
+/// The paper's similarity instruction (A.1.2, prompt 2).
+pub const SUMMARIZE_INSTRUCTION: &str = "Only state your answer without a period and quotation marks \
+and do not simply repeat the descriptions. State one coherent and concise concept label that is 1-5 \
+words long and can semantically summarize and represent most, not necessarily all, of the \
+conceptual similarities in the following descriptions:";
+
+/// The re-ask for an answer that came back as a comma-separated list.
+pub const MERGE_INSTRUCTION: &str = "Only state your answer without a period and quotation marks. \
+Merge the following comma-separated concept labels into one coherent and concise concept label \
+that is 1-5 words long:";
+
+/// One-shot example for simplification (SPEC.md Step 2).
+const SIMPLIFY_EXAMPLE: (&str, &str) =
+    ("a red background with a red background and a red background with a red background.", "A red background");
+
+/// The two few-shot examples for summarization (SPEC.md Step 2B).
+const SUMMARIZE_EXAMPLES: [(&[&str], &str); 2] = [
+    (
+        &[
+            "a purple and brown woven fabric texture",
+            "a close up of a beige and brown knitted blanket",
+            "a windmill in front of a purple and beige patterned cloth",
+            "a brown and purple plaid textile",
+            "a beige rug with a brown and purple pattern",
+        ],
+        "multicolored textiles",
+    ),
+    (
+        &[
+            "a girl sitting on a red tractor",
+            "a toy car on a red ottoman",
+            "a woman in a red dress",
+            "a red camaro parked on a street",
+            "a red spool of cable",
+        ],
+        "red-themed scenes",
+    ),
+];
+
+/// Words after which SPEC.md also adds "<label> background" as a candidate.
+const BACKGROUND_WORDS: [&str; 4] = ["design", "designs", "graphic", "graphics"];
+
+/// Settings of Step 2B.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummarizeOptions {
+    /// N: how many times the summary is asked for (captions reshuffled each time).
+    pub n_summaries: usize,
+    pub temperature: f32,
+    /// Cap on generated tokens per answer: labels are 1–5 words.
+    pub max_tokens: usize,
+    /// Base seed: call `i` of a neuron uses `seed + i`, so runs are reproducible.
+    pub seed: u64,
+    /// Whether captions are simplified first (the paper does).
+    pub simplify: bool,
+}
+
+impl Default for SummarizeOptions {
+    fn default() -> Self {
+        SummarizeOptions { n_summaries: 5, temperature: 0.3, max_tokens: 20, seed: 0, simplify: true }
+    }
+}
+
+/// What came out of Step 2B for one neuron, with the raw material for provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// The candidate set T (lowercase, deduplicated, in the order found).
+    pub labels: Vec<String>,
+    /// The captions after simplification (input of the summary calls).
+    pub simplified: Vec<String>,
+    /// Every summary answer as the LLM gave it, and why it was rejected (if it was).
+    pub answers: Vec<RawAnswer>,
+    /// True when no answer survived and the most common caption phrase was used instead.
+    pub fell_back: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawAnswer {
+    pub text: String,
+    pub rejected: Option<String>,
+}
+
+/// The chat request that simplifies one caption.
+pub fn simplify_request(caption: &str, opts: &SummarizeOptions, seed: u64) -> ChatRequest {
+    let messages = vec![
+        ChatMessage::user(format!("{SIMPLIFY_INSTRUCTION}\n{}", SIMPLIFY_EXAMPLE.0)),
+        ChatMessage::assistant(SIMPLIFY_EXAMPLE.1),
+        ChatMessage::user(format!("{SIMPLIFY_INSTRUCTION}\n{caption}")),
+    ];
+    ChatRequest { messages, temperature: opts.temperature, max_tokens: opts.max_tokens, seed }
+}
+
+/// The chat request that summarizes a group of (simplified) captions, with the few-shot examples.
+pub fn summarize_request(captions: &[String], opts: &SummarizeOptions, seed: u64) -> ChatRequest {
+    let mut messages = Vec::with_capacity(5);
+    for (examples, answer) in SUMMARIZE_EXAMPLES {
+        messages.push(ChatMessage::user(format!("{SUMMARIZE_INSTRUCTION}\n{}", numbered(examples.iter().copied()))));
+        messages.push(ChatMessage::assistant(answer));
+    }
+    messages.push(ChatMessage::user(format!(
+        "{SUMMARIZE_INSTRUCTION}\n{}",
+        numbered(captions.iter().map(String::as_str))
+    )));
+    ChatRequest { messages, temperature: opts.temperature, max_tokens: opts.max_tokens, seed }
+}
+
+fn merge_request(answer: &str, opts: &SummarizeOptions, seed: u64) -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage::user(format!("{MERGE_INSTRUCTION}\n{answer}"))],
+        temperature: opts.temperature,
+        max_tokens: opts.max_tokens,
+        seed,
+    }
+}
+
+fn numbered<'a>(lines: impl Iterator<Item = &'a str>) -> String {
+    lines.enumerate().map(|(i, l)| format!("{}. {}", i + 1, l.trim())).collect::<Vec<_>>().join("\n")
+}
+
+/// SPEC post-processing of one answer: keep the text after a ':', drop quotes, numbering,
+/// trailing periods and extra whitespace; lowercase. Empty stays empty.
+pub fn clean_answer(answer: &str) -> String {
+    let first_line = answer.trim().lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let after_colon = first_line.rsplit(':').next().unwrap_or(first_line);
+    let mut s = after_colon.trim().trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '*' | '“' | '”'));
+    // A leading "1." / "1)" / "- " numbering.
+    let digits = s.chars().take_while(|c| c.is_ascii_digit()).count();
+    if digits > 0 && s[digits..].starts_with(['.', ')']) {
+        s = &s[digits + 1..];
+    }
+    let s = s.trim_start_matches(['-', '•']).trim();
+    let s = s.trim_end_matches(['.', '!', ' ']).trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '*'));
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Why an answer cannot be a candidate, if it cannot.
+fn rejection(label: &str, captions: &[String]) -> Option<String> {
+    if label.is_empty() {
+        return Some("empty answer".into());
+    }
+    if label.split_whitespace().count() > 8 {
+        return Some("longer than a label".into());
+    }
+    if SUMMARIZE_EXAMPLES.iter().any(|(_, a)| *a == label) {
+        return Some("repeats a few-shot example's answer".into());
+    }
+    if captions.len() > 1 && captions.iter().any(|c| clean_answer(c) == label) {
+        return Some("repeats one caption".into());
+    }
+    None
+}
+
+/// Runs Step 2B for one neuron's captions. `neuron_seed` varies per neuron so shuffles differ.
+///
+/// Errors from the LLM propagate (the caller marks the neuron failed); bad answers do not.
+///
+/// `simplified_cache` maps a caption to its simplification and is meant to live for a whole run:
+/// the same images (and so the same captions) recur in many neurons' D_top. A caption's
+/// simplification is seeded by its own text, so it does not depend on which neuron asked first.
+pub fn candidates(
+    llm: &dyn ChatModel,
+    captions: &[String],
+    opts: &SummarizeOptions,
+    neuron_seed: u64,
+    simplified_cache: &mut HashMap<String, String>,
+) -> ProviderResult<Candidates> {
+    let seed = opts.seed.wrapping_add(neuron_seed.wrapping_mul(1000));
+    let mut simplified = Vec::with_capacity(captions.len());
+    for c in captions {
+        if !opts.simplify {
+            simplified.push(c.clone());
+            continue;
+        }
+        if let Some(done) = simplified_cache.get(c) {
+            simplified.push(done.clone());
+            continue;
+        }
+        let answer = clean_answer(&llm.complete(&simplify_request(c, opts, opts.seed.wrapping_add(text_seed(c))))?);
+        // A failed simplification keeps the caption: it still carries the content.
+        let kept = if answer.is_empty() || answer == clean_answer(SIMPLIFY_EXAMPLE.1) { c.clone() } else { answer };
+        simplified_cache.insert(c.clone(), kept.clone());
+        simplified.push(kept);
+    }
+
+    let mut labels: Vec<String> = Vec::new();
+    let mut answers = Vec::new();
+    let mut order: Vec<usize> = (0..simplified.len()).collect();
+    let mut rng = SplitMix64(seed ^ 0x5eed);
+    for call in 0..opts.n_summaries {
+        shuffle(&mut order, &mut rng);
+        let group: Vec<String> = order.iter().map(|&i| simplified[i].clone()).collect();
+        let call_seed = seed + 100 + call as u64;
+        let raw = llm.complete(&summarize_request(&group, opts, call_seed))?;
+        let mut label = clean_answer(&raw);
+        if label.contains(',') {
+            // SPEC: a comma list is merged by asking once more; if that fails, keep its first item.
+            let merged = clean_answer(&llm.complete(&merge_request(&label, opts, call_seed + 50))?);
+            label = if merged.is_empty() || merged.contains(',') {
+                label.split(',').next().unwrap_or("").trim().to_string()
+            } else {
+                merged
+            };
+        }
+        let rejected = rejection(&label, &simplified);
+        answers.push(RawAnswer { text: raw, rejected: rejected.clone() });
+        if rejected.is_none() {
+            push_candidate(&mut labels, label);
+        }
+    }
+
+    let fell_back = labels.is_empty();
+    if fell_back {
+        if let Some(phrase) = most_common(&simplified) {
+            push_candidate(&mut labels, phrase);
+        }
+    }
+    Ok(Candidates { labels, simplified, answers, fell_back })
+}
+
+/// Adds a label unless already present, and "<label> background" after design/graphic words.
+pub fn push_candidate(labels: &mut Vec<String>, label: String) {
+    let last = label.split_whitespace().last().unwrap_or("").to_string();
+    if !labels.contains(&label) {
+        labels.push(label.clone());
+    }
+    if BACKGROUND_WORDS.contains(&last.as_str()) {
+        let with_bg = format!("{label} background");
+        if !labels.contains(&with_bg) {
+            labels.push(with_bg);
+        }
+    }
+}
+
+/// The most frequent cleaned caption (first one on ties).
+fn most_common(captions: &[String]) -> Option<String> {
+    let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+    for (i, c) in captions.iter().enumerate() {
+        let e = counts.entry(clean_answer(c)).or_insert((0, i));
+        e.0 += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(k, _)| !k.is_empty())
+        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)))
+        .map(|(k, _)| k)
+}
+
+/// A stable seed from a text (FNV-1a), so a caption's simplification is reproducible.
+fn text_seed(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A small deterministic generator for reshuffling captions (no need for a crypto RNG).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concepts::providers::{ComponentInfo, Role};
+    use std::sync::Mutex;
+
+    /// A scripted LLM: answers simplify requests by echoing a fixed mapping and summary
+    /// requests from a queue; records every request.
+    struct Scripted {
+        summaries: Mutex<Vec<&'static str>>,
+        seen: Mutex<Vec<ChatRequest>>,
+    }
+
+    impl Scripted {
+        fn new(summaries: &[&'static str]) -> Self {
+            Scripted { summaries: Mutex::new(summaries.iter().rev().copied().collect()), seen: Mutex::new(vec![]) }
+        }
+    }
+
+    impl ChatModel for Scripted {
+        fn info(&self) -> ComponentInfo {
+            ComponentInfo::substitute(Role::Llm, "scripted", "test")
+        }
+        fn complete(&self, r: &ChatRequest) -> ProviderResult<String> {
+            self.seen.lock().unwrap().push(r.clone());
+            let last = &r.messages.last().unwrap().content;
+            if last.starts_with(SIMPLIFY_INSTRUCTION) {
+                let caption = last.lines().nth(1).unwrap();
+                return Ok(format!("\"{}.\"", caption.replace("a photo of ", "")));
+            }
+            if last.starts_with(MERGE_INSTRUCTION) {
+                return Ok("Merged Label".into());
+            }
+            Ok(self.summaries.lock().unwrap().pop().unwrap_or("").to_string())
+        }
+    }
+
+    fn caps(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn clean_answer_applies_the_spec_post_processing() {
+        assert_eq!(clean_answer("Concept: Red Cars."), "red cars");
+        assert_eq!(clean_answer("\"Striped Patterns\""), "striped patterns");
+        assert_eq!(clean_answer("1. Dogs on grass"), "dogs on grass");
+        assert_eq!(clean_answer("  bird   wings \n extra line"), "bird wings");
+        assert_eq!(clean_answer("**Fruit**"), "fruit");
+        assert_eq!(clean_answer(""), "");
+    }
+
+    #[test]
+    fn prompts_carry_the_paper_instructions_and_few_shot_examples() {
+        let o = SummarizeOptions::default();
+        let r = summarize_request(&caps(&["a dog", "a cat"]), &o, 7);
+        assert_eq!(r.messages.len(), 5);
+        assert_eq!(r.messages[1].content, "multicolored textiles");
+        assert_eq!(r.messages[3].content, "red-themed scenes");
+        assert!(r.messages[4].content.starts_with(SUMMARIZE_INSTRUCTION));
+        assert!(r.messages[4].content.ends_with("1. a dog\n2. a cat"));
+        assert_eq!((r.temperature, r.seed), (0.3, 7));
+        let s = simplify_request("a big red bus", &o, 1);
+        assert_eq!(s.messages[1].content, "A red background");
+        assert!(s.messages[2].content.ends_with("\na big red bus"));
+    }
+
+    #[test]
+    fn summaries_are_cleaned_deduplicated_and_filtered() {
+        let llm = Scripted::new(&[
+            "Fruit-themed scenes.",
+            "fruit-themed scenes",
+            "red-themed scenes",         // parrots the few-shot answer
+            "banana",                    // echoes a caption
+            "Label: Geometric Designs", // gains "… background"
+        ]);
+        let captions = caps(&["a photo of banana", "a photo of apple", "a photo of orange"]);
+        let c = candidates(&llm, &captions, &SummarizeOptions::default(), 3, &mut HashMap::new()).unwrap();
+        assert_eq!(c.simplified, caps(&["banana", "apple", "orange"]));
+        assert_eq!(c.labels, caps(&["fruit-themed scenes", "geometric designs", "geometric designs background"]));
+        assert_eq!(c.answers.len(), 5);
+        assert_eq!(c.answers[2].rejected.as_deref(), Some("repeats a few-shot example's answer"));
+        assert_eq!(c.answers[3].rejected.as_deref(), Some("repeats one caption"));
+        assert!(!c.fell_back);
+        // 3 simplify calls + 5 summary calls, each summary with all three captions.
+        let seen = llm.seen.lock().unwrap();
+        assert_eq!(seen.len(), 8);
+        for r in &seen[3..] {
+            let body = &r.messages[4].content;
+            assert!(["banana", "apple", "orange"].iter().all(|w| body.contains(w)));
+        }
+    }
+
+    #[test]
+    fn comma_lists_are_merged_by_a_second_question() {
+        let llm = Scripted::new(&["dogs, cats, birds", "pets"]);
+        let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
+        let c = candidates(&llm, &caps(&["a dog", "a cat"]), &o, 0, &mut HashMap::new()).unwrap();
+        assert_eq!(c.labels, caps(&["merged label", "pets"]));
+    }
+
+    #[test]
+    fn all_answers_rejected_falls_back_to_the_most_common_caption() {
+        let llm = Scripted::new(&["", "multicolored textiles", ""]);
+        let o = SummarizeOptions { n_summaries: 3, ..Default::default() };
+        let c = candidates(&llm, &caps(&["a photo of kite", "a photo of bird", "a photo of bird"]), &o, 0, &mut HashMap::new()).unwrap();
+        assert!(c.fell_back);
+        assert_eq!(c.labels, caps(&["bird"]));
+    }
+
+    #[test]
+    fn shuffles_are_seeded_and_differ_between_calls() {
+        let captions = caps(&["a", "b", "c", "d", "e", "f"]);
+        let run = |seed| {
+            let llm = Scripted::new(&["x1", "x2", "x3"]);
+            let o = SummarizeOptions { n_summaries: 3, simplify: false, seed, ..Default::default() };
+            candidates(&llm, &captions, &o, 0, &mut HashMap::new()).unwrap();
+            let seen = llm.seen.lock().unwrap();
+            seen.iter().map(|r| r.messages[4].content.clone()).collect::<Vec<_>>()
+        };
+        let a = run(1);
+        assert_eq!(a, run(1));
+        assert_ne!(a, run(2));
+        assert!(a[0] != a[1] || a[1] != a[2], "reshuffled between calls");
+    }
+
+    #[test]
+    fn simplifications_are_cached_across_neurons() {
+        let llm = Scripted::new(&["x", "y", "z", "w"]);
+        let o = SummarizeOptions { n_summaries: 1, ..Default::default() };
+        let mut cache = HashMap::new();
+        candidates(&llm, &caps(&["a photo of dog", "a photo of cat"]), &o, 0, &mut cache).unwrap();
+        candidates(&llm, &caps(&["a photo of cat", "a photo of cow"]), &o, 1, &mut cache).unwrap();
+        let seen = llm.seen.lock().unwrap();
+        let simplify_calls = seen.iter().filter(|r| r.messages.last().unwrap().content.starts_with(SIMPLIFY_INSTRUCTION)).count();
+        assert_eq!(simplify_calls, 3, "cat is simplified once");
+        assert_eq!(cache["a photo of cat"], "cat");
+    }
+}
