@@ -1,4 +1,4 @@
-//! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, and the
+//! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, `/img/…`, and the
 //! cross-cutting layers (request logs, compression, timeouts, body limits).
 
 use crate::config::Config;
@@ -39,6 +39,7 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/export/{model}/{layer}", get(export_labels))
+        .merge(crate::images::router(ctx.db.clone(), config.storage.data_dir.clone()))
         .leptos_routes_with_context(&state, routes, provide.clone(), {
             let leptos = leptos.clone();
             move || app::shell(leptos.clone())
@@ -108,17 +109,48 @@ async fn export_labels(
                     "unknown export format `{name}` (json, clip-dissect, milan, netdissect-tally, dnd-top3, dnd)"
                 ));
             };
+            // The CSV layouts have no room for provenance without breaking other tools'
+            // parsers, so labels from runs with offline substitutes say so in the file name and
+            // in a header naming the substituted roles (the JSON export has the full record).
+            let substituted = substituted_roles(&labels);
+            let file = if substituted.is_empty() { format!("{stem}.csv") } else { format!("{stem}_embedded-substitutes.csv") };
             match export::to_csv(&labels, format) {
-                Ok(bytes) => (
-                    [
-                        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{stem}.csv\"")),
-                    ],
-                    bytes,
-                )
-                    .into_response(),
+                Ok(bytes) => {
+                    let mut resp = (
+                        [
+                            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+                        ],
+                        bytes,
+                    )
+                        .into_response();
+                    if !substituted.is_empty() {
+                        let value = format!("substitutes for the paper's components: {}", substituted.join(", "));
+                        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                            resp.headers_mut().insert("x-dnd-provenance", v);
+                        }
+                    }
+                    resp
+                }
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
             }
         }
     }
+}
+
+/// Roles played by an offline substitute in any run behind `labels` (from their provenance).
+fn substituted_roles(labels: &[crate::labels::export::ExportedLabel]) -> Vec<String> {
+    let mut roles: Vec<String> = labels
+        .iter()
+        .filter_map(|l| l.provenance.as_ref()?.as_object().cloned())
+        .flat_map(|p| {
+            p.into_iter()
+                .filter(|(_, c)| c.get("paper_equivalent").and_then(|v| v.as_bool()) == Some(false))
+                .map(|(role, _)| role)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
 }

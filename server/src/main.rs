@@ -3,8 +3,11 @@
 mod builtin;
 mod config;
 mod db;
+mod dissection;
 mod engine_cli;
+mod evaluate;
 mod http;
+mod images;
 mod labels;
 mod registry;
 mod shutdown;
@@ -60,6 +63,41 @@ enum Command {
         #[arg(long, default_value = "mean")]
         summary: String,
     },
+    /// Describe-and-Dissect many neurons of a layer (Steps 1–3), store the labels; resumable.
+    Dissect {
+        /// efficientnet-lite0, efficientnet-lite2, or a TorchScript file (manifest beside it).
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        #[arg(long)]
+        layer: String,
+        /// Units: `0-49`, `3,7,9`, `0-9,20`, or `random:50`.
+        #[arg(long)]
+        neurons: String,
+        /// Seed of `random:N`.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// `builtin` or a folder of images.
+        #[arg(long, default_value = "builtin")]
+        probe: String,
+        /// mean, topk-squared, image-products or topk-squared-image-products (default).
+        #[arg(long, default_value = "topk-squared-image-products")]
+        scoring: String,
+        /// Spatial summary of a map: mean (default) or max.
+        #[arg(long, default_value = "mean")]
+        summary: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Final-layer evaluation: mean mpnet cosine between each method's label and the class name.
+    EvaluateFinal {
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        #[arg(long, default_value = "classifier")]
+        layer: String,
+        /// How many neurons to show side by side.
+        #[arg(long, default_value_t = 10)]
+        examples: usize,
+    },
     /// Import another method's labels (CLIP-Dissect, MILAN, NetDissect-Lite tally, FALCON, DnD CSV).
     ImportLabels {
         /// Model slug, as in /m/{slug}.
@@ -103,6 +141,12 @@ fn init_logging() {
 }
 
 fn main() {
+    // libtorch's OpenMP workers spin after each parallel region by default; the concept pipeline
+    // alternates libtorch with the in-process LLM's own thread pool, and spinning workers slowed
+    // the LLM ~5× on 2 cores. Must be set before libtorch starts its threads.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
+    }
     let cli = Cli::parse();
     init_logging();
     if let Err(e) = run(cli) {
@@ -128,12 +172,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             engine_cli::print_record_summary(&set, &recording, started);
             Ok(())
         }
+        Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch } => {
+            let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
+                format!("--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products")
+            })?;
+            let summary = parse_summary(&summary)?;
+            let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch };
+            dissection::run_cli(&config, &args)
+        }
+        Command::EvaluateFinal { model, layer, examples } => runtime()?.block_on(async {
+            let db = db::open(&config.database_path()).await?;
+            let report = evaluate::final_layer(&db, &model, &layer, examples).await?;
+            evaluate::store(&db, &report).await?;
+            evaluate::print(&report);
+            anyhow::Ok(())
+        }),
         Command::Crops { model, probe, layer, unit, summary } => {
-            let summary = match summary.as_str() {
-                "mean" => dissect::crops::Summary::Mean,
-                "max" => dissect::crops::Summary::Max,
-                other => anyhow::bail!("--summary `{other}`: expected mean or max"),
-            };
+            let summary = parse_summary(&summary)?;
             let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
             let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
             engine_cli::crops(&loaded, &set, &layer, unit, summary, &activation_dir(&config))
@@ -167,6 +222,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+    }
+}
+
+fn parse_summary(s: &str) -> anyhow::Result<dissect::crops::Summary> {
+    match s {
+        "mean" => Ok(dissect::crops::Summary::Mean),
+        "max" => Ok(dissect::crops::Summary::Max),
+        other => anyhow::bail!("--summary `{other}`: expected mean or max"),
     }
 }
 

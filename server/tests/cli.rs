@@ -94,3 +94,88 @@ fn typos_name_the_valid_choices() {
     let o = dnd(dir.path(), &["record", "--probe", empty.to_str().unwrap(), "--layer", "stem"]);
     assert!(text(&o).contains("holds no usable image"), "{}", text(&o));
 }
+
+fn query_i64(db: &Path, sql: &'static str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        v
+    })
+}
+
+fn exec(db: &Path, sql: &'static str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    })
+}
+
+/// The whole embedded default (Lite2 captions, in-process LLM, retrieval, MiniLM) on the real
+/// built-in set, stored in SQLite; then a run interrupted after one neuron resumes with the other.
+#[test]
+fn dissect_stores_labels_with_provenance_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["dissect", "--layer", "classifier", "--neurons", "967,985"];
+    let o = dnd(dir.path(), &args);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("unit  967: ") && out.contains("unit  985: "), "{out}");
+    assert!(out.contains("substitute Llm: Qwen2.5"), "substitutes are announced: {out}");
+    let db = dir.path().join("dnd-studio.db");
+    assert!(db.is_file(), "database at {}", db.display());
+
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM top_images"), 20, "D_top of 10 per neuron");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM top_images WHERE is_crop = 1"), 0, "no crops on the classifier");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM top_images WHERE caption_id IS NULL"), 0);
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM candidate_concepts WHERE selected = 1"), 2);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM candidate_concepts WHERE score_topk_squared IS NULL OR score_image_products IS NULL"),
+        0
+    );
+    assert!(query_i64(&db, "SELECT COUNT(*) FROM concept_images") >= 2);
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM labels l JOIN candidate_concepts c ON c.id = l.concept_id
+             WHERE l.method = 'dnd' AND l.rank = 1 AND l.is_current = 1 AND c.selected = 1"
+        ),
+        2,
+        "the rank-1 DnD label is the selected concept"
+    );
+    assert_eq!(query_i64(&db, "SELECT uses_substitutes FROM dissection_runs"), 1);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM dissection_runs WHERE json_extract(provenance_json, '$.llm.paper_equivalent') = 0"),
+        1
+    );
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM activation_caches WHERE status = 'complete' AND layer_name = 'classifier'"), 1);
+
+    // Simulate a kill after the first neuron: the run is unfinished and 985 not done.
+    exec(&db, "UPDATE dissection_runs SET status = 'running', finished_at = NULL");
+    exec(&db, "UPDATE run_neurons SET status = 'pending' WHERE neuron_id = (SELECT n.id FROM neurons n JOIN layers l ON l.id = n.layer_id WHERE l.name = 'classifier' AND n.unit = 985)");
+    let o = dnd(dir.path(), &args);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("resuming run #1: 1 of 2 neurons left"), "{out}");
+    assert!(out.contains("unit  985: ") && !out.contains("unit  967: "), "only the unfinished neuron is recomputed: {out}");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM dissection_runs"), 1);
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM labels WHERE method = 'dnd' AND rank = 1 AND is_current = 1"), 2);
+}
+
+#[test]
+fn dissect_rejects_bad_neuron_specs_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-40"]);
+    let out = text(&o);
+    assert!(!o.status.success());
+    assert!(out.contains("--neurons unit 40 is outside the layer, which has units 0-39"), "{out}");
+    let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--scoring", "median"]);
+    assert!(text(&o).contains("--scoring `median`: expected mean, topk-squared"), "{}", text(&o));
+}

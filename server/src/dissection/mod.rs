@@ -1,0 +1,299 @@
+//! DnD runs (Steps 1–3 for many neurons) driven from the command line, stored in SQLite:
+//! `dnd dissect --model … --layer … --neurons 0-49|random:50 --probe …`.
+//!
+//! The engine runs on the calling thread; each finished neuron is written to the database in its
+//! own transaction before the next is reported, so a killed run resumes where it stopped.
+
+pub mod neurons;
+pub mod providers;
+pub mod store;
+
+use crate::builtin::{self, BUILTIN_HELDOUT_FRACTION, BUILTIN_SET_SLUG};
+use crate::config::Config;
+use crate::engine_cli::{self, LoadedModel};
+use crate::registry::{self, ModelSpec, ProbeSetSpec};
+use anyhow::Context;
+use dissect::concepts::embedded::HeldOutImage;
+use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress};
+use dissect::concepts::scoring::ScoringFunction;
+use dissect::crops::Summary;
+use dissect::probe::{self, ScannedSet, Split};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::SqlitePool;
+use std::path::{Path, PathBuf};
+use store::{NeuronWriter, OpenRun, RunSpec};
+
+/// What `dnd dissect` was asked to do.
+pub struct DissectArgs {
+    pub model: String,
+    pub layer: String,
+    pub neurons: String,
+    pub seed: u64,
+    pub probe: String,
+    pub scoring: ScoringFunction,
+    pub summary: Summary,
+    pub batch: usize,
+}
+
+/// Registers what is needed, records the layer, runs the pipeline, prints the labels.
+pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let assets = &config.storage.assets_dir;
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
+    let db = rt.block_on(crate::db::open(&config.database_path()))?;
+    rt.block_on(builtin::register(&db, assets));
+
+    let loaded = engine_cli::load_model(&args.model, assets)?;
+    let model = loaded.model.as_ref();
+    let layer = model.layer_index(&args.layer)?;
+    let channels = model.layers()[layer].channels;
+    let units = neurons::parse_neurons(&args.neurons, channels, args.seed)
+        .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
+    let set = engine_cli::scan_probe(&args.probe, assets)?;
+    let (model_id, layer_id, set_row) = rt.block_on(register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
+
+    let (images, recording) = engine_cli::record(&loaded, &set, std::slice::from_ref(&args.layer), &activation_dir(config), args.batch)?;
+    let summaries = &recording.layers[0];
+    rt.block_on(note_activation_cache(&db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, summaries.channels, config))?;
+
+    let root = set.root.clone();
+    let held_out = || {
+        set.images
+            .iter()
+            .filter(|i| probe::split_of(&i.sha256, set_row.split_seed, set_row.heldout_fraction) == Split::HeldOut)
+            .map(|i| HeldOutImage {
+                key: i.sha256.clone(),
+                path: root.join(&i.rel_path),
+                name: i.rel_path.clone(),
+                description: i.description.clone(),
+            })
+            .collect()
+    };
+    eprintln!("loading the concept pipeline's models…");
+    let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), held_out)?;
+    let provenance = providers.provenance();
+    let options = DissectOptions { summary: args.summary, scoring: args.scoring, ..DissectOptions::default() };
+    let spec = RunSpec {
+        model_id,
+        layer_id,
+        probe_set_id: set_row.id,
+        neurons_spec: &args.neurons,
+        neuron_seed: args.neurons.starts_with("random:").then_some(args.seed),
+        units: &units,
+        options: &options,
+        provenance: &provenance,
+    };
+    let OpenRun { run_id, resumed, remaining } = rt.block_on(store::open_run(&db, &spec))?;
+    if resumed {
+        eprintln!("resuming run #{run_id}: {} of {} neurons left", remaining.len(), units.len());
+    }
+    for c in provenance.iter().filter(|c| !c.paper_equivalent) {
+        eprintln!("substitute {:?}: {} ({})", c.role, c.name, c.note.as_deref().unwrap_or(""));
+    }
+
+    let descriptions: Vec<Option<String>> = set.images.iter().map(|i| i.description.clone()).collect();
+    let writer = NeuronWriter {
+        run_id,
+        layer_id,
+        captioner_id: provenance[0].name.clone(),
+        llm_id: provenance[1].name.clone(),
+        options: options.clone(),
+        image_sha256: images.iter().map(|i| i.sha256.clone()).collect(),
+        recorded: {
+            let s = summaries.clone();
+            Box::new(move |image, unit| (s.get(image, unit, Summary::Mean), s.get(image, unit, Summary::Max)))
+        },
+        unit_stats: {
+            let s = summaries.clone();
+            Box::new(move |unit| {
+                let mean: Vec<f32> = s.column(unit, Summary::Mean).collect();
+                let max: Vec<f32> = s.column(unit, Summary::Max).collect();
+                store::unit_stats(&mean, &max)
+            })
+        },
+    };
+    let dissector = LayerDissector {
+        model,
+        layer,
+        images: &images,
+        descriptions: &descriptions,
+        summaries,
+        providers,
+        options,
+        cancel: None,
+    };
+    let bar = ProgressBar::new(remaining.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut lines = Vec::new();
+    let times = dissector.run(
+        &remaining,
+        &mut |p: NeuronProgress| {
+            bar.set_position(p.finished as u64);
+            bar.set_message(format!("{} failed", p.failed));
+        },
+        &mut |o: NeuronOutcome| -> anyhow::Result<()> {
+            rt.block_on(writer.write(&db, &o))?;
+            lines.push(describe(&o));
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+    rt.block_on(store::close_run(&db, run_id, false))?;
+    for l in &lines {
+        println!("{l}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "run #{run_id}: {} neurons of {} `{}` in {secs:.1} s ({:.2} s per neuron); stages: crops {:.1} s, captions {:.1} s, \
+         LLM {:.1} s, concept images {:.1} s, concept activations {:.1} s, scoring {:.1} s",
+        remaining.len(),
+        args.model,
+        args.layer,
+        secs / remaining.len().max(1) as f64,
+        times.crops.as_secs_f64(),
+        times.captions.as_secs_f64(),
+        times.llm.as_secs_f64(),
+        times.concept_images.as_secs_f64(),
+        times.concept_activations.as_secs_f64(),
+        times.scoring.as_secs_f64(),
+    );
+    rt.block_on(db.close());
+    Ok(())
+}
+
+fn describe(o: &NeuronOutcome) -> String {
+    match o {
+        NeuronOutcome::Done(r) => {
+            let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();
+            format!("unit {:>4}: {}", r.unit, top3.join(" | "))
+        }
+        NeuronOutcome::Failed { unit, stage, reason } => format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str()),
+    }
+}
+
+fn activation_dir(config: &Config) -> PathBuf {
+    config.storage.data_dir.join("activations")
+}
+
+/// The probing set row a run uses.
+pub struct SetRow {
+    pub id: i64,
+    pub heldout_fraction: f64,
+    pub split_seed: u64,
+}
+
+/// Model, layer and probing-set ids, registering the model and the set when new.
+async fn register_target(
+    db: &SqlitePool,
+    loaded: &LoadedModel,
+    model_spec: &str,
+    assets: &Path,
+    layer_name: &str,
+    probe_spec: &str,
+    set: &ScannedSet,
+) -> anyhow::Result<(i64, i64, SetRow)> {
+    let builtin = [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
+    let (weights, slug, name) = match builtin {
+        Some(v) => (assets.join("models").join(v.weights_file_name()), v.name().to_string(), v.name().to_string()),
+        None => {
+            let path = PathBuf::from(model_spec);
+            let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
+            let slug: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+            (path, slug, stem)
+        }
+    };
+    let model_id = registry::register_model(
+        db,
+        ModelSpec {
+            slug: &slug,
+            name: &name,
+            description: "",
+            builtin_key: builtin.map(|v| v.name()),
+            weights_path: &weights,
+            dataset: builtin.map(|_| "ImageNet-1k"),
+            model: loaded.model.as_ref(),
+        },
+    )
+    .await?;
+    let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = ?")
+        .bind(model_id)
+        .bind(layer_name)
+        .fetch_one(db)
+        .await
+        .with_context(|| format!("layer `{layer_name}` of model #{model_id} is not registered"))?;
+
+    let set_id = if probe_spec == BUILTIN_SET_SLUG {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM probe_sets WHERE content_sha256 = ? ORDER BY id LIMIT 1")
+            .bind(&set.content_hash)
+            .fetch_optional(db)
+            .await?
+            .context("the built-in probing set is not registered (are its images missing? run scripts/setup.sh)")?
+    } else {
+        let root = PathBuf::from(probe_spec);
+        let base = root.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "set".into());
+        let slug: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+        registry::register_probe_set(
+            db,
+            ProbeSetSpec {
+                slug,
+                name: base.clone(),
+                description: String::new(),
+                source: "folder",
+                root,
+                heldout_fraction: BUILTIN_HELDOUT_FRACTION,
+                split_seed: 0,
+            },
+        )
+        .await?
+    };
+    let (fraction, seed): (f64, i64) = sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
+        .bind(set_id)
+        .fetch_one(db)
+        .await?;
+    Ok((model_id, layer_id, SetRow { id: set_id, heldout_fraction: fraction, split_seed: seed as u64 }))
+}
+
+/// Records where the layer's activation summaries are, so the database knows its caches.
+#[allow(clippy::too_many_arguments)]
+async fn note_activation_cache(
+    db: &SqlitePool,
+    model_id: i64,
+    layer_id: i64,
+    probe_set_id: i64,
+    loaded: &LoadedModel,
+    set: &ScannedSet,
+    layer: &str,
+    channels: usize,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let store = dissect::record::ActivationStore::new(activation_dir(config));
+    let key = dissect::record::CacheKey::new(loaded.fingerprint.clone(), set.content_hash.clone());
+    let path = store.path(&key, layer);
+    sqlx::query(
+        "INSERT INTO activation_caches (model_id, layer_id, probe_set_id, model_fingerprint, set_sha256, layer_name,
+             file_path, channels, images_total, images_done, status, completed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+         ON CONFLICT (model_fingerprint, set_sha256, layer_name) DO UPDATE SET
+             file_path = excluded.file_path, images_done = excluded.images_done, status = 'complete',
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+    )
+    .bind(model_id)
+    .bind(layer_id)
+    .bind(probe_set_id)
+    .bind(&loaded.fingerprint)
+    .bind(&set.content_hash)
+    .bind(layer)
+    .bind(path.to_string_lossy())
+    .bind(channels as i64)
+    .bind(set.images.len() as i64)
+    .bind(set.images.len() as i64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
