@@ -1,5 +1,8 @@
 //! Small pieces shared by several pages.
 
+mod dnd_run;
+
+pub use dnd_run::DndRunSection;
 use leptos::prelude::*;
 use leptos_router::components::A;
 

@@ -27,6 +27,9 @@ pub struct NeuronRow {
     pub class_name: Option<String>,
     /// Rank-1 labels, one per method/source.
     pub labels: Vec<LabelView>,
+    /// The rank-1 image of D_top (cropped as the run cropped it) from the neuron's latest DnD
+    /// run it is done in.
+    pub thumb: Option<crate::api::ImageRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,7 @@ pub fn method_title(method: &str) -> &'static str {
 #[cfg(feature = "ssr")]
 mod queries {
     use super::*;
+    use crate::api::run_details::queries::crop_of;
     use crate::api::{db_error, LayerSummary};
     use sqlx::{Row, SqlitePool};
 
@@ -178,6 +182,29 @@ mod queries {
             .fetch_all(db)
             .await
             .map_err(db_error)?;
+        // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
+        let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
+        let ids_json = format!("[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        let thumbs = sqlx::query(
+            "WITH latest AS (
+                 SELECT rn.neuron_id, MAX(rn.run_id) AS run_id FROM run_neurons rn
+                 JOIN dissection_runs r ON r.id = rn.run_id
+                 WHERE rn.neuron_id IN (SELECT value FROM json_each(?)) AND rn.status = 'done' AND r.method = 'dnd'
+                 GROUP BY rn.neuron_id)
+             SELECT l.neuron_id, i.sha256, t.crop_x0, t.crop_y0, t.crop_x1, t.crop_y1
+             FROM latest l
+             JOIN run_neurons rn ON rn.neuron_id = l.neuron_id AND rn.run_id = l.run_id
+             JOIN top_images t ON t.run_neuron_id = rn.id AND t.rank = 1
+             JOIN images i ON i.id = t.image_id",
+        )
+        .bind(&ids_json)
+        .fetch_all(db)
+        .await
+        .map_err(db_error)?;
+        let mut thumb_of: std::collections::HashMap<i64, crate::api::ImageRef> = thumbs
+            .iter()
+            .map(|r| (r.get::<i64, _>("neuron_id"), crate::api::ImageRef { sha256: r.get("sha256"), crop: crop_of(r) }))
+            .collect();
         let mut neurons = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.get("id");
@@ -191,7 +218,7 @@ mod queries {
             .map_err(db_error)?;
             let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
             labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
-            neurons.push(NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels });
+            neurons.push(NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) });
         }
         let mut methods: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT method FROM labels WHERE layer_id = ? AND is_current = 1",

@@ -3,9 +3,11 @@
 
 mod catalog;
 mod gallery;
+mod run_details;
 
 pub use catalog::*;
 pub use gallery::*;
+pub use run_details::*;
 
 /// Logs a database failure on the server and turns it into a server-function error.
 #[cfg(feature = "ssr")]

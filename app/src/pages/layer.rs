@@ -96,6 +96,12 @@ pub fn LayerPage() -> impl IntoView {
                                     let href = format!("{base}/{}", n.unit);
                                     view! {
                                         <li class="neuron-card">
+                                            {n.thumb.map(|t| view! {
+                                                <a href=href.clone() class="thumb" tabindex="-1">
+                                                    <img src=t.url(Some(96)) alt="" loading="lazy"
+                                                        title="top image of the latest DnD run" />
+                                                </a>
+                                            })}
                                             <a href=href class="unit">{format!("unit {}", n.unit)}</a>
                                             {n.class_name.map(|c| view! { <p class="class-name" title="ground-truth class">{c}</p> })}
                                             <dl>

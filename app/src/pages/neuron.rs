@@ -1,8 +1,9 @@
 //! `/m/{model}/{layer}/{unit}`: one neuron, every method's labels side by side, previous/next
-//! unit (also with the ← and → keys once the page is interactive).
+//! unit (also with the ← and → keys once the page is interactive), and below them the neuron's
+//! latest DnD run (components, D_top, candidate concepts).
 
-use crate::api::{get_neuron, method_title};
-use crate::components::ErrorNote;
+use crate::api::{get_neuron, get_neuron_run, method_title};
+use crate::components::{DndRunSection, ErrorNote};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
@@ -18,6 +19,8 @@ pub fn NeuronPage() -> impl IntoView {
         )
     };
     let neuron = Resource::new(key, |(m, l, u)| get_neuron(m, l, u));
+    // A separate query, so the label comparison never waits for the run's images and concepts.
+    let run = Resource::new(key, |(m, l, u)| get_neuron_run(m, l, u));
     let key_untracked = move || untrack(key);
 
     // Keyboard navigation between units (client side only).
@@ -99,6 +102,17 @@ pub fn NeuronPage() -> impl IntoView {
                         }
                         .into_any()
                     }
+                }
+            })}
+        </Suspense>
+        <Suspense fallback=|| view! { <p class="meta">"Loading the DnD run…"</p> }>
+            {move || Suspend::new(async move {
+                let (_, layer, unit) = key_untracked();
+                match run.await {
+                    Err(e) => view! { <ErrorNote message=e.to_string() /> }.into_any(),
+                    // The page above already says the neuron does not exist.
+                    Ok(None) => ().into_any(),
+                    Ok(Some(r)) => view! { <DndRunSection run=r layer unit /> }.into_any(),
                 }
             })}
         </Suspense>

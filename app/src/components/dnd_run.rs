@@ -1,0 +1,335 @@
+//! A neuron's latest DnD run: the components that played each role (substitutes flagged), D_top
+//! with captions, and the candidate concepts with every score and their concept images.
+
+use crate::api::{
+    paper_component, role_title, CandidateView, ComponentView, ConceptImageView, NeuronRunView, RunDetails, RunFailure,
+    TopImageView,
+};
+use leptos::prelude::*;
+
+/// Thumbnail width of D_top crops and images (one of the widths `/img/` serves).
+const TOP_WIDTH: u32 = 320;
+/// Thumbnail width of concept images.
+const CONCEPT_WIDTH: u32 = 96;
+
+/// The "DnD run" section of a neuron page. `layer` and `unit` only fill the hint shown when no
+/// run has covered the neuron yet.
+#[component]
+pub fn DndRunSection(run: NeuronRunView, layer: String, unit: i64) -> impl IntoView {
+    let NeuronRunView { done, failed } = run;
+    let empty = done.is_none() && failed.is_none();
+    view! {
+        <section class="dnd-run" id="dnd-run">
+            <h2>"DnD run"</h2>
+            {failed.map(|f| view! { <FailedNeuron failure=f /> })}
+            {done.map(|d| view! { <RunBody run=d /> })}
+            {empty.then(|| view! {
+                <p class="empty">
+                    "No DnD run has covered this neuron yet. Run "
+                    <code>{format!("dnd dissect --layer {layer} --neurons {unit}")}</code>
+                    " to dissect it."
+                </p>
+            })}
+        </section>
+    }
+    .into_any()
+}
+
+#[component]
+fn FailedNeuron(failure: RunFailure) -> impl IntoView {
+    let stage = match &failure.stage {
+        Some(s) => format!("at stage “{s}”"),
+        None => "at an unrecorded stage".to_string(),
+    };
+    view! {
+        <div class="run-failed" id="run-failed" role="alert">
+            <strong>{format!("Run #{} failed on this neuron {stage}", failure.run_id)}</strong>
+            {failure.finished_at.map(|t| view! { <span class="meta">{format!(" ({t})")}</span> })}
+            <p class="run-error">{failure.error}</p>
+        </div>
+    }
+    .into_any()
+}
+
+fn scoring_title(scoring: &str) -> &'static str {
+    match scoring {
+        "mean" => "Mean",
+        "topk_squared" => "TopK-Squared",
+        "image_products" => "Image-Products",
+        "topk_squared_image_products" => "TopK-Squared + Image-Products",
+        _ => "?",
+    }
+}
+
+fn fmt_score(v: Option<f64>) -> String {
+    v.map(|s| format!("{s:.3}")).unwrap_or_else(|| "—".into())
+}
+
+#[component]
+fn RunBody(run: RunDetails) -> impl IntoView {
+    let scoring = run.scoring.clone().unwrap_or_default();
+    let summary = run.summary.clone();
+    let mut facts = format!(
+        "Run #{} · D_top: top {} images by the spatial {} of the activation map · concepts ranked by {}",
+        run.run_id,
+        run.top_k,
+        run.summary,
+        scoring_title(&scoring)
+    );
+    if run.run_status != "done" {
+        facts.push_str(&format!(" · run {} (this neuron is finished)", run.run_status));
+    } else if let Some(t) = &run.finished_at {
+        facts.push_str(&format!(" · finished {t}"));
+    }
+    view! {
+        <p class="meta run-facts">{facts}</p>
+        <Provenance components=run.components uses_substitutes=run.uses_substitutes />
+        <TopImages top=run.top summary=summary.clone() />
+        <Candidates candidates=run.candidates scoring=scoring summary=summary />
+        <p class="meta">"The three best-scoring concepts are the DnD labels in the comparison above."</p>
+    }
+    .into_any()
+}
+
+/// Which component played each role, with every substitute for the paper's component flagged.
+#[component]
+fn Provenance(components: Vec<ComponentView>, uses_substitutes: bool) -> impl IntoView {
+    let substitutes: Vec<&'static str> =
+        components.iter().filter(|c| !c.paper_equivalent).map(|c| role_title(&c.role)).collect();
+    let banner = (uses_substitutes || !substitutes.is_empty()).then(|| {
+        view! {
+            <div class="substitute-banner" id="substitute-banner" role="note">
+                <strong>
+                    {format!(
+                        "Not the paper's set-up: {} of the {} components of this run are substitutes ({}).",
+                        substitutes.len(),
+                        components.len(),
+                        substitutes.join(", ").to_lowercase()
+                    )}
+                </strong>
+                " These labels show what Describe-and-Dissect does with these stand-ins; they are not \
+                  results of the method as published (Bai et al., TMLR 2025), and their quality can differ."
+            </div>
+        }
+    });
+    view! {
+        <h3>"Components"</h3>
+        {banner}
+        <table class="provenance" id="provenance">
+            <thead><tr><th>"Role"</th><th>"Used in this run"</th><th>"The paper used"</th><th>"Status"</th></tr></thead>
+            <tbody>
+                {components.into_iter().map(|c| {
+                    let status = if c.paper_equivalent {
+                        view! { <span class="badge ok">"paper's kind of component"</span> }.into_any()
+                    } else if c.name.is_none() {
+                        view! { <span class="badge warn">"not recorded"</span> }.into_any()
+                    } else {
+                        view! {
+                            <span class="badge warn">"substitute"</span>
+                            {c.note.clone().map(|n| view! { <span class="substitute-note">{format!(" — {n}")}</span> })}
+                        }.into_any()
+                    };
+                    view! {
+                        <tr data-role=c.role.clone() class:substitute=!c.paper_equivalent>
+                            <td>{role_title(&c.role)}</td>
+                            <td>{c.name.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>{paper_component(&c.role)}</td>
+                            <td>{status}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// D_top as a grid. Crops show as crops; "Show crop regions" shows each crop's whole image with
+/// the cropped region outlined instead.
+///
+/// This outline stands in for an activation-heatmap overlay: a heat map needs the neuron's full
+/// activation map, which only the engine can compute (the model is not loaded by the web server,
+/// and the database keeps just the crop box). Serving real maps is a follow-up (an engine job
+/// that stores each D_top image's map, then an overlay route).
+#[component]
+fn TopImages(top: Vec<TopImageView>, summary: String) -> impl IntoView {
+    let show_regions = RwSignal::new(false);
+    let any_crop = top.iter().any(|t| t.image.crop.is_some());
+    view! {
+        <h3>"Top activating images (D_top)"</h3>
+        {any_crop.then(|| view! {
+            <label class="crop-toggle">
+                <input
+                    type="checkbox"
+                    id="show-crop-regions"
+                    prop:checked=move || show_regions.get()
+                    on:change=move |ev| show_regions.set(event_target_checked(&ev))
+                />
+                " Show crop regions"
+                <span class="meta">" (whole images with the attention crop outlined)"</span>
+            </label>
+        })}
+        <ol class="top-images" id="top-images">
+            {top.into_iter().map(|t| view! { <TopImage t=t summary=summary.clone() show_regions /> }).collect_view()}
+        </ol>
+    }
+    .into_any()
+}
+
+/// Pixel size of an image of `w`×`h` served at thumbnail width `target` (never enlarged).
+fn shown_size(w: i64, h: i64, target: u32) -> (i64, i64) {
+    let target = target as i64;
+    if w <= target {
+        (w, h)
+    } else {
+        (target, ((h as f64 * target as f64 / w as f64).round() as i64).max(1))
+    }
+}
+
+#[component]
+fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>) -> impl IntoView {
+    let rank = t.rank;
+    let is_crop = t.image.crop.is_some();
+    let (src_w, src_h) = (t.width, t.height);
+    let picture = {
+        let image = t.image.clone();
+        move || match image.crop {
+            Some([x0, y0, x1, y1]) if show_regions.get() => {
+                let (w, h) = shown_size(src_w, src_h, TOP_WIDTH);
+                let pct = |v: i64, of: i64| format!("{:.3}%", v as f64 * 100.0 / of.max(1) as f64);
+                let style = format!(
+                    "left:{};top:{};width:{};height:{}",
+                    pct(x0, src_w),
+                    pct(y0, src_h),
+                    pct(x1 - x0, src_w),
+                    pct(y1 - y0, src_h)
+                );
+                view! {
+                    <span class="region-frame">
+                        <img src=image.whole().url(Some(TOP_WIDTH)) width=w height=h
+                            alt=format!("rank {rank}: whole image, crop outlined") class="whole" />
+                        <span class="region-box" style=style></span>
+                    </span>
+                }
+                .into_any()
+            }
+            crop => {
+                let (w, h) = match crop {
+                    Some([x0, y0, x1, y1]) => shown_size(x1 - x0, y1 - y0, TOP_WIDTH),
+                    None => shown_size(src_w, src_h, TOP_WIDTH),
+                };
+                let alt = if crop.is_some() { format!("rank {rank}: attention crop") } else { format!("rank {rank}") };
+                let class = if crop.is_some() { "crop" } else { "whole" };
+                view! { <img src=image.url(Some(TOP_WIDTH)) width=w height=h alt=alt class=class /> }.into_any()
+            }
+        }
+    };
+    // The run ranks by one summary; a crop only has that one.
+    let (primary, other_name, other) = if summary == "max" {
+        (t.act_max, "mean", t.act_mean)
+    } else {
+        (t.act_mean, "max", t.act_max)
+    };
+    let activation = format!(
+        "{summary} act. {}{}",
+        fmt_score(primary),
+        other.map(|v| format!(" · {other_name} {v:.3}")).unwrap_or_default()
+    );
+    view! {
+        <li class="top-image" data-rank=rank data-crop=is_crop.to_string()>
+            <figure>
+                <div class="picture">{picture}</div>
+                <figcaption>
+                    <span class="rank">{format!("#{rank}")}</span>
+                    {is_crop.then(|| view! { <span class="badge">"crop"</span> })}
+                    <span class="activation">{activation}</span>
+                    {t.simplified_caption.map(|c| view! { <span class="caption-simplified" title="simplified by the language model">{c}</span> })}
+                    {t.raw_caption.map(|c| view! { <span class="caption-raw" title="captioner output">{c}</span> })}
+                </figcaption>
+            </figure>
+        </li>
+    }
+    .into_any()
+}
+
+/// The candidate set with its score under each scoring function; the chosen concept highlighted.
+#[component]
+fn Candidates(candidates: Vec<CandidateView>, scoring: String, summary: String) -> impl IntoView {
+    const COLUMNS: [&str; 4] = ["mean", "topk_squared", "image_products", "topk_squared_image_products"];
+    if candidates.is_empty() {
+        return view! { <h3>"Candidate concepts"</h3><p class="empty">"This run kept no candidate concepts."</p> }.into_any();
+    }
+    let headers = COLUMNS
+        .iter()
+        .map(|c| {
+            let used = *c == scoring;
+            view! {
+                <th class="score" class:used=used data-scoring=*c title=used.then_some("the scoring function this run used")>
+                    {scoring_title(c)}{used.then_some(" ★")}
+                </th>
+            }
+        })
+        .collect_view();
+    view! {
+        <h3>"Candidate concepts"</h3>
+        <table class="candidates" id="candidates">
+            <thead>
+                <tr>
+                    <th>"Concept"</th><th>"Origin"</th>{headers}
+                    <th>{format!("Concept images (activation, {summary})")}</th>
+                </tr>
+            </thead>
+            <tbody>
+                {candidates.into_iter().map(|c| {
+                    let scores = [c.score_mean, c.score_topk_squared, c.score_image_products, c.score_combined];
+                    view! {
+                        <tr class:selected=c.selected data-selected=c.selected.to_string()>
+                            <td class="concept">
+                                {c.text.clone()}
+                                {c.selected.then(|| view! { <span class="badge ok">"selected"</span> })}
+                            </td>
+                            <td>{origin_title(&c.origin)}</td>
+                            {scores.into_iter().zip(COLUMNS).map(|(s, col)| view! {
+                                <td class="score" class:used=col == scoring>{fmt_score(s)}</td>
+                            }).collect_view()}
+                            <td><ConceptImages images=c.images concept=c.text /></td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn origin_title(origin: &str) -> &'static str {
+    match origin {
+        "llm" => "language model",
+        "background_rule" => "background rule",
+        "fallback" => "fallback (captions)",
+        _ => "other",
+    }
+}
+
+#[component]
+fn ConceptImages(images: Vec<ConceptImageView>, concept: String) -> impl IntoView {
+    if images.is_empty() {
+        return view! { <span class="meta">"none"</span> }.into_any();
+    }
+    view! {
+        <ul class="concept-images">
+            {images.into_iter().map(|i| {
+                let act = fmt_score(i.activation);
+                let title = format!("{} image for “{concept}”, activation {act}{}", i.source,
+                    i.rank.map(|r| format!(", rank {r} of all concept images")).unwrap_or_default());
+                view! {
+                    <li title=title>
+                        <img src=i.image.url(Some(CONCEPT_WIDTH)) alt="" loading="lazy" />
+                        <span class="activation">{act}</span>
+                    </li>
+                }
+            }).collect_view()}
+        </ul>
+    }
+    .into_any()
+}

@@ -1,0 +1,115 @@
+// The neuron page's DnD run on real data: `dnd dissect` labels unit 0 of stage6 with the embedded
+// (substitute) components into the running server's data folder, and fails unit 2 on purpose by
+// pointing the LLM at a closed port. Then the page must show the substitutes, D_top, the
+// candidate concepts and the failure, and serve every image through /img/{sha256}.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const { BASE_URL, launch, waitForHydration } = require('./browser.cjs');
+
+const LAYER = `${BASE_URL}/m/efficientnet-lite0/stage6`;
+
+function dissect(units, env = {}) {
+  return execFileSync('target/release/dnd', ['dissect', '--layer', 'stage6', '--neurons', units], {
+    env: { ...process.env, DND__STORAGE__DATA_DIR: process.env.DND_E2E_DATA, ...env },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 1 << 26,
+  });
+}
+
+test.before(() => {
+  // One neuron with the embedded pipeline (about a minute on 2 cores: recording + the local LLM).
+  assert.match(dissect('0'), /unit {4}0: /);
+  // Port 9 on loopback is closed: the LLM stage fails after its retries, in seconds.
+  const failed = dissect('2', { DND__SERVICES__LLM__URL: 'http://127.0.0.1:9/v1', DND__SERVICES__LLM__MODEL: 'none' });
+  assert.match(failed, /unit {4}2: FAILED at candidates/);
+});
+
+test('the server-rendered page lists the run: substitutes, D_top and candidates', async () => {
+  const res = await fetch(`${LAYER}/0`);
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  assert.match(html, /id="substitute-banner"/);
+  assert.match(html, /Not the paper(&#x27;|')s set-up: 5 of the 5 components/);
+  assert.equal([...html.matchAll(/<li [^>]*class="top-image"/g)].length, 10);
+  assert.equal([...html.matchAll(/<tr[^>]*data-role=/g)].length, 5);
+  // A unit no run has covered says so.
+  assert.match(await (await fetch(`${LAYER}/1`)).text(), /No DnD run has covered this neuron yet/);
+});
+
+test('the neuron page shows the run, its images load, and the crop toggle shows whole images', async () => {
+  const b = await launch();
+  try {
+    const page = await b.context.newPage();
+    await page.goto(`${LAYER}/0`);
+    await waitForHydration(page);
+    await page.locator('#substitute-banner').waitFor({ state: 'visible' });
+    assert.match(await page.locator('#substitute-banner').innerText(), /substitutes/);
+    assert.equal(await page.locator('#provenance tr.substitute').count(), 5);
+
+    const items = page.locator('#top-images > li');
+    assert.equal(await items.count(), 10);
+    const allLoaded = () => page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll('#top-images img')];
+      return imgs.length === 10 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+    }, null, { timeout: 30000 });
+    await allLoaded();
+    for (let i = 0; i < 10; i++) {
+      const caption = (await items.nth(i).locator('.caption-simplified, .caption-raw').allInnerTexts()).join(' ');
+      assert.ok(caption.trim().length > 0, `rank ${i + 1} has a caption`);
+      assert.match(await items.nth(i).locator('.activation').innerText(), /mean act\. -?\d+\.\d{3}/);
+    }
+
+    // Four scoring functions, one selected concept: the DnD rank-1 label above.
+    assert.equal(await page.locator('#candidates thead th.score').count(), 4);
+    const selected = page.locator('#candidates tbody tr.selected');
+    assert.equal(await selected.count(), 1);
+    const best = (await page.locator('#comparison tr[data-method="dnd"]').first().locator('td').nth(2).innerText()).trim();
+    assert.equal((await selected.locator('td.concept').innerText()).replace('selected', '').trim(), best);
+
+    // Crops show as crops; the toggle shows their whole images with the region outlined.
+    const crops = page.locator('#top-images > li[data-crop="true"]');
+    const n = await crops.count();
+    assert.ok(n > 0, 'unit 0 has attention crops in D_top');
+    const src = () => crops.first().locator('img').getAttribute('src');
+    assert.match(await src(), /\?crop=\d+,\d+,\d+,\d+&w=320$/);
+    assert.equal(await page.locator('#top-images .region-box').count(), 0);
+    await page.getByLabel('Show crop regions').check();
+    await page.locator('#top-images .region-box').first().waitFor();
+    assert.equal(await page.locator('#top-images .region-box').count(), n);
+    assert.match(await src(), /^\/img\/[0-9a-f]{64}\?w=320$/);
+    await allLoaded();
+    await page.getByLabel('Show crop regions').uncheck();
+    await page.locator('#top-images .region-box').first().waitFor({ state: 'detached' });
+    assert.match(await src(), /crop=/);
+    assert.deepEqual(b.errors.map(String), []);
+  } finally {
+    await b.close();
+  }
+});
+
+test('a failed neuron shows its stage and error', async () => {
+  const html = await (await fetch(`${LAYER}/2`)).text();
+  assert.match(html, /id="run-failed"/);
+  assert.match(html, /failed on this neuron at stage “candidates”/);
+  assert.match(html, /127\.0\.0\.1:9/);
+});
+
+test('the layer grid shows each dissected neuron\'s top image, served immutable by content hash', async () => {
+  const html = await (await fetch(LAYER)).text();
+  const thumbs = [...html.matchAll(/<img src="(\/img\/[0-9a-f]{64}[^"]*)"/g)].map((m) => m[1].replaceAll('&amp;', '&'));
+  assert.equal(thumbs.length, 1, 'only unit 0 is done');
+  assert.match(thumbs[0], /w=96$/);
+  const res = await fetch(BASE_URL + thumbs[0]);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'image/jpeg');
+  assert.equal(res.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+  const etag = res.headers.get('etag');
+  assert.ok(etag);
+  assert.equal((await fetch(BASE_URL + thumbs[0], { headers: { 'if-none-match': etag } })).status, 304);
+  const bad = await fetch(`${BASE_URL}/img/not-a-hash`);
+  assert.equal(bad.status, 400);
+  assert.match(await bad.text(), /sha256/);
+  assert.equal((await fetch(`${BASE_URL}/img/${'0'.repeat(64)}`)).status, 404);
+});
