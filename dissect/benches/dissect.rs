@@ -11,7 +11,7 @@
 use dissect::concepts::embedded::{embedded_providers, EmbeddedOptions, HeldOutImage};
 use dissect::concepts::pipeline::{DissectOptions, LayerDissector, Providers, StageTimes};
 use dissect::model::{EfficientNetLite, LoadOptions, TargetModel, Variant};
-use dissect::probe::{scan, split_of, ImageLimits, Split};
+use dissect::probe::{scan, ImageLimits};
 use dissect::record::{record_layers, ImageSource, RecordOptions};
 use std::time::Instant;
 
@@ -50,20 +50,8 @@ fn main() {
     let rec = record_layers(&target, &images, &[layer], &RecordOptions::default(), &mut |_| {}).expect("recording");
     let record_s = t.elapsed().as_secs_f64();
 
-    let held_out = || -> Vec<HeldOutImage> {
-        set.images
-            .iter()
-            .filter(|i| split_of(&i.sha256, 0, 0.3) == Split::HeldOut)
-            .map(|i| HeldOutImage {
-                key: i.sha256.clone(),
-                path: root.join(&i.rel_path),
-                name: i.rel_path.clone(),
-                description: i.description.clone(),
-            })
-            .collect()
-    };
     let t = Instant::now();
-    let providers: Providers = embedded_providers(held_out(), &EmbeddedOptions::default()).expect("embedded default");
+    let providers: Providers = embedded_providers(HeldOutImage::split_of_set(&set, 0, 0.3), &EmbeddedOptions::default()).expect("embedded default");
     println!("loading the embedded components: {:.1} s (not counted per neuron)", t.elapsed().as_secs_f64());
 
     let dissect = |units: &[usize], chunk: usize| {

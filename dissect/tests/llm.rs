@@ -2,6 +2,7 @@
 //! (Qwen2.5-Coder-0.5B-Instruct Q4_K_M). Needs the assets of `scripts/setup.sh`
 //! (`$DND_ASSETS/llm/`, default ~/.cache/dnd-studio/assets/llm/).
 
+use dissect::concepts::summarize::{summarize_request, SummarizeOptions};
 use dissect::concepts::{ChatMessage, ChatModel, ChatRequest, Role};
 use dissect::llm::{default_model_path, fallback_model_path, GgufChat, LlmOptions, PromptEvaluation::{Cached, Fresh, OnePass}};
 use dissect::Error;
@@ -30,46 +31,12 @@ fn request(messages: Vec<ChatMessage>, temperature: f32, max_tokens: usize, seed
     ChatRequest { messages, temperature, max_tokens, seed }
 }
 
-const SUMMARIZE: &str = "Only state your answer without a period and quotation marks and do not simply \
-repeat the descriptions. State one coherent and concise concept label that is 1-5 words long and can \
-semantically summarize and represent most, not necessarily all, of the conceptual similarities in the \
-following descriptions:";
-
-fn numbered(items: &[&str]) -> String {
-    items.iter().enumerate().map(|(i, c)| format!("{}. {c}", i + 1)).collect::<Vec<_>>().join("\n")
-}
-
-/// The paper's summarize prompt with its two few-shot examples (SPEC.md Step 2B), then `captions`.
+/// The pipeline's own summarize request (the paper's prompt and two few-shot examples, SPEC.md
+/// Step 2B) for `captions`, with a 16-token cap as in ASSETS.md's measurements.
 fn summarize(captions: &[&str], temperature: f32, seed: u64) -> ChatRequest {
-    let examples: [(&[&str], &str); 2] = [
-        (
-            &[
-                "a purple and brown woven fabric texture",
-                "a close up of a beige and brown knitted blanket",
-                "a windmill in front of a purple and beige patterned cloth",
-                "a brown and purple plaid textile",
-                "a beige rug with a brown and purple pattern",
-            ],
-            "multicolored textiles",
-        ),
-        (
-            &[
-                "a girl sitting on a red tractor",
-                "a toy car on a red ottoman",
-                "a woman in a red dress",
-                "a red camaro parked on a street",
-                "a red spool of cable",
-            ],
-            "red-themed scenes",
-        ),
-    ];
-    let mut messages = Vec::new();
-    for (caps, answer) in examples {
-        messages.push(ChatMessage::user(format!("{SUMMARIZE}\n{}", numbered(caps))));
-        messages.push(ChatMessage::assistant(answer));
-    }
-    messages.push(ChatMessage::user(format!("{SUMMARIZE}\n{}", numbered(captions))));
-    request(messages, temperature, 16, seed)
+    let captions: Vec<String> = captions.iter().map(|c| c.to_string()).collect();
+    let opts = SummarizeOptions { temperature, max_tokens: 16, ..SummarizeOptions::default() };
+    summarize_request(&captions, &opts, seed)
 }
 
 const FRUIT: [&str; 5] = [

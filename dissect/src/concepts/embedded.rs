@@ -48,6 +48,23 @@ pub struct HeldOutImage {
     pub description: Option<String>,
 }
 
+impl HeldOutImage {
+    /// The held-out split of a scanned probing set (SPEC: concept images never come from the
+    /// images that produced the candidates).
+    pub fn split_of_set(set: &crate::probe::ScannedSet, split_seed: u64, heldout_fraction: f64) -> Vec<HeldOutImage> {
+        set.images
+            .iter()
+            .filter(|i| crate::probe::split_of(&i.sha256, split_seed, heldout_fraction) == crate::probe::Split::HeldOut)
+            .map(|i| HeldOutImage {
+                key: i.sha256.clone(),
+                path: set.root.join(&i.rel_path),
+                name: i.rel_path.clone(),
+                description: i.description.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Loads EfficientNet-Lite2, the text encoder and the LLM, and builds the retrieval pool from
 /// `held_out` (images without a description are captioned first).
 pub fn embedded_providers(held_out: Vec<HeldOutImage>, opts: &EmbeddedOptions) -> crate::Result<Providers> {

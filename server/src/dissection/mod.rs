@@ -17,7 +17,7 @@ use dissect::concepts::embedded::HeldOutImage;
 use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress};
 use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
-use dissect::probe::{self, ScannedSet, Split};
+use dissect::probe::ScannedSet;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
@@ -58,19 +58,7 @@ pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     let summaries = &recording.layers[0];
     rt.block_on(note_activation_cache(&db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, summaries.channels, config))?;
 
-    let root = set.root.clone();
-    let held_out = || {
-        set.images
-            .iter()
-            .filter(|i| probe::split_of(&i.sha256, set_row.split_seed, set_row.heldout_fraction) == Split::HeldOut)
-            .map(|i| HeldOutImage {
-                key: i.sha256.clone(),
-                path: root.join(&i.rel_path),
-                name: i.rel_path.clone(),
-                description: i.description.clone(),
-            })
-            .collect()
-    };
+    let held_out = || HeldOutImage::split_of_set(&set, set_row.split_seed, set_row.heldout_fraction);
     eprintln!("loading the concept pipeline's models…");
     let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), held_out)?;
     let provenance = providers.provenance();
