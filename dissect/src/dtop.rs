@@ -17,6 +17,9 @@ pub struct NeuronTop {
     pub crops: Vec<Vec<CropBox>>,
     /// The re-ranked top-K of the top images and their crops.
     pub d_top: Vec<TopCandidate>,
+    /// The decoded top images, in `top_images` order, when crops needed them (conv layers);
+    /// empty otherwise. Callers reuse them instead of decoding again.
+    pub pictures: Vec<image::RgbImage>,
 }
 
 /// Computes D_top of `unit` in `layer` (model index), given the layer's recorded summaries over
@@ -37,7 +40,7 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
         // SPEC: a classifier (or any non-spatial) layer gets no crops.
         let crops = vec![Vec::new(); top_images.len()];
         let d_top = crops::rerank_top(&originals.collect::<Vec<_>>(), k);
-        return Ok(NeuronTop { unit, top_images, crops, d_top });
+        return Ok(NeuronTop { unit, top_images, crops, d_top, pictures: Vec::new() });
     }
     let paths: Vec<&std::path::Path> = top_images.iter().map(|&(i, _)| images[i].path.as_path()).collect();
     let maps = unit_maps(model, &paths, layer, unit)?;
@@ -63,5 +66,5 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
         }),
     );
     let d_top = crops::rerank_top(&candidates, k);
-    Ok(NeuronTop { unit, top_images, crops: boxes, d_top })
+    Ok(NeuronTop { unit, top_images, crops: boxes, d_top, pictures })
 }

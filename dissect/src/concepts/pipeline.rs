@@ -394,7 +394,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                 .map_err(|e| e.to_string())?;
         let mut entries = Vec::with_capacity(top.d_top.len());
         let mut keys = Vec::with_capacity(top.d_top.len());
-        let mut sources: HashMap<usize, RgbImage> = HashMap::new();
+        // Start from the pictures Step 1 already decoded for its crops.
+        let mut sources: HashMap<usize, RgbImage> =
+            top.top_images.iter().map(|&(i, _)| i).zip(top.pictures).collect();
         for TopCandidate { image_index, crop, activation } in top.d_top {
             let source = &self.images[image_index];
             let key = region_key(&source.sha256, crop.as_ref());
