@@ -1,10 +1,21 @@
 //! What the server hands to server functions through Leptos context (server side only).
 
 use sqlx::SqlitePool;
+use std::sync::Arc;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerContext {
     pub db: SqlitePool,
+    /// The admin secret (config or generated at first start): it buys an admin session.
+    pub admin_secret: Arc<str>,
+    /// Where rating studies take the images each task shows.
+    pub top_images: Arc<dyn study::setup::TopImageSource>,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext").field("db", &self.db).finish_non_exhaustive()
+    }
 }
 
 /// The server context of the current request; a missing one is a wiring bug in the server.

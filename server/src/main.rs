@@ -1,5 +1,6 @@
 //! `dnd`: DnD Studio's server and command line.
 
+mod admin_secret;
 mod builtin;
 mod config;
 mod db;
@@ -11,6 +12,8 @@ mod images;
 mod labels;
 mod registry;
 mod shutdown;
+mod study_http;
+mod study_images;
 #[cfg(test)]
 mod test_support;
 
@@ -164,14 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => runtime()?.block_on(serve(config)),
-        Command::Record { model, probe, layers, batch } => {
-            let started = std::time::Instant::now();
-            let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
-            let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
-            let (_, recording) = engine_cli::record(&loaded, &set, &layers, &activation_dir(&config), batch)?;
-            engine_cli::print_record_summary(&set, &recording, started);
-            Ok(())
-        }
+        Command::Record { model, probe, layers, batch } => dissection::record_cli(&config, &model, &probe, &layers, batch),
         Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch } => {
             let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
                 format!("--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products")
@@ -242,12 +238,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+/// What pages and server functions get: the database, the admin secret, the study image source.
+fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::state::ServerContext> {
+    let admin_secret = admin_secret::load_or_create(&config.admin.secret, &config.storage.data_dir)?;
+    Ok(app::state::ServerContext {
+        db: db.clone(),
+        admin_secret: admin_secret.into(),
+        top_images: std::sync::Arc::new(study_images::RecordedTopImages { db, activation_root: activation_dir(config) }),
+    })
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
     let db = db::open(&config.database_path()).await?;
     builtin::register(&db, &config.storage.assets_dir).await;
-    let ctx = app::state::ServerContext { db: db.clone() };
+    let ctx = server_context(&config, db.clone())?;
     let shutdown = shutdown::Shutdown::on_signals();
 
     let listener = tokio::net::TcpListener::bind(config.server.bind)

@@ -4,6 +4,7 @@
 mod catalog;
 mod gallery;
 mod run_details;
+pub mod study;
 
 pub use catalog::*;
 pub use gallery::*;

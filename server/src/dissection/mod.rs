@@ -4,7 +4,6 @@
 //! The engine runs on the calling thread; each finished neuron is written to the database in its
 //! own transaction before the next is reported, so a killed run resumes where it stopped.
 
-pub mod neurons;
 pub mod providers;
 pub mod store;
 
@@ -35,6 +34,38 @@ pub struct DissectArgs {
     pub batch: usize,
 }
 
+/// `dnd record`: records the layers, then registers the model, the probing set and each layer's
+/// activation cache in the database, so the gallery and rating studies can use them.
+pub fn record_cli(config: &Config, model_spec: &str, probe_spec: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let assets = &config.storage.assets_dir;
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
+    let loaded = engine_cli::load_model(model_spec, assets)?;
+    // A typo fails here, listing the valid names, before anything is registered.
+    let names: Vec<&str> = layers.iter().map(String::as_str).collect();
+    loaded.model.layer_indices(&names)?;
+    let set = engine_cli::scan_probe(probe_spec, assets)?;
+    let db = rt.block_on(crate::db::open(&config.database_path()))?;
+    rt.block_on(builtin::register(&db, assets));
+    let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
+    let (_, recording) = engine_cli::record(&loaded, &set, layers, &activation_dir(config), batch)?;
+    engine_cli::print_record_summary(&set, &recording, started);
+    for (name, sums) in layers.iter().zip(&recording.layers) {
+        rt.block_on(async {
+            let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = ?")
+                .bind(model_id)
+                .bind(name)
+                .fetch_one(&db)
+                .await?;
+            note_activation_cache(&db, model_id, layer_id, set_row.id, &loaded, &set, name, sums.channels, config).await
+        })?;
+    }
+    rt.block_on(db.close());
+    Ok(())
+}
+
 /// Registers what is needed, records the layer, runs the pipeline, prints the labels.
 pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -49,7 +80,7 @@ pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
     let channels = model.layers()[layer].channels;
-    let units = neurons::parse_neurons(&args.neurons, channels, args.seed)
+    let units = study::units::parse_units(&args.neurons, channels, args.seed)
         .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
     let set = engine_cli::scan_probe(&args.probe, assets)?;
     let (model_id, layer_id, set_row) = rt.block_on(register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;

@@ -1,0 +1,275 @@
+//! The rating study's server functions. Rater functions take the rater's token (from the link)
+//! and only ever see that rater's tasks; admin functions need the admin session cookie, and the
+//! state-changing ones also the session's CSRF token and a JSON body (which a cross-site form
+//! cannot send). Failures answer with the study error's HTTP status (400/403/404/409).
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+use serde::{Deserialize, Serialize};
+pub use study::types::*;
+
+/// Name of the admin session cookie.
+pub const ADMIN_COOKIE: &str = "dnd_admin";
+
+/// What the admin pages need to know about the visitor's session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminInfo {
+    /// Echoed by every state-changing admin call.
+    pub csrf: String,
+}
+
+/// A layer and what each method has labelled in it (for the study form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerLabels {
+    pub layer: String,
+    pub channels: i64,
+    /// (method, labelled units) for every method/source with current rank-1 labels here.
+    pub methods: Vec<(MethodRef, i64)>,
+    /// Whether activations are recorded for the layer (the study's images come from them).
+    pub recorded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewStudyOptions {
+    /// (slug, name) of every model.
+    pub models: Vec<(String, String)>,
+    /// The chosen model's layers.
+    pub layers: Vec<LayerLabels>,
+}
+
+/// A study as its admin page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyDetail {
+    pub summary: StudySummary,
+    pub settings: NewStudy,
+    /// The open link's token, once created.
+    pub open_link: Option<String>,
+    pub results: StudyResults,
+}
+
+#[cfg(feature = "ssr")]
+mod guard {
+    use leptos::prelude::*;
+    use study::StudyError;
+
+    /// Turns a study error into a server-function error with the matching HTTP status.
+    pub fn fail(e: StudyError) -> ServerFnError {
+        if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            resp.set_status(http::StatusCode::from_u16(e.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR));
+        }
+        if let StudyError::Db(db) = &e {
+            tracing::error!(error = %db, "study database query failed");
+        }
+        ServerFnError::new(e.to_string())
+    }
+
+    /// The admin cookie of this request, if any.
+    pub async fn admin_cookie() -> Option<String> {
+        let headers: http::HeaderMap = leptos_axum::extract().await.ok()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == super::ADMIN_COOKIE)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// The admin session (403 without one); with `csrf`, also checks the CSRF token.
+    pub async fn admin(csrf: Option<&str>) -> Result<(sqlx::SqlitePool, study::admin::AdminSession), ServerFnError> {
+        let ctx = crate::state::server_context()?;
+        let cookie = admin_cookie().await;
+        let session = study::admin::authorize(&ctx.db, cookie.as_deref(), csrf).await.map_err(fail)?;
+        Ok((ctx.db, session))
+    }
+
+    pub fn set_cookie(value: &str) {
+        if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                resp.append_header(http::header::SET_COOKIE, v);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Raters
+// ------------------------------------------------------------------------------------------
+
+/// The rater's page: study, instructions, progress and the current task.
+#[server(prefix = "/api", endpoint = "rate/page")]
+pub async fn load_rater_page(token: String) -> Result<RaterPage, ServerFnError> {
+    let db = crate::state::server_context()?.db;
+    study::assign::rater_page(&db, &token).await.map_err(guard::fail)
+}
+
+/// Submits one task; acknowledged only once stored.
+#[server(prefix = "/api", endpoint = "rate/submit", input = Json)]
+pub async fn submit_task(token: String, submission: study::types::Submission) -> Result<SubmitAck, ServerFnError> {
+    let db = crate::state::server_context()?.db;
+    study::submit::submit(&db, &token, &submission).await.map_err(guard::fail)
+}
+
+#[server(prefix = "/api", endpoint = "rate/worker", input = Json)]
+pub async fn set_worker_id(token: String, worker_id: String) -> Result<(), ServerFnError> {
+    let db = crate::state::server_context()?.db;
+    study::raters::set_worker_id(&db, &token, &worker_id).await.map_err(guard::fail)
+}
+
+// ------------------------------------------------------------------------------------------
+// Admin
+// ------------------------------------------------------------------------------------------
+
+/// The visitor's admin session, or `None` (then the admin pages show the login form).
+#[server(prefix = "/api", endpoint = "admin/session")]
+pub async fn admin_session() -> Result<Option<AdminInfo>, ServerFnError> {
+    let db = crate::state::server_context()?.db;
+    let Some(cookie) = guard::admin_cookie().await else { return Ok(None) };
+    let session = study::admin::session(&db, &cookie).await.map_err(guard::fail)?;
+    Ok(session.map(|s| AdminInfo { csrf: s.csrf_token }))
+}
+
+#[server(prefix = "/api", endpoint = "admin/login", input = Json)]
+pub async fn admin_login(secret: String) -> Result<AdminInfo, ServerFnError> {
+    let ctx = crate::state::server_context()?;
+    let agent = leptos_axum::extract::<http::HeaderMap>()
+        .await
+        .ok()
+        .and_then(|h| h.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string));
+    let (cookie, csrf) =
+        study::admin::login(&ctx.db, &ctx.admin_secret, &secret, agent.as_deref()).await.map_err(guard::fail)?;
+    // HttpOnly: scripts never see it; SameSite=Strict: other sites cannot make the browser send it.
+    guard::set_cookie(&format!(
+        "{ADMIN_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        study::admin::SESSION_HOURS * 3600
+    ));
+    Ok(AdminInfo { csrf })
+}
+
+#[server(prefix = "/api", endpoint = "admin/logout", input = Json)]
+pub async fn admin_logout(csrf: String) -> Result<(), ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    if let Some(cookie) = guard::admin_cookie().await {
+        study::admin::logout(&db, &cookie).await.map_err(guard::fail)?;
+    }
+    guard::set_cookie(&format!("{ADMIN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"));
+    Ok(())
+}
+
+#[server(prefix = "/api", endpoint = "admin/studies")]
+pub async fn list_studies() -> Result<Vec<StudySummary>, ServerFnError> {
+    let (db, _) = guard::admin(None).await?;
+    study::setup::list_studies(&db).await.map_err(guard::fail)
+}
+
+/// Models, and for `model` (or the first model) its layers with what each method labelled.
+#[server(prefix = "/api", endpoint = "admin/study-options")]
+pub async fn study_form_options(model: Option<String>) -> Result<NewStudyOptions, ServerFnError> {
+    let (db, _) = guard::admin(None).await?;
+    queries::form_options(&db, model).await.map_err(guard::fail)
+}
+
+#[server(prefix = "/api", endpoint = "admin/create-study", input = Json)]
+pub async fn create_study(csrf: String, study: NewStudy) -> Result<i64, ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    let images = crate::state::server_context()?.top_images;
+    study::setup::create_study(&db, images.as_ref(), &study).await.map_err(guard::fail)
+}
+
+/// `None` when there is no such study (the page answers 404).
+#[server(prefix = "/api", endpoint = "admin/study")]
+pub async fn load_study(id: i64) -> Result<Option<StudyDetail>, ServerFnError> {
+    let (db, _) = guard::admin(None).await?;
+    queries::study_admin(&db, id).await.map_err(guard::fail)
+}
+
+/// `open` or `closed`.
+#[server(prefix = "/api", endpoint = "admin/study-status", input = Json)]
+pub async fn set_study_status(csrf: String, id: i64, status: String) -> Result<(), ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    study::setup::set_status(&db, id, &status).await.map_err(guard::fail)
+}
+
+/// New per-rater tokens (shown once; build links as `/rate/{token}`).
+#[server(prefix = "/api", endpoint = "admin/invite", input = Json)]
+pub async fn invite_raters(csrf: String, id: i64, count: i64, note: String) -> Result<Vec<String>, ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    study::raters::invite(&db, id, count.clamp(0, 1000) as usize, &note).await.map_err(guard::fail)
+}
+
+/// The study's open link token (created on first call; links are `/join/{token}`).
+#[server(prefix = "/api", endpoint = "admin/open-link", input = Json)]
+pub async fn create_open_link(csrf: String, id: i64) -> Result<String, ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    study::raters::open_link(&db, id).await.map_err(guard::fail)
+}
+
+#[server(prefix = "/api", endpoint = "admin/revoke", input = Json)]
+pub async fn revoke_rater(csrf: String, id: i64, rater: i64) -> Result<(), ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    study::raters::revoke(&db, id, rater).await.map_err(guard::fail)
+}
+
+/// Excludes a rater from the results (`reason` given) or includes them again (`None`).
+#[server(prefix = "/api", endpoint = "admin/exclude", input = Json)]
+pub async fn exclude_rater(csrf: String, id: i64, rater: i64, reason: Option<String>) -> Result<(), ServerFnError> {
+    let (db, _) = guard::admin(Some(&csrf)).await?;
+    let reason = reason.map(|r| if r.trim().is_empty() { "excluded by the admin".to_string() } else { r });
+    study::raters::set_excluded(&db, id, rater, reason.as_deref()).await.map_err(guard::fail)
+}
+
+#[cfg(feature = "ssr")]
+mod queries {
+    use super::*;
+    use sqlx::{Row, SqlitePool};
+    use study::{Result, StudyError};
+
+    pub async fn form_options(db: &SqlitePool, model: Option<String>) -> Result<NewStudyOptions> {
+        let models: Vec<(String, String)> =
+            sqlx::query_as("SELECT slug, name FROM models ORDER BY slug").fetch_all(db).await?;
+        let Some(slug) = model.filter(|m| !m.is_empty()).or_else(|| models.first().map(|m| m.0.clone())) else {
+            return Ok(NewStudyOptions { models, layers: Vec::new() });
+        };
+        let rows = sqlx::query(
+            "SELECT l.id, l.name, l.channels,
+                    EXISTS (SELECT 1 FROM activation_caches c WHERE c.layer_id = l.id AND c.status = 'complete') AS recorded
+             FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? ORDER BY l.position",
+        )
+        .bind(&slug)
+        .fetch_all(db)
+        .await?;
+        let mut layers = Vec::new();
+        for r in rows {
+            let methods: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT method, source_name, COUNT(*) FROM labels WHERE layer_id = ? AND rank = 1 AND is_current = 1
+                 GROUP BY method, source_name ORDER BY method, source_name",
+            )
+            .bind(r.get::<i64, _>("id"))
+            .fetch_all(db)
+            .await?;
+            layers.push(LayerLabels {
+                layer: r.get("name"),
+                channels: r.get("channels"),
+                methods: methods.into_iter().map(|(method, source, n)| (MethodRef { method, source }, n)).collect(),
+                recorded: r.get::<i64, _>("recorded") == 1,
+            });
+        }
+        Ok(NewStudyOptions { models, layers })
+    }
+
+    pub async fn study_admin(db: &SqlitePool, id: i64) -> Result<Option<StudyDetail>> {
+        let Some(summary) = study::setup::list_studies(db).await?.into_iter().find(|s| s.id == id) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?").bind(id).fetch_one(db).await?;
+        let settings: NewStudy = leptos::serde_json::from_str(row.get::<&str, _>("settings_json"))
+            .map_err(|e| StudyError::Invalid(format!("study {id}: stored settings unreadable: {e}")))?;
+        Ok(Some(StudyDetail {
+            summary,
+            settings,
+            open_link: row.get("open_link_token"),
+            results: study::results::results(db, id).await?,
+        }))
+    }
+}

@@ -1,0 +1,361 @@
+//! A whole study on the database: set-up checks, task assignment, submissions (valid, invalid,
+//! rejected, retried), attention checks, results by hand, rater exclusion, exports.
+
+mod fixture;
+
+use fixture::{label, labelled_db, FixedImages};
+use sqlx::SqlitePool;
+use study::types::{LayerChoice, MethodRef, NewStudy, Submission};
+use study::{assign, raters, results, setup, submit, StudyError};
+
+fn methods(names: &[&str]) -> Vec<MethodRef> {
+    names.iter().map(|m| MethodRef { method: m.to_string(), source: String::new() }).collect()
+}
+
+fn layers(specs: &[(&str, &str)]) -> Vec<LayerChoice> {
+    specs.iter().map(|(l, u)| LayerChoice { layer: l.to_string(), units: u.to_string() }).collect()
+}
+
+fn new_study() -> NewStudy {
+    let mut s = NewStudy::with_defaults(
+        "pilot",
+        fixture::MODEL,
+        layers(&[("block3", "random:3"), ("block5", "0,2")]),
+        methods(&["dnd", "milan", "clip-dissect"]),
+    );
+    s.raters_per_item = 2;
+    s.attention_checks = 1;
+    s.seed = 7;
+    s
+}
+
+async fn create(db: &SqlitePool, s: &NewStudy) -> Result<i64, StudyError> {
+    setup::create_study(db, &FixedImages { db: db.clone() }, s).await
+}
+
+fn err_text(e: StudyError) -> String {
+    e.to_string()
+}
+
+#[tokio::test]
+async fn set_up_errors_name_the_problem_and_store_nothing() {
+    let (_dir, db) = labelled_db().await;
+    let mut s = new_study();
+    s.methods = methods(&["dnd"]);
+    assert!(err_text(create(&db, &s).await.unwrap_err()).contains("2 to 6 methods"));
+    let mut s = new_study();
+    s.layers = layers(&[("block4", "0")]);
+    let e = err_text(create(&db, &s).await.unwrap_err());
+    assert!(e.contains("no layer `block4`") && e.contains("block3, block5"), "{e}");
+    // clip-dissect labels only even units.
+    let mut s = new_study();
+    s.layers = layers(&[("block3", "0-3")]);
+    let e = err_text(create(&db, &s).await.unwrap_err());
+    assert!(e.contains("units 1, 3 lack a label"), "{e}");
+    let mut s = new_study();
+    s.layers = layers(&[("block3", "random:5")]);
+    let e = err_text(create(&db, &s).await.unwrap_err());
+    assert!(e.contains("4 are labelled by every chosen method"), "{e}");
+    let mut s = new_study();
+    s.methods = methods(&["dnd", "tcav"]);
+    assert!(err_text(create(&db, &s).await.unwrap_err()).contains("unknown method `tcav`"));
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies").fetch_one(&db).await.unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn set_up_snapshots_eligible_neurons_images_and_hidden_descriptions() {
+    let (_dir, db) = labelled_db().await;
+    let id = create(&db, &new_study()).await.unwrap();
+    let units: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT l.name, n.unit, i.is_attention_check FROM study_items i JOIN neurons n ON n.id = i.neuron_id
+         JOIN layers l ON l.id = n.layer_id WHERE i.study_id = ? ORDER BY l.name, n.unit",
+    )
+    .bind(id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let ordinary: Vec<_> = units.iter().filter(|u| u.2 == 0).collect();
+    assert_eq!(ordinary.len(), 5);
+    // Only units every method labelled (clip-dissect: even units) are drawn.
+    assert!(units.iter().all(|u| u.1 % 2 == 0), "{units:?}");
+    assert_eq!(ordinary.iter().filter(|u| u.0 == "block5").map(|u| u.1).collect::<Vec<_>>(), vec![0, 2]);
+    // The attention check uses the one eligible block3 neuron left out of the sample.
+    let checks: Vec<_> = units.iter().filter(|u| u.2 == 1).collect();
+    assert_eq!(checks.len(), 1);
+    assert!(!ordinary.iter().any(|u| u.0 == checks[0].0 && u.1 == checks[0].1));
+    // Same seed, same sample.
+    let again = create(&db, &new_study()).await.unwrap();
+    let sample = |sid: i64| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT neuron_id FROM study_items WHERE study_id = ? ORDER BY neuron_id, is_attention_check")
+                .bind(sid)
+                .fetch_all(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sample(id).await, sample(again).await);
+    let per_item: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM study_item_images m WHERE m.item_id = i.id),
+                (SELECT COUNT(*) FROM study_descriptions d WHERE d.item_id = i.id AND d.is_decoy = 0),
+                (SELECT COUNT(*) FROM study_descriptions d WHERE d.item_id = i.id AND d.is_decoy = 1)
+         FROM study_items i WHERE i.study_id = ? ORDER BY i.is_attention_check",
+    )
+    .bind(id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(per_item[..5].iter().all(|c| *c == (10, 3, 0)), "{per_item:?}");
+    assert_eq!(per_item[5], (10, 3, 1));
+    // The decoy is another neuron's label, never one of the check's own.
+    let (decoy, own): (String, String) = sqlx::query_as(
+        "SELECT d.text, (SELECT group_concat(o.text, '|') FROM study_descriptions o WHERE o.item_id = d.item_id AND o.is_decoy = 0)
+         FROM study_descriptions d JOIN study_items i ON i.id = d.item_id WHERE i.study_id = ? AND d.is_decoy = 1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(!own.split('|').any(|o| o == decoy) && decoy.contains("concept"), "{decoy} vs {own}");
+}
+
+/// The method of each description id of a task (the test may look; raters cannot).
+async fn methods_of(db: &SqlitePool, assignment_id: i64) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT d.id, COALESCE(m.method, 'decoy') FROM assignments a JOIN study_descriptions d ON d.item_id = a.item_id
+         LEFT JOIN study_methods m ON m.id = d.study_method_id WHERE a.id = ?",
+    )
+    .bind(assignment_id)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// A rater's answer: a rating per method and the method picked as best.
+fn answer(assignment_id: i64, methods: &[(i64, String)], rate: &[(&str, i64)], best: &str, key: &str) -> Submission {
+    let rating_of = |m: &str| rate.iter().find(|r| r.0 == m).map(|r| r.1).unwrap_or(1);
+    Submission {
+        assignment_id,
+        ratings: methods.iter().map(|(id, m)| (*id, rating_of(m))).collect(),
+        best: methods.iter().find(|(_, m)| m == best).unwrap().0,
+        client_time_ms: Some(1000),
+        idempotency_key: key.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_whole_study_gives_the_hand_computed_table() {
+    let (_dir, db) = labelled_db().await;
+    let study_id = create(&db, &new_study()).await.unwrap();
+    let tokens = raters::invite(&db, study_id, 3, "lab").await.unwrap();
+    // A draft study hands out no tasks.
+    let page = assign::rater_page(&db, &tokens[0]).await.unwrap();
+    assert_eq!((page.study_status.as_str(), page.task.is_none()), ("draft", true));
+    setup::set_status(&db, study_id, "open").await.unwrap();
+
+    // Rater 1 rates dnd 5, milan 2, clip 3 and picks dnd; rater 2 rates dnd 4, milan 1, clip 4
+    // and picks dnd, except on their first task where they pick milan (invalid), and fails the
+    // attention check (decoy rated 4 > 2); rater 3 comes last and finds nothing left: every
+    // neuron has its two raters, and an attention check alone is no task.
+    let plans: [(&[(&str, i64)], &str); 3] = [
+        (&[("dnd", 5), ("milan", 2), ("clip-dissect", 3), ("decoy", 1)], "dnd"),
+        (&[("dnd", 4), ("milan", 1), ("clip-dissect", 4), ("decoy", 4)], "dnd"),
+        (&[("dnd", 3), ("milan", 3), ("clip-dissect", 5), ("decoy", 4)], "clip-dissect"),
+    ];
+    let mut seen_neurons = vec![Vec::new(); 3];
+    for (r, token) in tokens.iter().enumerate() {
+        let mut n = 0;
+        while let Some(task) = assign::rater_page(&db, token).await.unwrap().task {
+            n += 1;
+            assert_eq!(task.number, n);
+            assert_eq!(task.images.len(), 10);
+            // Resuming before answering gives the same task.
+            assert_eq!(assign::rater_page(&db, token).await.unwrap().task.unwrap().assignment_id, task.assignment_id);
+            let methods = methods_of(&db, task.assignment_id).await;
+            let neuron: i64 = sqlx::query_scalar("SELECT i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?")
+                .bind(task.assignment_id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            assert!(!seen_neurons[r].contains(&neuron), "rater {r} saw neuron {neuron} twice");
+            seen_neurons[r].push(neuron);
+            let is_check = methods.iter().any(|m| m.1 == "decoy");
+            let best = if r == 1 && n == 1 && !is_check { "milan" } else { plans[r].1 };
+            let sub = answer(task.assignment_id, &methods, plans[r].0, best, &format!("task-key-{r}-{n}"));
+            let ack = submit::submit(&db, token, &sub).await.unwrap();
+            assert!(!ack.duplicate);
+            // A retry of the same submission is acknowledged again, not stored twice.
+            let again = submit::submit(&db, token, &sub).await.unwrap();
+            assert_eq!((again.response_id, again.duplicate), (ack.response_id, true));
+        }
+        let page = assign::rater_page(&db, token).await.unwrap();
+        assert_eq!(page.completed, n);
+    }
+    assert_eq!(seen_neurons.iter().map(Vec::len).collect::<Vec<_>>(), vec![6, 6, 0]);
+    // Every ordinary item got exactly two raters.
+    let coverage: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(p.id) FROM study_items i LEFT JOIN responses p ON p.item_id = i.id
+         WHERE i.study_id = ? AND i.is_attention_check = 0 GROUP BY i.id",
+    )
+    .bind(study_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(coverage, vec![2; 5]);
+
+    let res = results::results(&db, study_id).await.unwrap();
+    let all = res.rows.last().unwrap();
+    assert_eq!(all.layer, None);
+    assert_eq!((all.valid, all.total), (9, 10));
+    let by = |m: &str| all.methods.iter().find(|x| x.method.method == m).unwrap().clone();
+    // dnd over the 9 valid responses: five 5s (rater 1) and four 4s (rater 2).
+    let dnd = by("dnd");
+    assert!((dnd.mean.unwrap() - 41.0 / 9.0).abs() < 1e-9);
+    let sd = ((5.0 * (5.0 - 41.0 / 9.0f64).powi(2) + 4.0 * (4.0 - 41.0 / 9.0f64).powi(2)) / 8.0).sqrt();
+    assert!((dnd.sem.unwrap() - sd / 3.0).abs() < 1e-9);
+    assert_eq!((dnd.ratings, dnd.best_count, dnd.best_share), (9, 9, Some(1.0)));
+    let milan = by("milan");
+    assert!((milan.mean.unwrap() - 14.0 / 9.0).abs() < 1e-9);
+    assert_eq!((milan.best_count, milan.best_share), (0, Some(0.0)));
+    let clip = by("clip-dissect");
+    assert!((clip.mean.unwrap() - 31.0 / 9.0).abs() < 1e-9);
+    // Per layer: 3 block3 neurons and 2 block5 neurons, two responses each.
+    assert_eq!(res.rows.iter().map(|r| (r.layer.clone(), r.total)).collect::<Vec<_>>(), vec![
+        (Some("block3".into()), 6),
+        (Some("block5".into()), 4),
+        (None, 10)
+    ]);
+    assert_eq!(res.rows[0].valid + res.rows[1].valid, 9);
+    // Agreement: raters 1 and 2 disagree on every method but keep the order dnd > clip > milan.
+    assert_eq!(res.agreement.len(), 4);
+    assert!(res.agreement[3].alpha.unwrap() > 0.5, "{:?}", res.agreement);
+    // Rater stats: attention checks and the failure of rater 2.
+    let stats: Vec<(i64, i64, i64, i64)> =
+        res.raters.iter().map(|r| (r.responses, r.invalid, r.attention_checks, r.attention_failures)).collect();
+    assert_eq!(stats, vec![(6, 0, 1, 0), (6, 1, 1, 1), (0, 0, 0, 0)]);
+    assert_eq!(res.raters[0].median_time_ms, Some(1000));
+
+    // Excluding rater 2 recomputes the table from rater 1 alone.
+    raters::set_excluded(&db, study_id, res.raters[1].rater_id, Some("too fast")).await.unwrap();
+    let res = results::results(&db, study_id).await.unwrap();
+    let all = res.rows.last().unwrap();
+    assert_eq!((all.valid, all.total), (5, 5));
+    assert_eq!(all.methods[0].mean, Some(5.0));
+
+    // Exports reveal methods: 3 rows per ordinary response, 4 per attention check.
+    let rows = study::export::response_rows(&db, study_id).await.unwrap();
+    assert_eq!(rows.len(), 10 * 3 + 2 * 4);
+    assert_eq!(rows.iter().filter(|r| r.method == "decoy").count(), 2);
+    assert!(rows.iter().any(|r| r.description == label("dnd", "block5", 2)));
+    let csv = study::export::responses_csv(&rows);
+    assert!(csv.starts_with("response_id,rater_id,worker_id,rater_excluded,layer,unit"), "{csv}");
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+    let table = study::export::results_csv(&res);
+    assert_eq!(table.lines().count(), 1 + 3 * 3);
+}
+
+#[tokio::test]
+async fn bad_submissions_are_rejected_with_a_reason() {
+    let (_dir, db) = labelled_db().await;
+    let study_id = create(&db, &new_study()).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let tokens = raters::invite(&db, study_id, 2, "").await.unwrap();
+    let task = assign::rater_page(&db, &tokens[0]).await.unwrap().task.unwrap();
+    let methods = methods_of(&db, task.assignment_id).await;
+    let good = answer(task.assignment_id, &methods, &[("dnd", 5)], "dnd", "key-good-1");
+    let reject = |mut change: Box<dyn FnMut(&mut Submission)>| {
+        let mut s = good.clone();
+        change(&mut s);
+        s
+    };
+    let cases: Vec<(Submission, &str)> = vec![
+        (reject(Box::new(|s| s.ratings[0].1 = 6)), "outside the 1-5 scale"),
+        (reject(Box::new(|s| s.ratings[0].1 = 0)), "outside the 1-5 scale"),
+        (reject(Box::new(|s| s.ratings[0].0 = 999_999)), "is not one of this task's descriptions"),
+        (reject(Box::new(|s| { s.ratings.pop(); })), "has no rating"),
+        (reject(Box::new(|s| s.ratings.push(s.ratings[0]))), "rated twice"),
+        (reject(Box::new(|s| s.best = 999_999)), "best pick 999999 is not one of"),
+        (reject(Box::new(|s| s.idempotency_key = "x".into())), "idempotency key"),
+    ];
+    for (sub, expect) in cases {
+        let e = submit::submit(&db, &tokens[0], &sub).await.unwrap_err();
+        assert!(matches!(e, StudyError::Invalid(_)) && e.to_string().contains(expect), "{e} / {expect}");
+    }
+    // Another rater cannot answer this task, an unknown token is unknown.
+    let e = submit::submit(&db, &tokens[1], &good).await.unwrap_err();
+    assert!(matches!(e, StudyError::NotFound(_)), "{e}");
+    assert!(matches!(submit::submit(&db, "nope", &good).await.unwrap_err(), StudyError::NotFound(_)));
+    // Accepted once; a second, different answer to the same task is a conflict.
+    submit::submit(&db, &tokens[0], &good).await.unwrap();
+    let mut other = good.clone();
+    other.idempotency_key = "key-other-2".into();
+    assert!(matches!(submit::submit(&db, &tokens[0], &other).await.unwrap_err(), StudyError::Conflict(_)));
+    // Closed studies and revoked links take nothing.
+    let task = assign::rater_page(&db, &tokens[0]).await.unwrap().task.unwrap();
+    let next = answer(task.assignment_id, &methods_of(&db, task.assignment_id).await, &[], "dnd", "key-next-3");
+    setup::set_status(&db, study_id, "closed").await.unwrap();
+    assert!(matches!(submit::submit(&db, &tokens[0], &next).await.unwrap_err(), StudyError::Forbidden(_)));
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let rater_id: i64 = sqlx::query_scalar("SELECT rater_id FROM assignments WHERE id = ?")
+        .bind(task.assignment_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    raters::revoke(&db, study_id, rater_id).await.unwrap();
+    let e = submit::submit(&db, &tokens[0], &next).await.unwrap_err();
+    assert!(matches!(e, StudyError::Forbidden(_)) && e.to_string().contains("revoked"), "{e}");
+    assert!(matches!(assign::rater_page(&db, &tokens[0]).await.unwrap_err(), StudyError::Forbidden(_)));
+    // Nothing already stored was lost on the way.
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM responses").fetch_one(&db).await.unwrap();
+    assert_eq!(stored, 1);
+    // And research data cannot be deleted.
+    assert!(sqlx::query("DELETE FROM responses").execute(&db).await.is_err());
+}
+
+#[tokio::test]
+async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_item() {
+    let (_dir, db) = labelled_db().await;
+    let mut s = new_study();
+    s.attention_checks = 0;
+    let study_id = create(&db, &s).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let link = raters::open_link(&db, study_id).await.unwrap();
+    assert_eq!(raters::open_link(&db, study_id).await.unwrap(), link, "the open link is stable");
+    assert!(matches!(raters::claim_open_link(&db, "wrong").await.unwrap_err(), StudyError::NotFound(_)));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let token = raters::claim_open_link(&db, &link).await.unwrap();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while let Some(task) = assign::rater_page(&db, &token).await.unwrap().task {
+                let methods = methods_of(&db, task.assignment_id).await;
+                let sub = answer(task.assignment_id, &methods, &[("dnd", 4)], "dnd", &format!("{token}-{done}"));
+                submit::submit(&db, &token, &sub).await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 5 * 2, "5 neurons × 2 raters");
+    let over: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT item_id FROM responses WHERE study_id = ? GROUP BY item_id HAVING COUNT(*) <> 2)",
+    )
+    .bind(study_id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(over, 0);
+    let origins: Vec<String> = sqlx::query_scalar("SELECT DISTINCT origin FROM raters WHERE study_id = ?")
+        .bind(study_id)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(origins, vec!["open_link".to_string()]);
+}
