@@ -148,6 +148,9 @@ pub fn scan(root: &Path, limits: ImageLimits) -> Result<ScannedSet, ProbeError> 
             Err((code, reason)) => rejected.push(RejectedFile { rel_path, code, reason }),
         }
     }
+    // Rows of activation files follow this order, and the database gives each image of a set its
+    // row by content hash: one canonical order that no renaming or file system listing changes.
+    images.sort_by(|a, b| a.sha256.cmp(&b.sha256));
     if images.is_empty() {
         return Err(ProbeError::Empty {
             root: root.to_path_buf(),
@@ -296,15 +299,18 @@ mod tests {
         std::fs::write(root.join("trunc.png"), truncated).unwrap();
 
         let set = scan(root, ImageLimits::default()).unwrap();
-        let paths: Vec<_> = set.images.iter().map(|i| i.rel_path.as_str()).collect();
+        let mut paths: Vec<_> = set.images.iter().map(|i| i.rel_path.as_str()).collect();
+        assert!(set.images.windows(2).all(|w| w[0].sha256 < w[1].sha256), "images come in content-hash order");
+        paths.sort_unstable();
         assert_eq!(paths, ["copy.png", "dogs/a.png", "dogs/deep/b.PNG", "photo.JPG"]);
-        assert_eq!(set.images[3].format, "jpeg", "canonical name, as the database expects");
-        let a = &set.images[1];
+        let at = |p: &str| set.images.iter().find(|i| i.rel_path == p).unwrap();
+        assert_eq!(at("photo.JPG").format, "jpeg", "canonical name, as the database expects");
+        let a = at("dogs/a.png");
         assert_eq!((a.width, a.height, a.format.as_str()), (8, 6, "png"));
         assert_eq!(a.label.as_deref(), Some("dogs"));
         assert_eq!(a.description.as_deref(), Some("A small dog."));
-        assert_eq!(set.images[2].label.as_deref(), Some("deep"));
-        assert_eq!(set.images[0].label, None);
+        assert_eq!(at("dogs/deep/b.PNG").label.as_deref(), Some("deep"));
+        assert_eq!(at("copy.png").label, None);
 
         let reason = |p: &str| set.rejected.iter().find(|r| r.rel_path == p).map(|r| r.reason.clone()).unwrap();
         let code = |p: &str| set.rejected.iter().find(|r| r.rel_path == p).map(|r| r.code).unwrap();
