@@ -10,6 +10,8 @@ pub struct ServerContext {
     pub admin_secret: Arc<str>,
     /// Where rating studies take the images each task shows.
     pub top_images: Arc<dyn study::setup::TopImageSource>,
+    /// Raters' answers, committed in groups (one writer task per server).
+    pub submissions: study::submit::SubmissionQueue,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -47,6 +47,7 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler_with_context::<HttpState, _>(provide, app::shell))
         .with_state(state)
+        .layer(axum::middleware::from_fn(undecodable_arguments_are_bad_requests))
         .layer(RequestBodyLimitLayer::new((config.server.max_body_mib as usize) << 20))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -58,6 +59,29 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+}
+
+/// Server functions answer 500 when their arguments cannot be decoded (wrong encoding, missing
+/// or mistyped fields); that is the caller's mistake, so it becomes a 400 naming the problem.
+async fn undecodable_arguments_are_bad_requests(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_server_fn = req.uri().path().starts_with("/api/");
+    let res = next.run(req).await;
+    if !is_server_fn || res.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    match std::str::from_utf8(&bytes).ok().and_then(|b| b.strip_prefix("Deserialization|")) {
+        Some(reason) => (
+            StatusCode::BAD_REQUEST,
+            format!("the request's arguments could not be read ({reason}); this call takes the arguments its API documents"),
+        )
+            .into_response(),
+        None => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 /// Liveness and readiness: answers 200 with `{"status":"ok"}` when the database answers.

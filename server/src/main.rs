@@ -244,7 +244,8 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
     Ok(app::state::ServerContext {
         db: db.clone(),
         admin_secret: admin_secret.into(),
-        top_images: std::sync::Arc::new(study_images::RecordedTopImages { db, activation_root: activation_dir(config) }),
+        top_images: std::sync::Arc::new(study_images::RecordedTopImages { db: db.clone(), activation_root: activation_dir(config) }),
+        submissions: study::submit::SubmissionQueue::start(db),
     })
 }
 

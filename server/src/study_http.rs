@@ -100,3 +100,234 @@ async fn export(State(db): State<SqlitePool>, Path((id, file)): Path<(i64, Strin
     .await;
     result.unwrap_or_else(error_response)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The study's access rules through the real router: what a rater token, a missing or
+    //! forged admin session, and a cross-site form can and cannot reach.
+
+    use crate::config::Config;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::Router;
+    use std::sync::Arc;
+    use study::fixture::{self, FixedImages};
+    use study::types::{LayerChoice, MethodRef, NewStudy};
+    use tower::ServiceExt;
+
+    const SECRET: &str = "test-admin-secret-0123456789";
+
+    struct Site {
+        _dir: tempfile::TempDir,
+        db: sqlx::SqlitePool,
+        app: Router,
+        study_id: i64,
+        raters: Vec<String>,
+    }
+
+    async fn site() -> Site {
+        let (dir, db) = crate::test_support::temp_db().await;
+        fixture::seed(&db).await;
+        let images = FixedImages { db: db.clone() };
+        let mut s = NewStudy::with_defaults(
+            "security",
+            fixture::MODEL,
+            vec![LayerChoice { layer: "block3".into(), units: "0,2".into() }],
+            ["dnd", "milan"].iter().map(|m| MethodRef { method: m.to_string(), source: String::new() }).collect(),
+        );
+        s.raters_per_item = 2;
+        let study_id = study::setup::create_study(&db, &images, &s).await.unwrap();
+        study::setup::set_status(&db, study_id, "open").await.unwrap();
+        let raters = study::raters::invite(&db, study_id, 2, "").await.unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        let ctx = app::state::ServerContext {
+            db: db.clone(),
+            admin_secret: SECRET.into(),
+            top_images: Arc::new(images),
+            submissions: study::submit::SubmissionQueue::start(db.clone()),
+        };
+        Site { app: crate::http::router(&config, ctx), db, _dir: dir, study_id, raters }
+    }
+
+    struct Reply {
+        status: StatusCode,
+        headers: axum::http::HeaderMap,
+        body: String,
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> Reply {
+        let res = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = String::from_utf8_lossy(&axum::body::to_bytes(body, 1 << 24).await.unwrap()).into_owned();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    fn json(uri: &str, cookie: Option<&str>, body: serde_json::Value) -> Request<Body> {
+        let mut req = Request::post(uri).header("content-type", "application/json");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.body(Body::from(body.to_string())).unwrap()
+    }
+
+    fn form(uri: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+        let mut req = Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.body(Body::from(body.to_string())).unwrap()
+    }
+
+    fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+        let mut req = Request::get(uri);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    /// Logs in; returns (cookie header value, csrf token).
+    async fn login(app: &Router) -> (String, String) {
+        let r = call(app, json("/api/admin/login", None, serde_json::json!({ "secret": SECRET }))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let set = r.headers.get("set-cookie").unwrap().to_str().unwrap().to_string();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        let csrf = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["csrf"].as_str().unwrap().to_string();
+        (cookie, csrf)
+    }
+
+    #[tokio::test]
+    async fn a_rater_token_reaches_only_its_own_tasks() {
+        let s = site().await;
+        let token = &s.raters[0];
+        let page = call(&s.app, form("/api/rate/page", None, &format!("token={token}"))).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        // Descriptions without the methods behind them.
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(v["task"]["descriptions"].as_array().unwrap().len(), 2);
+        for word in ["\"method\"", "dnd\"", "\"milan\"", "study_method", "label_id"] {
+            assert!(!page.body.contains(word), "rater page leaks {word}: {}", page.body);
+        }
+        // The token is no admin credential, in any form.
+        let as_cookie = format!("{}={token}", app::api::study::ADMIN_COOKIE);
+        for (uri, cookie) in [
+            ("/api/admin/studies", None),
+            ("/api/admin/studies", Some(as_cookie.as_str())),
+            ("/api/admin/study", Some(as_cookie.as_str())),
+        ] {
+            let r = call(&s.app, form(uri, cookie, &format!("id={}", s.study_id))).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.body);
+        }
+        for file in ["responses.csv", "responses.json", "results.csv", "results.json"] {
+            let uri = format!("/admin/studies/{}/export/{file}", s.study_id);
+            assert_eq!(call(&s.app, get(&uri, Some(&as_cookie))).await.status, StatusCode::FORBIDDEN, "{uri}");
+        }
+        // Another rater's task is not found for this token; unknown tokens are unknown.
+        let other = call(&s.app, form("/api/rate/page", None, &format!("token={}", s.raters[1]))).await;
+        let other: serde_json::Value = serde_json::from_str(&other.body).unwrap();
+        let sub = serde_json::json!({ "token": token, "submission": {
+            "assignment_id": other["task"]["assignment_id"], "ratings": [], "best": 0,
+            "client_time_ms": 5, "idempotency_key": "cross-rater-1" } });
+        assert_eq!(call(&s.app, json("/api/rate/submit", None, sub)).await.status, StatusCode::NOT_FOUND);
+        let r = call(&s.app, form("/api/rate/page", None, "token=not-a-token")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        // Revoked: 403 at once.
+        let rater_id: i64 = sqlx::query_scalar("SELECT rater_id FROM assignments WHERE id = ?")
+            .bind(v["task"]["assignment_id"].as_i64().unwrap())
+            .fetch_one(&s.db)
+            .await
+            .unwrap();
+        study::raters::revoke(&s.db, s.study_id, rater_id).await.unwrap();
+        let r = call(&s.app, form("/api/rate/page", None, &format!("token={token}"))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(r.body.contains("revoked"), "{}", r.body);
+    }
+
+    #[tokio::test]
+    async fn submissions_are_checked_and_idempotent_over_http() {
+        let s = site().await;
+        let token = &s.raters[0];
+        let page = call(&s.app, form("/api/rate/page", None, &format!("token={token}"))).await;
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        let task = &v["task"];
+        let ids: Vec<i64> = task["descriptions"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+        let submit = |ratings: serde_json::Value, best: i64, key: &str| {
+            json("/api/rate/submit", None, serde_json::json!({ "token": token, "submission": {
+                "assignment_id": task["assignment_id"], "ratings": ratings, "best": best,
+                "client_time_ms": 2500, "idempotency_key": key } }))
+        };
+        let bad = [
+            (serde_json::json!([[ids[0], 6], [ids[1], 3]]), ids[0], "outside the 1-5 scale"),
+            (serde_json::json!([[ids[0], 5], [424242, 3]]), ids[0], "not one of this task's descriptions"),
+            (serde_json::json!([[ids[0], 5], [ids[1], 3]]), 424242, "best pick 424242"),
+            (serde_json::json!([[ids[0], 5]]), ids[0], "has no rating"),
+        ];
+        for (ratings, best, expect) in bad {
+            let r = call(&s.app, submit(ratings, best, "bad-answer-1")).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+            assert!(r.body.contains(expect), "{expect}: {}", r.body);
+        }
+        let good = serde_json::json!([[ids[0], 4], [ids[1], 2]]);
+        let first = call(&s.app, submit(good.clone(), ids[0], "good-answer-1")).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+        let retry = call(&s.app, submit(good.clone(), ids[0], "good-answer-1")).await;
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&first.body).unwrap(), serde_json::from_str(&retry.body).unwrap());
+        assert_eq!((a["response_id"].clone(), b["duplicate"].clone()), (b["response_id"].clone(), serde_json::json!(true)));
+        let again = call(&s.app, submit(good, ids[0], "another-answer-2")).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM responses").fetch_one(&s.db).await.unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn admin_calls_need_the_session_and_its_csrf_token() {
+        let s = site().await;
+        let wrong = call(&s.app, json("/api/admin/login", None, serde_json::json!({ "secret": "guess-guess-guess" }))).await;
+        assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+        assert!(wrong.headers.get("set-cookie").is_none());
+        let (cookie, csrf) = login(&s.app).await;
+        let status = |csrf: &str| {
+            json("/api/admin/study-status", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": s.study_id, "status": "closed" }))
+        };
+        assert_eq!(call(&s.app, status("forged-token-000000")).await.status, StatusCode::FORBIDDEN);
+        // A cross-site HTML form can only send form encodings, which state-changing calls refuse.
+        let r = call(&s.app, form("/api/admin/study-status", Some(&cookie), &format!("csrf={csrf}&id={}&status=closed", s.study_id))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(r.body.contains("could not be read"), "{}", r.body);
+        let open: String = sqlx::query_scalar("SELECT status FROM studies").fetch_one(&s.db).await.unwrap();
+        assert_eq!(open, "open", "nothing changed so far");
+        assert_eq!(call(&s.app, status(&csrf)).await.status, StatusCode::OK);
+        let closed: String = sqlx::query_scalar("SELECT status FROM studies").fetch_one(&s.db).await.unwrap();
+        assert_eq!(closed, "closed");
+        // Exports with the session; unknown studies and files are 404.
+        let csv = call(&s.app, get(&format!("/admin/studies/{}/export/results.csv", s.study_id), Some(&cookie))).await;
+        assert_eq!(csv.status, StatusCode::OK);
+        assert!(csv.body.starts_with("layer,method,source,mean_rating"), "{}", csv.body);
+        assert_eq!(call(&s.app, get("/admin/studies/999/export/results.csv", Some(&cookie))).await.status, StatusCode::NOT_FOUND);
+        let r = call(&s.app, get(&format!("/admin/studies/{}/export/secrets.txt", s.study_id), Some(&cookie))).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        // Logging out ends the session.
+        let out = call(&s.app, json("/api/admin/logout", Some(&cookie), serde_json::json!({ "csrf": csrf }))).await;
+        assert_eq!(out.status, StatusCode::OK);
+        assert_eq!(call(&s.app, form("/api/admin/studies", Some(&cookie), "")).await.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn the_open_link_gives_a_browser_one_token() {
+        let s = site().await;
+        let link = study::raters::open_link(&s.db, s.study_id).await.unwrap();
+        let first = call(&s.app, get(&format!("/join/{link}"), None)).await;
+        assert!(first.status.is_redirection(), "{:?}", first.status);
+        let to = first.headers.get("location").unwrap().to_str().unwrap().to_string();
+        assert!(to.starts_with("/rate/"), "{to}");
+        let cookie = first.headers.get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+        let again = call(&s.app, get(&format!("/join/{link}"), Some(&cookie))).await;
+        assert_eq!(again.headers.get("location").unwrap().to_str().unwrap(), to, "same browser, same token");
+        assert_eq!(call(&s.app, get("/join/not-a-link", None)).await.status, StatusCode::NOT_FOUND);
+        let raters: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE origin = 'open_link'").fetch_one(&s.db).await.unwrap();
+        assert_eq!(raters, 1);
+    }
+}

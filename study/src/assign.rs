@@ -2,137 +2,166 @@
 //! sees a neuron twice; every rater gets each attention check once, spread among their tasks; a
 //! rater who leaves finds the same unfinished task when coming back; a slot held too long by an
 //! absent rater is handed to someone else.
+//!
+//! Showing a task is read-only; only choosing a new one writes, in one short transaction that
+//! reads the least-covered items through an index on each item's slot count (kept by triggers,
+//! migrations/0003), so the cost does not grow with the size of the study.
 
-use crate::error::Result;
-use crate::raters::rater_by_token;
+use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
+use crate::tokens::hash_token;
 use crate::types::{RaterPage, RaterTask, TaskDescription, TaskImage};
-use sqlx::{Row, SqlitePool};
+use crate::write_gate::WriteTx;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 /// An unfinished assignment older than this no longer holds its slot.
 pub const ABANDONED_AFTER_MINUTES: i64 = 30;
+
+/// One attention check after every this many tasks (the first after the second task).
+const ATTENTION_EVERY: i64 = 5;
+
+/// Least-covered items a new task is drawn from at random (so raters do not all walk the
+/// items in the same order).
+const DRAW_AMONG: i64 = 16;
+
+/// Neurons this rater has been given already (as a subquery on ?2 = rater id).
+const SEEN_NEURONS: &str =
+    "SELECT j.neuron_id FROM assignments a JOIN study_items j ON j.id = a.item_id WHERE a.rater_id = ?2";
 
 /// SQLite date modifier for "now minus the abandonment delay".
 fn abandoned_modifier() -> String {
     format!("-{ABANDONED_AFTER_MINUTES} minutes")
 }
 
-/// One attention check after every this many tasks (the first after the second task).
-const ATTENTION_EVERY: i64 = 5;
+/// What the page needs to know about the rater and their study, in one read.
+struct RaterState {
+    rater_id: i64,
+    study_id: i64,
+    worker_id: Option<String>,
+    study_name: String,
+    instructions: String,
+    status: String,
+    quota: i64,
+    completed: i64,
+    given: i64,
+    pending: Option<i64>,
+}
+
+async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterState> {
+    let r = sqlx::query(
+        "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
+                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NOT NULL) AS completed,
+                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS given,
+                (SELECT a.id FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NULL
+                    AND a.released_at IS NULL ORDER BY a.position LIMIT 1) AS pending
+         FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.token_hash = ?",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(&mut *db)
+    .await?
+    .ok_or_else(|| StudyError::NotFound("this rater link is not valid".into()))?;
+    if r.get::<Option<String>, _>("revoked_at").is_some() {
+        return Err(StudyError::Forbidden("this rater link has been revoked".into()));
+    }
+    Ok(RaterState {
+        rater_id: r.get("id"),
+        study_id: r.get("study_id"),
+        worker_id: r.get("worker_id"),
+        study_name: r.get("name"),
+        instructions: r.get("instructions"),
+        status: r.get("status"),
+        quota: r.get("raters_per_item"),
+        completed: r.get("completed"),
+        given: r.get("given"),
+        pending: r.get("pending"),
+    })
+}
 
 /// The rater's page: their current task (resumed or newly assigned) and progress.
 pub async fn rater_page(db: &SqlitePool, token: &str) -> Result<RaterPage> {
-    let rater = rater_by_token(db, token).await?;
-    let study = sqlx::query("SELECT name, instructions, status, raters_per_item FROM studies WHERE id = ?")
-        .bind(rater.study_id)
-        .fetch_one(db)
-        .await?;
-    let row = sqlx::query(
-        "UPDATE raters SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ? RETURNING worker_id",
-    )
-    .bind(rater.id)
-    .fetch_one(db)
-    .await?;
-    let worker_id: Option<String> = row.get("worker_id");
-    let completed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM assignments WHERE rater_id = ? AND completed_at IS NOT NULL")
-            .bind(rater.id)
-            .fetch_one(db)
-            .await?;
-    let status: String = study.get("status");
-    let task = if status == "open" {
-        current_or_next(db, rater.id, rater.study_id, study.get("raters_per_item")).await?
-    } else {
-        None
+    let mut conn = db.acquire().await?;
+    let mut state = rater_state(&mut conn, token).await?;
+    drop(conn);
+    if state.status == "open" && state.pending.is_none() {
+        let mut w = WriteTx::begin(db).await?;
+        // Read again under the write lock: another tab of this rater may have been faster.
+        state = rater_state(&mut w.tx, token).await?;
+        if state.pending.is_none() {
+            state.pending = assign_next(&mut w.tx, &state).await?;
+        }
+        w.commit().await?;
+    }
+    let task = match (state.status.as_str(), state.pending) {
+        ("open", Some(id)) => Some(load_task(db, &state, id).await?),
+        _ => None,
     };
     Ok(RaterPage {
-        study_name: study.get("name"),
-        instructions: study.get("instructions"),
-        worker_id,
-        completed,
-        study_status: status,
+        study_name: state.study_name,
+        instructions: state.instructions,
+        worker_id: state.worker_id,
+        completed: state.completed,
+        study_status: state.status,
         task,
     })
 }
 
-async fn current_or_next(db: &SqlitePool, rater_id: i64, study_id: i64, quota: i64) -> Result<Option<RaterTask>> {
-    // Assigning is read-then-write: BEGIN IMMEDIATE takes the write lock first, so two raters
-    // asking at once cannot both take an item's last slot.
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let pending: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM assignments WHERE rater_id = ? AND completed_at IS NULL AND released_at IS NULL
-         ORDER BY position LIMIT 1",
-    )
-    .bind(rater_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let assignment_id = match pending {
-        Some(id) => Some(id),
-        None => assign_next(&mut tx, rater_id, study_id, quota).await?,
-    };
-    let task = match assignment_id {
-        Some(id) => Some(load_task(&mut tx, rater_id, study_id, quota, id).await?),
-        None => None,
-    };
-    tx.commit().await?;
-    Ok(task)
-}
-
-/// Items this rater may still be given, as (item id, is attention check, slots taken).
-async fn open_items(
-    tx: &mut sqlx::SqliteConnection,
-    rater_id: i64,
-    study_id: i64,
-) -> Result<Vec<(i64, bool, i64)>> {
-    let rows = sqlx::query(
-        "SELECT i.id, i.is_attention_check,
-                (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND (a.completed_at IS NOT NULL
-                    OR (a.released_at IS NULL
-                        AND a.assigned_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', ?3))))
-                    AS taken
-         FROM study_items i
-         WHERE i.study_id = ?1
-           AND NOT EXISTS (SELECT 1 FROM assignments a JOIN study_items j ON j.id = a.item_id
-                           WHERE a.rater_id = ?2 AND j.neuron_id = i.neuron_id)
-         ORDER BY i.position",
-    )
-    .bind(study_id)
-    .bind(rater_id)
-    .bind(abandoned_modifier())
+/// Up to `DRAW_AMONG` least-covered ordinary items with a free slot whose neuron the rater has
+/// not seen, as (item id, slots taken).
+async fn least_covered(tx: &mut SqliteConnection, s: &RaterState) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT i.id, i.slots_taken FROM study_items i
+         WHERE i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3
+           AND i.neuron_id NOT IN ({SEEN_NEURONS})
+         ORDER BY i.slots_taken, i.position LIMIT {DRAW_AMONG}"
+    )))
+    .bind(s.study_id)
+    .bind(s.rater_id)
+    .bind(s.quota)
     .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.iter().map(|r| (r.get("id"), r.get::<i64, _>("is_attention_check") == 1, r.get("taken"))).collect())
+    .await?)
 }
 
-async fn assign_next(tx: &mut sqlx::SqliteConnection, rater_id: i64, study_id: i64, quota: i64) -> Result<Option<i64>> {
-    let open = open_items(tx, rater_id, study_id).await?;
-    let given: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assignments WHERE rater_id = ?")
-        .bind(rater_id)
-        .fetch_one(&mut *tx)
+async fn assign_next(tx: &mut SqliteConnection, s: &RaterState) -> Result<Option<i64>> {
+    let mut ordinary = least_covered(tx, s).await?;
+    if ordinary.is_empty() {
+        // Slots held too long by absent raters go back to the pool (only needed once every
+        // item looks full, so the sweep is rare).
+        let released = sqlx::query(
+            "UPDATE assignments SET released_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+             WHERE study_id = ? AND completed_at IS NULL AND released_at IS NULL
+               AND assigned_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?)",
+        )
+        .bind(s.study_id)
+        .bind(abandoned_modifier())
+        .execute(&mut *tx)
         .await?;
-    let ordinary: Vec<(i64, i64)> = open.iter().filter(|o| !o.1 && o.2 < quota).map(|o| (o.0, o.2)).collect();
-    let checks: Vec<i64> = open.iter().filter(|o| o.1).map(|o| o.0).collect();
-    let mut rng = SplitMix64::new((rater_id as u64) << 20 ^ given as u64);
-    let check_due = given % ATTENTION_EVERY == 2 || ordinary.is_empty();
-    let item = if check_due && !checks.is_empty() && (!ordinary.is_empty() || given > 0) {
+        if released.rows_affected() > 0 {
+            ordinary = least_covered(tx, s).await?;
+        }
+    }
+    let mut rng = SplitMix64::new(((s.rater_id as u64) << 20) ^ s.given as u64);
+    // An attention check comes among ordinary tasks (never as a rater's only task).
+    let check_due = s.given % ATTENTION_EVERY == 2 || (ordinary.is_empty() && s.given > 0);
+    let checks: Vec<i64> = if check_due {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT i.id FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1
+               AND i.neuron_id NOT IN ({SEEN_NEURONS}) ORDER BY i.position"
+        )))
+        .bind(s.study_id)
+        .bind(s.rater_id)
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let item = if !checks.is_empty() {
         Some(checks[rng.below(checks.len())])
     } else {
-        // The least-covered items first, so coverage grows evenly; a random one among those.
-        let least = ordinary.iter().map(|o| o.1).min();
+        let least = ordinary.first().map(|o| o.1);
         let candidates: Vec<i64> = ordinary.iter().filter(|o| Some(o.1) == least).map(|o| o.0).collect();
         (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len())])
     };
     let Some(item_id) = item else { return Ok(None) };
-    // Slots held too long by absent raters go back to the pool.
-    sqlx::query(
-        "UPDATE assignments SET released_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
-         WHERE item_id = ? AND completed_at IS NULL AND released_at IS NULL
-           AND assigned_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?)",
-    )
-    .bind(item_id)
-    .bind(abandoned_modifier())
-    .execute(&mut *tx)
-    .await?;
     let mut descriptions: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM study_descriptions WHERE item_id = ? ORDER BY id").bind(item_id).fetch_all(&mut *tx).await?;
     // A fresh random order for every task (OS randomness: not predictable from ids).
@@ -143,30 +172,24 @@ async fn assign_next(tx: &mut sqlx::SqliteConnection, rater_id: i64, study_id: i
         "INSERT INTO assignments (study_id, rater_id, item_id, position, display_order_json)
          VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
-    .bind(study_id)
-    .bind(rater_id)
+    .bind(s.study_id)
+    .bind(s.rater_id)
     .bind(item_id)
-    .bind(given)
+    .bind(s.given)
     .bind(serde_json::to_string(&descriptions).expect("ids serialise"))
     .fetch_one(&mut *tx)
     .await?;
     Ok(Some(id))
 }
 
-async fn load_task(
-    tx: &mut sqlx::SqliteConnection,
-    rater_id: i64,
-    study_id: i64,
-    quota: i64,
-    assignment_id: i64,
-) -> Result<RaterTask> {
+async fn load_task(db: &SqlitePool, s: &RaterState, assignment_id: i64) -> Result<RaterTask> {
     let a = sqlx::query("SELECT item_id, display_order_json FROM assignments WHERE id = ?")
         .bind(assignment_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(db)
         .await?;
     let item_id: i64 = a.get("item_id");
     let order: Vec<i64> = serde_json::from_str(a.get::<&str, _>("display_order_json")).unwrap_or_default();
-    let texts = sqlx::query("SELECT id, text FROM study_descriptions WHERE item_id = ?").bind(item_id).fetch_all(&mut *tx).await?;
+    let texts = sqlx::query("SELECT id, text FROM study_descriptions WHERE item_id = ?").bind(item_id).fetch_all(db).await?;
     let descriptions = order
         .iter()
         .filter_map(|id| texts.iter().find(|r| r.get::<i64, _>("id") == *id))
@@ -177,7 +200,7 @@ async fn load_task(
          JOIN images im ON im.id = s.image_id WHERE s.item_id = ? ORDER BY s.position",
     )
     .bind(item_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(db)
     .await?
     .iter()
     .map(|r| {
@@ -188,22 +211,28 @@ async fn load_task(
         }
     })
     .collect();
-    let done_before: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM assignments WHERE rater_id = ? AND completed_at IS NOT NULL",
-    )
-    .bind(rater_id)
-    .fetch_one(&mut *tx)
+    // Total = done + this task + what is still open to this rater: the study's items with a free
+    // slot (a counter kept by triggers) less those of neurons this rater has had; attention
+    // checks count only while ordinary tasks are left, since they only come with those.
+    let (open_items, seen_open, checks_open): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT open_items FROM studies WHERE id = ?1),
+                (SELECT COUNT(DISTINCT i.id) FROM assignments a JOIN study_items j ON j.id = a.item_id
+                 JOIN study_items i ON i.neuron_id = j.neuron_id
+                 WHERE a.rater_id = ?2 AND i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3),
+                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1
+                   AND i.neuron_id NOT IN ({SEEN_NEURONS}))"
+    )))
+    .bind(s.study_id)
+    .bind(s.rater_id)
+    .bind(s.quota)
+    .fetch_one(db)
     .await?;
-    // Total = what this rater has done + this task + what is still open to them.
-    let open = open_items(tx, rater_id, study_id).await?;
-    // Attention checks only come with ordinary tasks, so they count while some are left.
-    let ordinary_open = open.iter().filter(|o| !o.1 && o.2 < quota).count() as i64;
-    let checks_open = open.iter().filter(|o| o.1).count() as i64;
+    let ordinary_open = open_items - seen_open;
     let still_open = ordinary_open + if ordinary_open > 0 { checks_open } else { 0 };
     Ok(RaterTask {
         assignment_id,
-        number: done_before + 1,
-        total: done_before + 1 + still_open,
+        number: s.completed + 1,
+        total: s.completed + 1 + still_open,
         images,
         descriptions,
     })

@@ -19,6 +19,8 @@ pub mod assign;
 mod error;
 #[cfg(feature = "db")]
 pub mod export;
+#[cfg(feature = "fixture")]
+pub mod fixture;
 #[cfg(feature = "db")]
 pub mod raters;
 #[cfg(feature = "db")]
@@ -29,5 +31,7 @@ pub mod setup;
 pub mod submit;
 #[cfg(feature = "db")]
 pub mod tokens;
+#[cfg(feature = "db")]
+mod write_gate;
 #[cfg(feature = "db")]
 pub use error::{Result, StudyError};

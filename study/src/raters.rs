@@ -2,6 +2,7 @@
 //! excluding (results are recomputed without them), and the rater-entered worker id.
 
 use crate::error::{Result, StudyError};
+use crate::write_gate::WriteTx;
 use crate::tokens::{hash_token, new_token};
 use sqlx::{Row, SqlitePool};
 
@@ -19,7 +20,8 @@ pub async fn invite(db: &SqlitePool, study_id: i64, count: usize, note: &str) ->
         return Err(StudyError::Invalid(format!("invite 1 to 1000 raters at a time, not {count}")));
     }
     study_exists(db, study_id).await?;
-    let mut tx = db.begin().await?;
+    let mut w = WriteTx::begin(db).await?;
+    let tx = &mut w.tx;
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {
         let token = new_token();
@@ -27,11 +29,11 @@ pub async fn invite(db: &SqlitePool, study_id: i64, count: usize, note: &str) ->
             .bind(study_id)
             .bind(hash_token(&token))
             .bind(note.trim())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         tokens.push(token);
     }
-    tx.commit().await?;
+    w.commit().await?;
     Ok(tokens)
 }
 

@@ -3,6 +3,7 @@
 //! what raters saw stays fixed even if runs or imports change later.
 
 use crate::error::{Result, StudyError};
+use crate::write_gate::WriteTx;
 use crate::rng::SplitMix64;
 use crate::types::{MethodRef, NewStudy};
 use crate::units::{parse_units, random_count, sample_units};
@@ -290,7 +291,8 @@ async fn store(
     checks: &[AttentionCheck],
 ) -> Result<i64> {
     let mut rng = SplitMix64::new(s.seed ^ 0x5EED_0F_1DE5);
-    let mut tx = db.begin().await?;
+    let mut w = WriteTx::begin(db).await?;
+    let tx = &mut w.tx;
     let settings = serde_json::to_string(s).expect("NewStudy serialises");
     let study_id: i64 = sqlx::query_scalar(
         "INSERT INTO studies (name, model_id, probe_set_id, settings_json, neuron_seed, raters_per_item,
@@ -307,7 +309,7 @@ async fn store(
     .bind(&s.image_summary)
     .bind(s.instructions.trim())
     .bind((!checks.is_empty()) as i64)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let mut method_ids = Vec::new();
     for (pos, m) in s.methods.iter().enumerate() {
@@ -318,7 +320,7 @@ async fn store(
         .bind(pos as i64)
         .bind(&m.method)
         .bind(&m.source)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         method_ids.push(id);
     }
@@ -334,7 +336,7 @@ async fn store(
         .bind(item.neuron_id)
         .bind(position as i64)
         .bind(decoy.is_some() as i64)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         for (pos, img) in item.images.iter().enumerate() {
             sqlx::query("INSERT INTO study_item_images (item_id, position, image_id, activation) VALUES (?, ?, ?, ?)")
@@ -342,7 +344,7 @@ async fn store(
                 .bind(pos as i64)
                 .bind(img.image_id)
                 .bind(img.activation as f64)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         // Rows in a random order per item, so description ids do not reveal the method.
@@ -361,11 +363,11 @@ async fn store(
             .bind(label_id)
             .bind(text)
             .bind(method_id.is_none() as i64)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
     }
-    tx.commit().await?;
+    w.commit().await?;
     Ok(study_id)
 }
 

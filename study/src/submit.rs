@@ -1,12 +1,19 @@
 //! Accepting a rater's answer to one task: checked against what the task showed, stored once
 //! (a retry with the same idempotency key gets the same acknowledgement), and acknowledged only
 //! after the transaction has committed. Validity and the attention check are decided here.
+//!
+//! Checking needs only reads, done before taking SQLite's write lock; the write is a couple of
+//! statements, and [`SubmissionQueue`] commits the answers that arrive together in one
+//! transaction (group commit), so many raters submitting at once do not queue one transaction
+//! each.
 
 use crate::error::{Result, StudyError};
 use crate::stats::is_valid;
 use crate::tokens::hash_token;
 use crate::types::{SubmitAck, Submission};
+use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T> {
     Err(StudyError::Invalid(msg.into()))
@@ -39,18 +46,45 @@ fn check_answer(sub: &Submission, shown: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Stores `sub` for the rater with `token`.
-pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<SubmitAck> {
+/// An answer that passed every check, ready to be written.
+#[derive(Clone, Debug)]
+struct Checked {
+    assignment_id: i64,
+    study_id: i64,
+    item_id: i64,
+    best: i64,
+    valid: bool,
+    attention_failed: Option<bool>,
+    client_time_ms: Option<i64>,
+    idempotency_key: String,
+    ratings: Vec<(i64, i64)>,
+}
+
+/// Either an answer to write, or the acknowledgement of one already stored (a retry).
+enum Prepared {
+    Write(Checked),
+    Stored(SubmitAck),
+}
+
+/// The acknowledgement, or the conflict, for an assignment that already has a response.
+fn already_answered(response_id: i64, stored_key: &str, key: &str) -> Result<SubmitAck> {
+    if stored_key == key {
+        Ok(SubmitAck { response_id, duplicate: true })
+    } else {
+        Err(StudyError::Conflict("this task has already been answered".into()))
+    }
+}
+
+/// Every check of an answer, by reads only.
+async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepared> {
     if !(8..=200).contains(&sub.idempotency_key.len()) {
         return invalid("the idempotency key must be 8 to 200 characters");
     }
-    // One write transaction from the first read: the duplicate check and the insert cannot be
-    // split by a concurrent retry of the same submission.
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let row = sqlx::query(
-        "SELECT r.id AS rater_id, r.revoked_at, s.status, s.attention_max_rating,
+        "SELECT r.revoked_at, s.status, s.attention_max_rating,
                 a.id AS assignment_id, a.item_id, a.display_order_json, a.study_id, i.is_attention_check,
-                p.id AS response_id, p.idempotency_key
+                p.id AS response_id, p.idempotency_key,
+                (SELECT d.id FROM study_descriptions d WHERE d.item_id = a.item_id AND d.is_decoy = 1) AS decoy
          FROM raters r JOIN studies s ON s.id = r.study_id
          LEFT JOIN assignments a ON a.id = ?2 AND a.rater_id = r.id
          LEFT JOIN study_items i ON i.id = a.item_id
@@ -59,7 +93,7 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
     )
     .bind(hash_token(token))
     .bind(sub.assignment_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db)
     .await?
     .ok_or_else(|| StudyError::NotFound("this rater link is not valid".into()))?;
     if row.get::<Option<String>, _>("revoked_at").is_some() {
@@ -69,11 +103,8 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
         return Err(StudyError::NotFound(format!("task {} is not one of this rater's tasks", sub.assignment_id)));
     };
     if let Some(response_id) = row.get::<Option<i64>, _>("response_id") {
-        return if row.get::<Option<String>, _>("idempotency_key").as_deref() == Some(&sub.idempotency_key) {
-            Ok(SubmitAck { response_id, duplicate: true })
-        } else {
-            Err(StudyError::Conflict("this task has already been answered".into()))
-        };
+        let stored: String = row.get("idempotency_key");
+        return already_answered(response_id, &stored, &sub.idempotency_key).map(Prepared::Stored);
     }
     let status: String = row.get("status");
     if status != "open" {
@@ -82,42 +113,138 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
     let shown: Vec<i64> = serde_json::from_str(row.get::<&str, _>("display_order_json"))
         .map_err(|e| StudyError::Invalid(format!("stored display order unreadable: {e}")))?;
     check_answer(sub, &shown)?;
-    let item_id: i64 = row.get("item_id");
-    let attention_failed = if row.get::<i64, _>("is_attention_check") == 1 {
-        let decoy: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM study_descriptions WHERE item_id = ? AND is_decoy = 1")
-                .bind(item_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+    let attention_failed = (row.get::<i64, _>("is_attention_check") == 1).then(|| {
+        let decoy: Option<i64> = row.get("decoy");
         let max: i64 = row.get("attention_max_rating");
-        Some(decoy.and_then(|d| sub.ratings.iter().find(|r| r.0 == d)).is_some_and(|r| r.1 > max) as i64)
-    } else {
-        None
-    };
-    let response_id: i64 = sqlx::query_scalar(
-        "INSERT INTO responses (assignment_id, study_id, item_id, best_description_id, is_valid,
-             attention_check_failed, client_time_ms, idempotency_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(assignment_id)
-    .bind(row.get::<i64, _>("study_id"))
-    .bind(item_id)
-    .bind(sub.best)
-    .bind(is_valid(&sub.ratings, sub.best) as i64)
-    .bind(attention_failed)
-    .bind(sub.client_time_ms)
-    .bind(&sub.idempotency_key)
-    .fetch_one(&mut *tx)
-    .await?;
-    let mut insert = sqlx::QueryBuilder::new("INSERT INTO ratings (response_id, item_id, description_id, rating) ");
-    insert.push_values(&sub.ratings, |mut b, (description, rating)| {
-        b.push_bind(response_id).push_bind(item_id).push_bind(*description).push_bind(*rating);
+        decoy.and_then(|d| sub.ratings.iter().find(|r| r.0 == d)).is_some_and(|r| r.1 > max)
     });
-    insert.build().execute(&mut *tx).await?;
-    sqlx::query("UPDATE assignments SET completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?")
-        .bind(assignment_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(SubmitAck { response_id, duplicate: false })
+    Ok(Prepared::Write(Checked {
+        assignment_id,
+        study_id: row.get("study_id"),
+        item_id: row.get("item_id"),
+        best: sub.best,
+        valid: is_valid(&sub.ratings, sub.best),
+        attention_failed,
+        client_time_ms: sub.client_time_ms,
+        idempotency_key: sub.idempotency_key.clone(),
+        ratings: sub.ratings.clone(),
+    }))
+}
+
+/// Writes `batch` in one transaction; one result per answer, in order. An answer whose task got
+/// a response meanwhile (a concurrent retry) is acknowledged or refused like a late retry.
+async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<SubmitAck>>> {
+    let mut w = WriteTx::begin(db).await?;
+    let mut insert = sqlx::QueryBuilder::new(
+        "INSERT INTO responses (assignment_id, study_id, item_id, best_description_id, is_valid,
+             attention_check_failed, client_time_ms, idempotency_key) ",
+    );
+    insert.push_values(batch, |mut b, c| {
+        b.push_bind(c.assignment_id)
+            .push_bind(c.study_id)
+            .push_bind(c.item_id)
+            .push_bind(c.best)
+            .push_bind(c.valid as i64)
+            .push_bind(c.attention_failed.map(|f| f as i64))
+            .push_bind(c.client_time_ms)
+            .push_bind(&c.idempotency_key);
+    });
+    // The assignment is marked completed by a trigger on responses (migrations/0003).
+    insert.push(" ON CONFLICT (assignment_id) DO NOTHING RETURNING id, assignment_id");
+    let inserted: Vec<(i64, i64)> = insert.build_query_as().fetch_all(&mut *w.tx).await?;
+    let id_of = |assignment: i64| inserted.iter().find(|r| r.1 == assignment).map(|r| r.0);
+    let mut ratings = sqlx::QueryBuilder::new("INSERT INTO ratings (response_id, item_id, description_id, rating) ");
+    let rows: Vec<(i64, i64, i64, i64)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| !batch[..*i].iter().any(|e| e.assignment_id == c.assignment_id))
+        .filter_map(|(_, c)| Some((id_of(c.assignment_id)?, c)))
+        .flat_map(|(id, c)| c.ratings.iter().map(move |&(d, r)| (id, c.item_id, d, r)))
+        .collect();
+    if !rows.is_empty() {
+        ratings.push_values(&rows, |mut b, r| {
+            b.push_bind(r.0).push_bind(r.1).push_bind(r.2).push_bind(r.3);
+        });
+        ratings.build().execute(&mut *w.tx).await?;
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, c) in batch.iter().enumerate() {
+        // Two answers to one task in the same batch: the first row of the INSERT won.
+        let earlier = batch[..i].iter().find(|e| e.assignment_id == c.assignment_id);
+        out.push(match (id_of(c.assignment_id), earlier) {
+            (Some(response_id), Some(first)) => already_answered(response_id, &first.idempotency_key, &c.idempotency_key),
+            (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false }),
+            (None, _) => {
+                let (id, key): (i64, String) =
+                    sqlx::query_as("SELECT id, idempotency_key FROM responses WHERE assignment_id = ?")
+                        .bind(c.assignment_id)
+                        .fetch_one(&mut *w.tx)
+                        .await?;
+                already_answered(id, &key, &c.idempotency_key)
+            }
+        });
+    }
+    w.commit().await?;
+    Ok(out)
+}
+
+/// Stores `sub` for the rater with `token`, in a transaction of its own.
+pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<SubmitAck> {
+    match prepare(db, token, sub).await? {
+        Prepared::Stored(ack) => Ok(ack),
+        Prepared::Write(c) => write_batch(db, std::slice::from_ref(&c)).await?.remove(0),
+    }
+}
+
+type Job = (Checked, oneshot::Sender<Result<SubmitAck>>);
+
+/// Answers that arrive together are committed together: one writer task takes whatever is
+/// queued (up to [`SubmissionQueue::MAX_BATCH`]) into one transaction and acknowledges each after
+/// the commit. A failing batch is retried answer by answer, so one bad answer fails alone.
+#[derive(Clone)]
+pub struct SubmissionQueue {
+    db: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl SubmissionQueue {
+    pub const MAX_BATCH: usize = 128;
+
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(db: SqlitePool) -> Self {
+        let (jobs, mut queue) = mpsc::channel::<Job>(4 * Self::MAX_BATCH);
+        let writer_db = db.clone();
+        tokio::spawn(async move {
+            let mut batch: Vec<Job> = Vec::with_capacity(Self::MAX_BATCH);
+            while queue.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
+                let answers: Vec<Checked> = batch.iter().map(|j| j.0.clone()).collect();
+                match write_batch(&writer_db, &answers).await {
+                    Ok(results) => {
+                        for ((_, reply), result) in batch.drain(..).zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(_) => {
+                        for (answer, reply) in batch.drain(..) {
+                            let result = write_batch(&writer_db, std::slice::from_ref(&answer)).await;
+                            let _ = reply.send(result.and_then(|mut r| r.remove(0)));
+                        }
+                    }
+                }
+            }
+        });
+        SubmissionQueue { db, jobs }
+    }
+
+    /// Checks `sub`, then waits until it is committed (or refused).
+    pub async fn submit(&self, token: &str, sub: &Submission) -> Result<SubmitAck> {
+        let checked = match prepare(&self.db, token, sub).await? {
+            Prepared::Stored(ack) => return Ok(ack),
+            Prepared::Write(c) => c,
+        };
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StudyError::Invalid("the server is shutting down; submit again in a moment".into());
+        self.jobs.send((checked, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
 }

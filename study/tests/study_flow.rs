@@ -170,6 +170,8 @@ async fn a_whole_study_gives_the_hand_computed_table() {
         while let Some(task) = assign::rater_page(&db, token).await.unwrap().task {
             n += 1;
             assert_eq!(task.number, n);
+            // Rater 1 can do all 5 neurons and the check; rater 2 too, since quota is 2.
+            assert_eq!(task.total, 6, "rater {r} task {n}");
             assert_eq!(task.images.len(), 10);
             // Resuming before answering gives the same task.
             assert_eq!(assign::rater_page(&db, token).await.unwrap().task.unwrap().assignment_id, task.assignment_id);
@@ -324,16 +326,22 @@ async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_ite
     let link = raters::open_link(&db, study_id).await.unwrap();
     assert_eq!(raters::open_link(&db, study_id).await.unwrap(), link, "the open link is stable");
     assert!(matches!(raters::claim_open_link(&db, "wrong").await.unwrap_err(), StudyError::NotFound(_)));
+    // Submissions go through the group-commit queue, as the server sends them; every answer is
+    // also sent twice at once, as a client retrying too early would.
+    let queue = submit::SubmissionQueue::start(db.clone());
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let token = raters::claim_open_link(&db, &link).await.unwrap();
-        let db = db.clone();
+        let (db, queue) = (db.clone(), queue.clone());
         tasks.push(tokio::spawn(async move {
             let mut done = 0;
             while let Some(task) = assign::rater_page(&db, &token).await.unwrap().task {
                 let methods = methods_of(&db, task.assignment_id).await;
                 let sub = answer(task.assignment_id, &methods, &[("dnd", 4)], "dnd", &format!("{token}-{done}"));
-                submit::submit(&db, &token, &sub).await.unwrap();
+                let (a, b) = tokio::join!(queue.submit(&token, &sub), queue.submit(&token, &sub));
+                let (a, b) = (a.unwrap(), b.unwrap());
+                assert_eq!(a.response_id, b.response_id);
+                assert!(a.duplicate != b.duplicate, "one stored, one acknowledged as a retry: {a:?} {b:?}");
                 done += 1;
             }
             done
@@ -358,4 +366,78 @@ async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_ite
         .await
         .unwrap();
     assert_eq!(origins, vec!["open_link".to_string()]);
+}
+
+#[tokio::test]
+async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
+    let (_dir, db) = labelled_db().await;
+    let mut s = NewStudy::with_defaults("slots", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
+    s.raters_per_item = 1;
+    let study_id = create(&db, &s).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let t = raters::invite(&db, study_id, 3, "").await.unwrap();
+    let a = assign::rater_page(&db, &t[0]).await.unwrap().task.unwrap();
+    let b = assign::rater_page(&db, &t[1]).await.unwrap().task.unwrap();
+    assert_eq!(b.total, 1, "the other item is held by rater A");
+    // Both items are held: rater C gets nothing while A's hold is fresh...
+    assert!(assign::rater_page(&db, &t[2]).await.unwrap().task.is_none());
+    // ...and A's item once A has been away longer than the abandonment delay.
+    sqlx::query("UPDATE assignments SET assigned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now','-31 minutes') WHERE id = ?")
+        .bind(a.assignment_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let c = assign::rater_page(&db, &t[2]).await.unwrap().task.unwrap();
+    let item = |id: i64| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64)>("SELECT i.id, i.slots_taken FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(item(c.assignment_id).await, (item(a.assignment_id).await.0, 1));
+    // A answers after all: kept, and the slot counts again.
+    let late = answer(a.assignment_id, &methods_of(&db, a.assignment_id).await, &[("dnd", 4)], "dnd", "late-answer-1");
+    submit::submit(&db, &t[0], &late).await.unwrap();
+    assert_eq!(item(a.assignment_id).await.1, 2);
+    let completed: Option<String> =
+        sqlx::query_scalar("SELECT completed_at FROM assignments WHERE id = ?").bind(a.assignment_id).fetch_one(&db).await.unwrap();
+    assert!(completed.is_some(), "a stored response completes its assignment");
+}
+
+#[tokio::test]
+async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() {
+    let (_dir, db) = labelled_db().await;
+    let study_id = create(&db, &new_study()).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let tokens = raters::invite(&db, study_id, 2, "").await.unwrap();
+    let queue = submit::SubmissionQueue::start(db.clone());
+    let mut subs = Vec::new();
+    for (r, token) in tokens.iter().enumerate() {
+        let task = assign::rater_page(&db, token).await.unwrap().task.unwrap();
+        let methods = methods_of(&db, task.assignment_id).await;
+        subs.push((token.clone(), answer(task.assignment_id, &methods, &[("dnd", 5)], "dnd", &format!("batch-answer-{r}"))));
+    }
+    let mut bad = subs[1].1.clone();
+    bad.ratings[0].1 = 9;
+    // Sent at once, so the writer gets them in one batch: answer 0 twice, a bad one, answer 1.
+    let (a, a_again, refused, b) = tokio::join!(
+        queue.submit(&subs[0].0, &subs[0].1),
+        queue.submit(&subs[0].0, &subs[0].1),
+        queue.submit(&subs[1].0, &bad),
+        queue.submit(&subs[1].0, &subs[1].1),
+    );
+    let (a, a_again, b) = (a.unwrap(), a_again.unwrap(), b.unwrap());
+    assert_eq!(a.response_id, a_again.response_id);
+    assert!(a.duplicate != a_again.duplicate);
+    assert!(!b.duplicate && b.response_id != a.response_id);
+    assert!(refused.unwrap_err().to_string().contains("outside the 1-5 scale"));
+    let counts: (i64, i64) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM responses), (SELECT COUNT(*) FROM ratings)")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(counts, (2, 2 * 3));
 }

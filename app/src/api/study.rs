@@ -107,8 +107,8 @@ pub async fn load_rater_page(token: String) -> Result<RaterPage, ServerFnError> 
 /// Submits one task; acknowledged only once stored.
 #[server(prefix = "/api", endpoint = "rate/submit", input = Json)]
 pub async fn submit_task(token: String, submission: study::types::Submission) -> Result<SubmitAck, ServerFnError> {
-    let db = crate::state::server_context()?.db;
-    study::submit::submit(&db, &token, &submission).await.map_err(guard::fail)
+    let queue = crate::state::server_context()?.submissions;
+    queue.submit(&token, &submission).await.map_err(guard::fail)
 }
 
 #[server(prefix = "/api", endpoint = "rate/worker", input = Json)]

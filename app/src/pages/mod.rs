@@ -5,9 +5,11 @@ mod layer;
 mod model;
 mod neuron;
 mod not_found;
+mod study;
 
 pub use home::Home;
 pub use layer::LayerPage;
 pub use model::ModelPage;
 pub use neuron::NeuronPage;
 pub use not_found::NotFound;
+pub use study::{AdminPage, RatePage, StudyPage};

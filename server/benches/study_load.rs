@@ -1,0 +1,685 @@
+//! Load benchmark of the rating study on a release server over loopback.
+//!
+//! `cargo bench -p server --bench study_load` starts `target/release/dnd serve` (or `$DND_BIN`) on
+//! a free port with a throw-away data folder, seeds a study straight into its database, then:
+//!
+//! 1. reference: `GET /healthz` from the same number of concurrent clients (the floor any
+//!    request pays: HTTP, routing, layers and one pooled SQLite read), measured in this run;
+//! 2. load: that many raters each looping page → submit, with varied (sometimes invalid) answers;
+//! 3. kill -9: another load phase, the server SIGKILLed mid-way, then every acknowledged
+//!    submission looked up in the database file.
+//!
+//! Sizing (env): `DND_LOAD_RATERS` (64), `DND_LOAD_ITEMS` (20000), `DND_LOAD_SECS` (8),
+//! `DND_LOAD_REF_SECS` (3), `DND_LOAD_KILL_AFTER_MS` (2000), `DND_LOAD_CHECKS` (2 attention checks).
+//! Exits non-zero when an acknowledged submission is missing, when the server answers a rater
+//! with an error status, or when set-up fails; the throughput/latency targets are reported, not
+//! enforced, because the numbers depend on the host.
+
+use reqwest::{Client, StatusCode};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::SqlitePool;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use study::types::{LayerChoice, MethodRef, NewStudy, RaterPage, Submission, SubmitAck};
+
+/// The issue's targets.
+const TARGET_SUBMITS_PER_S: f64 = 2000.0;
+const TARGET_P99_MS: f64 = 50.0;
+
+/// Run size, from the environment.
+struct Sizing {
+    raters: usize,
+    items: usize,
+    load: Duration,
+    reference: Duration,
+    kill_after: Duration,
+    attention_checks: i64,
+}
+
+impl Sizing {
+    fn from_env() -> Self {
+        fn var(name: &str, default: u64) -> u64 {
+            match std::env::var(name) {
+                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+                Err(_) => default,
+            }
+        }
+        Sizing {
+            raters: var("DND_LOAD_RATERS", 64).clamp(1, 1000) as usize,
+            items: var("DND_LOAD_ITEMS", 20000).max(8) as usize,
+            load: Duration::from_secs(var("DND_LOAD_SECS", 8).max(1)),
+            reference: Duration::from_secs(var("DND_LOAD_REF_SECS", 3).max(1)),
+            kill_after: Duration::from_millis(var("DND_LOAD_KILL_AFTER_MS", 2000)),
+            attention_checks: var("DND_LOAD_CHECKS", 2) as i64,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The server under test
+// ------------------------------------------------------------------------------------------
+
+/// A running `dnd serve` with its own data folder; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    /// The release binary: `$DND_BIN`, else the `dnd` that `cargo bench` built with this bench
+    /// (`target/release/dnd`), else that path in the workspace.
+    fn binary() -> PathBuf {
+        if let Some(bin) = std::env::var_os("DND_BIN") {
+            return PathBuf::from(bin);
+        }
+        match option_env!("CARGO_BIN_EXE_dnd") {
+            Some(bin) => PathBuf::from(bin),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dnd"),
+        }
+    }
+
+    async fn start() -> Server {
+        let bin = Self::binary();
+        if !bin.is_file() {
+            eprintln!(
+                "study_load: server binary {} not found; build it with `cargo build --release -p server` or set DND_BIN",
+                bin.display()
+            );
+            std::process::exit(2);
+        }
+        // Bind-then-release picks a free port; the server binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let data = tempfile::tempdir().unwrap();
+        // The server logs every request at INFO: to a file, as a deployment would, not a pipe
+        // nobody drains.
+        let log = std::fs::File::create(data.path().join("server.log")).unwrap();
+        let child = Command::new(&bin)
+            .arg("serve")
+            .env("DND__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("DND__STORAGE__DATA_DIR", data.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), data };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("server exited during start-up ({status}):\n{}", self.log_tail());
+            }
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("server did not answer /healthz within 60 s:\n{}", self.log_tail());
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.data.path().join("dnd-studio.db")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGKILL (std's `Child::kill`), then reap.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A pool on the database file, separate from the server's (seeding, and the check after kill -9).
+async fn open_db(path: &Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new().max_connections(2).connect_with(options).await.unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// Seeding
+// ------------------------------------------------------------------------------------------
+
+const MODEL: &str = "load-toy";
+const METHODS: [&str; 4] = ["dnd", "milan", "clip-dissect", "netdissect"];
+const IMAGES: i64 = 16;
+
+/// Writes a one-layer model whose `items` units all have a label from each of the 4 methods,
+/// creates the study (1 rater per item, 10 images), invites the raters and opens it. Returns
+/// the rater tokens. Goes through the `study` crate so the rows are exactly what the app makes.
+async fn seed(db: &SqlitePool, size: &Sizing) -> Vec<String> {
+    let hex = |i: i64| format!("{:064x}", 0xD0D0_0000_i64 + i);
+    let model_id: i64 = sqlx::query_scalar(
+        "INSERT INTO models (slug, name, source, builtin_key, weights_path, weights_sha256, fingerprint,
+             input_height, input_width, preprocessing_json)
+         VALUES (?, 'Load toy', 'builtin', ?, '/dev/null', ?, ?, 32, 32, '{}') RETURNING id",
+    )
+    .bind(MODEL)
+    .bind(MODEL)
+    .bind(hex(1000))
+    .bind(hex(1001))
+    .fetch_one(db)
+    .await
+    .unwrap();
+    for i in 0..IMAGES {
+        sqlx::query("INSERT INTO images (sha256, width, height, format, byte_size) VALUES (?, 32, 32, 'png', 100)")
+            .bind(hex(i))
+            .execute(db)
+            .await
+            .unwrap();
+    }
+    let layer_id: i64 = sqlx::query_scalar(
+        "INSERT INTO layers (model_id, name, kind, channels, height, width, position)
+         VALUES (?, 'block', 'conv', ?, 4, 4, 0) RETURNING id",
+    )
+    .bind(model_id)
+    .bind(size.items as i64)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE u(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM u WHERE n + 1 < ?2)
+         INSERT INTO neurons (layer_id, unit) SELECT ?1, n FROM u",
+    )
+    .bind(layer_id)
+    .bind(size.items as i64)
+    .execute(db)
+    .await
+    .unwrap();
+    for (m, method) in METHODS.iter().enumerate() {
+        let import_id: i64 = sqlx::query_scalar(
+            "INSERT INTO label_imports (model_id, method, format, file_name, file_sha256, row_count)
+             VALUES (?, ?, 'json', 'load.json', ?, 0) RETURNING id",
+        )
+        .bind(model_id)
+        .bind(method)
+        .bind(hex(2000 + m as i64))
+        .fetch_one(db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO labels (neuron_id, layer_id, method, rank, text, import_id)
+             SELECT id, layer_id, ?1, 1, ?1 || ' concept ' || unit, ?2 FROM neurons WHERE layer_id = ?3",
+        )
+        .bind(method)
+        .bind(import_id)
+        .bind(layer_id)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let methods = METHODS.iter().map(|m| MethodRef { method: m.to_string(), source: String::new() }).collect();
+    let layers = vec![LayerChoice { layer: "block".into(), units: format!("0-{}", size.items - 1) }];
+    let mut s = NewStudy::with_defaults("load", MODEL, layers, methods);
+    s.raters_per_item = 1;
+    s.attention_checks = size.attention_checks;
+    s.seed = 1;
+    let study_id = study::setup::create_study(db, &study::fixture::FixedImages { db: db.clone() }, &s).await.unwrap();
+    let tokens = study::raters::invite(db, study_id, size.raters, "load").await.unwrap();
+    study::setup::set_status(db, study_id, "open").await.unwrap();
+    tokens
+}
+
+// ------------------------------------------------------------------------------------------
+// Measuring
+// ------------------------------------------------------------------------------------------
+
+/// Every latency of one kind; percentiles by nearest rank on the sorted samples (exact, and
+/// cheap at these sample counts).
+#[derive(Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn merge(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
+    fn finish(&mut self) {
+        self.0.sort_unstable();
+    }
+
+    /// The `p`-th percentile in ms (after `finish`); NaN without samples.
+    fn ms(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil().max(1.0) as usize;
+        self.0[rank.min(self.0.len()) - 1].as_secs_f64() * 1000.0
+    }
+}
+
+/// reqwest (built without a TLS provider feature) needs a process-wide rustls provider even for
+/// plain HTTP; `ring`, as the workspace uses elsewhere.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn client(concurrency: usize) -> Client {
+    Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+/// The reference floor: `clients` loops of GET /healthz for `span`.
+struct Reference {
+    per_s: f64,
+    latency: Latencies,
+    errors: usize,
+}
+
+async fn reference(base: &str, clients: usize, span: Duration) -> Reference {
+    let http = client(clients);
+    let url = format!("{base}/healthz");
+    let start = Instant::now();
+    let deadline = start + span;
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let (http, url) = (http.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Latencies::default(), 0);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match decode::<serde_json::Value>(http.get(&url).send().await).await {
+                    Step::Ok(_) => lat.0.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut latency, mut errors) = (Latencies::default(), 0);
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        latency.merge(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latency.finish();
+    Reference { per_s: latency.0.len() as f64 / elapsed, latency, errors }
+}
+
+/// A submission the server acknowledged, and what the database must then hold for it.
+#[derive(Clone, Copy)]
+struct Ack {
+    response_id: i64,
+    assignment_id: i64,
+    ratings: i64,
+    valid: bool,
+}
+
+/// What one rater load phase measured.
+#[derive(Default)]
+struct Load {
+    elapsed: f64,
+    page: Latencies,
+    submit: Latencies,
+    acks: Vec<Ack>,
+    /// Non-2xx answers (the message of the first one kept) and transport failures.
+    http_errors: usize,
+    first_http_error: Option<String>,
+    transport_errors: usize,
+    /// Raters that ran out of tasks before the end (the study was too small for the run).
+    exhausted: usize,
+}
+
+/// Small deterministic generator for answers (per rater, so runs are reproducible).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// An answer to the task: random 1–5 ratings; the best pick among the top-rated ones, except
+/// about 1 in 8 times a lower-rated one (an invalid answer, which the server must still store).
+fn answer(rng: &mut XorShift, assignment_id: i64, descriptions: &[i64], key: String) -> Submission {
+    let ratings: Vec<(i64, i64)> = descriptions.iter().map(|&d| (d, 1 + rng.below(5) as i64)).collect();
+    let top = ratings.iter().map(|r| r.1).max().unwrap();
+    let (high, low): (Vec<&(i64, i64)>, Vec<&(i64, i64)>) = ratings.iter().partition(|r| r.1 == top);
+    let pool = if !low.is_empty() && rng.below(8) == 0 { low } else { high };
+    let best = pool[rng.below(pool.len() as u64) as usize].0;
+    Submission {
+        assignment_id,
+        ratings,
+        best,
+        client_time_ms: Some(500 + rng.below(20_000) as i64),
+        idempotency_key: key,
+    }
+}
+
+enum Step<T> {
+    Ok(T),
+    /// The server answered with an error status (a bug in the server or the bench).
+    Http(String),
+    /// No answer (connection refused/reset: expected after kill -9).
+    Transport,
+}
+
+async fn page(http: &Client, base: &str, token: &str) -> Step<RaterPage> {
+    // Tokens are hex, so the form body needs no escaping.
+    let sent = http
+        .post(format!("{base}/api/rate/page"))
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await;
+    decode(sent).await
+}
+
+async fn submit(http: &Client, base: &str, token: &str, sub: &Submission) -> Step<SubmitAck> {
+    let body = serde_json::json!({ "token": token, "submission": sub });
+    decode(http.post(format!("{base}/api/rate/submit")).json(&body).send().await).await
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(sent: reqwest::Result<reqwest::Response>) -> Step<T> {
+    let Ok(resp) = sent else { return Step::Transport };
+    let status: StatusCode = resp.status();
+    let Ok(bytes) = resp.bytes().await else { return Step::Transport };
+    if !status.is_success() {
+        return Step::Http(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Step::Ok(v),
+        Err(e) => Step::Http(format!("{status} with an unreadable body ({e}): {}", String::from_utf8_lossy(&bytes))),
+    }
+}
+
+/// One rater: page → submit until `deadline`, the study has nothing left for them, or an error
+/// (a rater never retries here: a retry would blur what was acknowledged when).
+async fn rater(http: Client, base: Arc<str>, token: String, seed: u64, phase: u32, deadline: Instant) -> Load {
+    let mut out = Load::default();
+    let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let task = match page(&http, &base, &token).await {
+            Step::Ok(p) => p.task,
+            Step::Http(e) => {
+                out.http_errors += 1;
+                out.first_http_error.get_or_insert(format!("page {e}"));
+                break;
+            }
+            Step::Transport => {
+                out.transport_errors += 1;
+                break;
+            }
+        };
+        out.page.0.push(t.elapsed());
+        let Some(task) = task else {
+            out.exhausted = 1;
+            break;
+        };
+        n += 1;
+        let ids: Vec<i64> = task.descriptions.iter().map(|d| d.id).collect();
+        let sub = answer(&mut rng, task.assignment_id, &ids, format!("load-{phase}-{seed}-{n}"));
+        let t = Instant::now();
+        match submit(&http, &base, &token, &sub).await {
+            Step::Ok(ack) => {
+                out.submit.0.push(t.elapsed());
+                out.acks.push(Ack {
+                    response_id: ack.response_id,
+                    assignment_id: task.assignment_id,
+                    ratings: ids.len() as i64,
+                    valid: study::stats::is_valid(&sub.ratings, sub.best),
+                });
+            }
+            Step::Http(e) => {
+                out.http_errors += 1;
+                out.first_http_error.get_or_insert(format!("submit {e}"));
+                break;
+            }
+            Step::Transport => {
+                out.transport_errors += 1;
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Runs every rater concurrently until `span` has passed; with `kill`, SIGKILLs the server
+/// `kill_after` into the phase and lets the raters run into the dead socket.
+async fn rater_load(
+    server: &mut Server,
+    tokens: &[String],
+    phase: u32,
+    span: Duration,
+    kill_after: Option<Duration>,
+) -> Load {
+    let http = client(tokens.len());
+    let base: Arc<str> = server.base.clone().into();
+    let start = Instant::now();
+    let deadline = start + span;
+    let workers: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| tokio::spawn(rater(http.clone(), base.clone(), token.clone(), i as u64 + 1, phase, deadline)))
+        .collect();
+    if let Some(after) = kill_after {
+        tokio::time::sleep(after).await;
+        server.kill9();
+    }
+    let mut load = Load::default();
+    for w in workers {
+        let r = w.await.unwrap();
+        load.page.merge(r.page);
+        load.submit.merge(r.submit);
+        load.acks.extend(r.acks);
+        load.http_errors += r.http_errors;
+        load.transport_errors += r.transport_errors;
+        load.exhausted += r.exhausted;
+        if load.first_http_error.is_none() {
+            load.first_http_error = r.first_http_error;
+        }
+    }
+    load.elapsed = start.elapsed().as_secs_f64();
+    load.page.finish();
+    load.submit.finish();
+    load
+}
+
+// ------------------------------------------------------------------------------------------
+// The kill -9 check
+// ------------------------------------------------------------------------------------------
+
+/// Looks every acknowledged submission up in the database file: its response row (same
+/// assignment, same validity), one rating per description shown, and the assignment completed.
+/// Returns the acknowledgements that are missing or incomplete, with why.
+async fn verify(db: &SqlitePool, acks: &[Ack]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for a in acks {
+        let row: Option<(i64, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT p.assignment_id, p.is_valid,
+                    (SELECT COUNT(*) FROM ratings r WHERE r.response_id = p.id),
+                    (SELECT completed_at FROM assignments a WHERE a.id = p.assignment_id)
+             FROM responses p WHERE p.id = ?",
+        )
+        .bind(a.response_id)
+        .fetch_optional(db)
+        .await
+        .unwrap();
+        let problem = match row {
+            None => Some("no response row".to_string()),
+            Some((assignment, _, _, _)) if assignment != a.assignment_id => {
+                Some(format!("belongs to assignment {assignment}, not {}", a.assignment_id))
+            }
+            Some((_, _, ratings, _)) if ratings != a.ratings => Some(format!("{ratings} ratings, {} sent", a.ratings)),
+            Some((_, _, _, None)) => Some("assignment not completed".into()),
+            Some((_, valid, _, _)) if (valid == 1) != a.valid => Some(format!("is_valid = {valid}")),
+            Some(_) => None,
+        };
+        if let Some(p) = problem {
+            missing.push(format!("response {} (assignment {}): {p}", a.response_id, a.assignment_id));
+        }
+    }
+    missing
+}
+
+// ------------------------------------------------------------------------------------------
+// Report
+// ------------------------------------------------------------------------------------------
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn report(size: &Sizing, r: &Reference, load: &Load) {
+    let submits = load.acks.len() as f64 / load.elapsed;
+    let requests = (load.page.0.len() + load.submit.0.len()) as f64 / load.elapsed;
+    let invalid = load.acks.iter().filter(|a| !a.valid).count();
+    println!();
+    println!(
+        "study_load: {} concurrent clients on loopback, {} items x 4 methods, {} attention checks; load {:.1} s, reference {:.1} s",
+        size.raters,
+        size.items,
+        size.attention_checks,
+        load.elapsed,
+        size.reference.as_secs_f64()
+    );
+    println!(
+        "  rater phase: {} submissions ({} invalid answers stored as such), {} pages, {} http errors, {} transport errors, {} raters ran out of tasks",
+        load.acks.len(),
+        invalid,
+        load.page.0.len(),
+        load.http_errors,
+        load.transport_errors,
+        load.exhausted
+    );
+    if let Some(e) = &load.first_http_error {
+        println!("  first http error: {e}");
+    }
+    println!("  reference: {} requests, {} errors", r.latency.0.len(), r.errors);
+    println!();
+    println!(
+        "| measure                          |      value | reference (healthz) |      ratio | target     | verdict |"
+    );
+    println!(
+        "|----------------------------------|-----------:|--------------------:|-----------:|------------|---------|"
+    );
+    let row = |name: &str, v: f64, reference: f64, target: &str, ok: Option<bool>| {
+        let ratio = v / reference;
+        let ratio = if ratio >= 10.0 {
+            format!("{ratio:.0}x")
+        } else if ratio >= 1.0 {
+            format!("{ratio:.2}x")
+        } else {
+            format!("{ratio:.4}x")
+        };
+        println!(
+            "| {name:<32} | {v:>10.1} | {reference:>19.1} | {ratio:>10} | {target:<10} | {:<7} |",
+            ok.map(verdict).unwrap_or("")
+        );
+    };
+    row("submissions/s", submits, r.per_s, ">= 2000/s", Some(submits >= TARGET_SUBMITS_PER_S));
+    row("rater requests/s (page + submit)", requests, r.per_s, "", None);
+    row("submit p50 (ms)", load.submit.ms(50.0), r.latency.ms(50.0), "", None);
+    row(
+        "submit p99 (ms)",
+        load.submit.ms(99.0),
+        r.latency.ms(99.0),
+        "<= 50 ms",
+        Some(load.submit.ms(99.0) <= TARGET_P99_MS),
+    );
+    row("page p50 (ms)", load.page.ms(50.0), r.latency.ms(50.0), "", None);
+    row("page p99 (ms)", load.page.ms(99.0), r.latency.ms(99.0), "<= 50 ms", Some(load.page.ms(99.0) <= TARGET_P99_MS));
+    row("submit max (ms)", load.submit.ms(100.0), r.latency.ms(100.0), "", None);
+    println!();
+}
+
+#[tokio::main]
+async fn main() {
+    let size = Sizing::from_env();
+    install_crypto_provider();
+    println!("study_load: load average before start: {}", loadavg());
+    let mut server = Server::start().await;
+    let db_path = server.db_path();
+    let t = Instant::now();
+    let tokens = {
+        let db = open_db(&db_path).await;
+        let tokens = seed(&db, &size).await;
+        db.close().await;
+        tokens
+    };
+    println!("study_load: server {} up; study seeded in {:.1} s", server.base, t.elapsed().as_secs_f64());
+
+    let reference = reference(&server.base, size.raters, size.reference).await;
+    let load = rater_load(&mut server, &tokens, 1, size.load, None).await;
+    report(&size, &reference, &load);
+    if load.acks.is_empty() {
+        eprintln!("study_load: no submission was acknowledged; server log:\n{}", server.log_tail());
+        drop(server);
+        std::process::exit(1);
+    }
+
+    // kill -9 mid-load: a phase long enough that the kill lands while every rater is busy.
+    let killed =
+        rater_load(&mut server, &tokens, 2, size.kill_after + Duration::from_secs(30), Some(size.kill_after)).await;
+    let acks: Vec<Ack> = load.acks.iter().chain(&killed.acks).copied().collect();
+    let db = open_db(&db_path).await;
+    let missing = verify(&db, &acks).await;
+    db.close().await;
+    println!(
+        "kill -9 check: {} acknowledged ({} of them in the {:.1} s before the kill), {} found, {} missing; {} requests cut off by the kill",
+        acks.len(),
+        killed.acks.len(),
+        size.kill_after.as_secs_f64(),
+        acks.len() - missing.len(),
+        missing.len(),
+        killed.transport_errors
+    );
+    println!("study_load: load average at the end: {}", loadavg());
+    drop(server);
+    if killed.acks.is_empty() {
+        eprintln!("study_load: no submission was acknowledged in the kill phase, so the kill -9 check proved nothing; raise DND_LOAD_ITEMS");
+        std::process::exit(1);
+    }
+    if !missing.is_empty() || load.http_errors + killed.http_errors > 0 {
+        for m in missing.iter().take(20) {
+            eprintln!("  missing: {m}");
+        }
+        if let Some(e) = &killed.first_http_error {
+            eprintln!("  http error during the kill phase: {e}");
+        }
+        std::process::exit(1);
+    }
+}
