@@ -22,6 +22,9 @@ pub struct ResponseRow {
     pub method: String,
     pub source: String,
     pub description: String,
+    /// The description is a label of a DnD run that used offline substitutes for the paper's
+    /// components (not the paper's DnD).
+    pub label_uses_substitutes: bool,
     pub rating: i64,
     pub picked_best: bool,
     pub response_valid: bool,
@@ -35,12 +38,14 @@ pub async fn response_rows(db: &SqlitePool, study_id: i64) -> Result<Vec<Respons
         "SELECT p.id AS response_id, r.id AS rater_id, r.worker_id, r.excluded, l.name AS layer, n.unit, p.item_id,
                 i.is_attention_check, d.id AS description_id, COALESCE(m.method, 'decoy') AS method,
                 COALESCE(m.source_name, '') AS source, d.text, g.rating, p.best_description_id, p.is_valid,
-                p.attention_check_failed, p.client_time_ms, p.submitted_at
+                p.attention_check_failed, p.client_time_ms, p.submitted_at,
+                COALESCE(run.uses_substitutes, 0) AS uses_substitutes
          FROM responses p
          JOIN assignments a ON a.id = p.assignment_id JOIN raters r ON r.id = a.rater_id
          JOIN study_items i ON i.id = p.item_id JOIN neurons n ON n.id = i.neuron_id JOIN layers l ON l.id = n.layer_id
          JOIN ratings g ON g.response_id = p.id JOIN study_descriptions d ON d.id = g.description_id
          LEFT JOIN study_methods m ON m.id = d.study_method_id
+         LEFT JOIN labels lb ON lb.id = d.label_id LEFT JOIN dissection_runs run ON run.id = lb.run_id
          WHERE p.study_id = ? ORDER BY p.id, COALESCE(m.position, 99)",
     )
     .bind(study_id)
@@ -61,6 +66,7 @@ pub async fn response_rows(db: &SqlitePool, study_id: i64) -> Result<Vec<Respons
             method: r.get("method"),
             source: r.get("source"),
             description: r.get("text"),
+            label_uses_substitutes: r.get::<i64, _>("uses_substitutes") == 1,
             rating: r.get("rating"),
             picked_best: r.get::<i64, _>("best_description_id") == r.get::<i64, _>("description_id"),
             response_valid: r.get::<i64, _>("is_valid") == 1,
@@ -95,6 +101,8 @@ struct ResultRow<'a> {
     ratings: i64,
     best_share: Option<f64>,
     best_count: i64,
+    /// Some of the method's descriptions come from runs with offline substitutes.
+    uses_substitutes: bool,
     valid_responses: i64,
     total_responses: i64,
 }
@@ -111,6 +119,7 @@ pub fn results_csv(results: &StudyResults) -> String {
             ratings: m.ratings,
             best_share: m.best_share,
             best_count: m.best_count,
+            uses_substitutes: results.substituted.contains(&m.method),
             valid_responses: row.valid,
             total_responses: row.total,
         })

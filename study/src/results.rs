@@ -99,7 +99,16 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
         .collect();
     agreement.push(agreement_of(None, &valid, &ratings, |_| true));
 
+    let substituted: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT d.study_method_id FROM study_descriptions d JOIN study_items i ON i.id = d.item_id
+         JOIN labels l ON l.id = d.label_id JOIN dissection_runs r ON r.id = l.run_id
+         WHERE i.study_id = ? AND r.uses_substitutes = 1",
+    )
+    .bind(study_id)
+    .fetch_all(db)
+    .await?;
     Ok(StudyResults {
+        substituted: methods.iter().filter(|m| substituted.contains(&m.0)).map(|m| m.1.clone()).collect(),
         methods: methods.into_iter().map(|m| m.1).collect(),
         rows,
         agreement,

@@ -196,6 +196,9 @@ pub struct RaterStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyResults {
     pub methods: Vec<MethodRef>,
+    /// Methods some of whose descriptions in this study come from DnD runs that used offline
+    /// substitutes for the paper's components: the results page and exports say so.
+    pub substituted: Vec<MethodRef>,
     /// One row per layer in study order, then the "all layers" row.
     pub rows: Vec<LayerResults>,
     /// Per method, then overall.

@@ -441,3 +441,38 @@ async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() 
         .unwrap();
     assert_eq!(counts, (2, 2 * 3));
 }
+
+#[tokio::test]
+async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
+    let (_dir, db) = labelled_db().await;
+    // The fixture's dnd labels become those of a run with the embedded (substitute) components.
+    let set: i64 = sqlx::query_scalar("INSERT INTO probe_sets (slug, name, source, root_path) VALUES ('p', 'P', 'folder', '/p') RETURNING id")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO dissection_runs (model_id, layer_id, probe_set_id, scoring, neurons_spec, uses_substitutes, status)
+         SELECT model_id, id, ?, 'topk_squared_image_products', '0-5', 1, 'done' FROM layers WHERE name = 'block5' RETURNING id",
+    )
+    .bind(set)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE labels SET run_id = ?, import_id = NULL WHERE method = 'dnd'").bind(run).execute(&db).await.unwrap();
+    let s = NewStudy::with_defaults("honest", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
+    let study_id = create(&db, &s).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
+    let task = assign::rater_page(&db, &token).await.unwrap().task.unwrap();
+    let sub = answer(task.assignment_id, &methods_of(&db, task.assignment_id).await, &[("dnd", 4)], "dnd", "honest-answer-1");
+    submit::submit(&db, &token, &sub).await.unwrap();
+
+    let res = results::results(&db, study_id).await.unwrap();
+    assert_eq!(res.substituted, methods(&["dnd"]));
+    let table = study::export::results_csv(&res);
+    assert!(table.lines().next().unwrap().contains("uses_substitutes"), "{table}");
+    assert!(table.lines().any(|l| l.contains(",dnd,") && l.contains(",true,")), "{table}");
+    assert!(table.lines().any(|l| l.contains(",milan,") && l.contains(",false,")), "{table}");
+    let rows = study::export::response_rows(&db, study_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.label_uses_substitutes == (r.method == "dnd")), "{rows:?}");
+}

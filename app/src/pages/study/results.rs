@@ -39,6 +39,7 @@ pub fn alpha_text(alpha: Option<f64>) -> String {
 #[component]
 pub fn ResultsTable(results: StudyResults) -> impl IntoView {
     let methods = results.methods.clone();
+    let substituted = results.substituted.clone();
     view! {
         <table class="results" id="results">
             <thead>
@@ -79,8 +80,25 @@ pub fn ResultsTable(results: StudyResults) -> impl IntoView {
             "Over valid responses of raters not excluded (a response is valid when the description picked as best \
              is among its highest-rated ones); attention-check tasks never count. SEM = sample SD / √n."
         </p>
+        {substitutes_note(&substituted)}
     }
     .into_any()
+}
+
+/// Says which methods' descriptions come from DnD runs with offline substitutes for the paper's
+/// components, so nobody reads those rows as the paper's DnD.
+fn substitutes_note(substituted: &[crate::api::study::MethodRef]) -> Option<impl IntoView> {
+    (!substituted.is_empty()).then(|| {
+        let names = substituted.iter().map(method_name).collect::<Vec<_>>().join(", ");
+        view! {
+            <p class="note substitutes" id="study-substitutes" role="note">
+                {format!(
+                    "{names}: some descriptions come from DnD runs that used offline substitutes for the paper's \
+                     components (see each neuron's page for which); these rows are not the paper's DnD."
+                )}
+            </p>
+        }
+    })
 }
 
 /// Grouped bars: one group per row of the table, one bar per method, height = mean rating on the
