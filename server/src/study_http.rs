@@ -2,7 +2,7 @@
 //! redirects to the rater's page; the same browser gets its token back on a second visit) and
 //! the admin's exports (`/admin/studies/{id}/export/{responses|results}.{csv|json}`).
 
-use app::api::study::ADMIN_COOKIE;
+use app::api::study::{cookie_value as cookie, ADMIN_COOKIE};
 use axum::{
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
@@ -21,17 +21,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool) -> Router<S> {
         .route("/join/{link}", get(join))
         .route("/admin/studies/{id}/export/{file}", get(export))
         .with_state(db)
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn error_response(e: StudyError) -> Response {

@@ -392,17 +392,16 @@ pub async fn set_status(db: &SqlitePool, study_id: i64, status: &str) -> Result<
     Ok(())
 }
 
-/// Every study, newest first, with its counts.
-pub async fn list_studies(db: &SqlitePool) -> Result<Vec<crate::types::StudySummary>> {
-    let rows = sqlx::query(
+/// A study with its counts, as lists show it; `filter` completes the WHERE clause.
+async fn summaries(db: &SqlitePool, filter: &'static str, id: Option<i64>) -> Result<Vec<crate::types::StudySummary>> {
+    let sql = format!(
         "SELECT s.id, s.name, m.slug AS model, s.status, s.created_at,
                 (SELECT COUNT(*) FROM study_items i WHERE i.study_id = s.id) AS items,
                 (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters,
                 (SELECT COUNT(*) FROM responses p WHERE p.study_id = s.id) AS responses
-         FROM studies s JOIN models m ON m.id = s.model_id ORDER BY s.id DESC",
-    )
-    .fetch_all(db)
-    .await?;
+         FROM studies s JOIN models m ON m.id = s.model_id WHERE {filter} ORDER BY s.id DESC"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(db).await?;
     Ok(rows
         .iter()
         .map(|r| crate::types::StudySummary {
@@ -416,4 +415,14 @@ pub async fn list_studies(db: &SqlitePool) -> Result<Vec<crate::types::StudySumm
             created_at: r.get("created_at"),
         })
         .collect())
+}
+
+/// Every study, newest first, with its counts.
+pub async fn list_studies(db: &SqlitePool) -> Result<Vec<crate::types::StudySummary>> {
+    summaries(db, "?1 IS NULL", None).await
+}
+
+/// One study with its counts (`None`: no such study).
+pub async fn study_summary(db: &SqlitePool, id: i64) -> Result<Option<crate::types::StudySummary>> {
+    Ok(summaries(db, "s.id = ?1", Some(id)).await?.pop())
 }

@@ -47,6 +47,19 @@ pub struct StudyDetail {
     pub results: StudyResults,
 }
 
+/// The value of cookie `name` in a request's headers (shared with the server's study routes).
+#[cfg(feature = "ssr")]
+pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 #[cfg(feature = "ssr")]
 mod guard {
     use leptos::prelude::*;
@@ -66,14 +79,7 @@ mod guard {
     /// The admin cookie of this request, if any.
     pub async fn admin_cookie() -> Option<String> {
         let headers: http::HeaderMap = leptos_axum::extract().await.ok()?;
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == super::ADMIN_COOKIE)
-            .map(|(_, v)| v.to_string())
+        super::cookie_value(&headers, super::ADMIN_COOKIE).map(str::to_string)
     }
 
     /// The admin session (403 without one); with `csrf`, also checks the CSRF token.
@@ -259,7 +265,7 @@ mod queries {
     }
 
     pub async fn study_admin(db: &SqlitePool, id: i64) -> Result<Option<StudyDetail>> {
-        let Some(summary) = study::setup::list_studies(db).await?.into_iter().find(|s| s.id == id) else {
+        let Some(summary) = study::setup::study_summary(db, id).await? else {
             return Ok(None);
         };
         let row = sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?").bind(id).fetch_one(db).await?;
