@@ -47,6 +47,22 @@ pub(crate) struct DecodeConfig<'a> {
     pub cancel: Option<&'a AtomicBool>,
 }
 
+/// Lowers the calling decode worker's scheduling priority (Linux: `setpriority` applies to the
+/// calling thread). The forward pass's OpenMP team waits at a barrier for its slowest thread,
+/// so a worker that preempts one team thread stalls the whole team; at low priority a worker
+/// runs in the team's idle gaps instead. Best effort: an error leaves the default priority.
+fn yield_to_forward_pass() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with no pointers involved.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, DECODE_NICENESS);
+    }
+}
+
+/// Niceness of decode workers (0 = default, 19 = lowest).
+const DECODE_NICENESS: libc::c_int = 19;
+
 /// Which image a worker may decode next.
 struct Gate {
     state: Mutex<GateState>,
@@ -147,6 +163,7 @@ where
             std::thread::Builder::new()
                 .name(format!("dnd-decode-{w}"))
                 .spawn_scoped(scope, move || {
+                    yield_to_forward_pass();
                     while let Some(i) = gate.take(end) {
                         let sha256 = verify.then_some(images[i].sha256.as_str());
                         let d = decode(&images[i].path, sha256, &p);
