@@ -4,7 +4,8 @@
 //!   [`RecordOptions`]), the first pass through the activation store as the product runs it;
 //! * the forward-only rate on pre-decoded, pre-stacked tensors, and the ratio (target ≥ 0.9);
 //! * peak RSS (VmHWM) of the recording, read before the pre-decoded baseline inflates it;
-//! * seconds per 1k images, CPU time per image, and the one-thread decode cost per image.
+//! * seconds per 1k images, CPU time per image, and the one-thread cost per image of
+//!   `preprocess::model_input` (read, decode, resize, crop, normalise).
 //!
 //! The machine this runs on may be shared, so both rates are measured in interleaved rounds
 //! and the best of each is kept. `DND_BENCH_SWEEP=1` also times other splits of the cores
@@ -12,7 +13,7 @@
 //! `DND_BENCH_LAYERS=stage4,classifier` picks other layers (default `head,classifier`).
 
 use dissect::model::{DeviceChoice, EfficientNetLite, LoadOptions, TargetModel, Variant};
-use dissect::preprocess::{load_rgb, load_tensor, normalize, resize_center_crop, stack_batch};
+use dissect::preprocess::{load_tensor, model_input, stack_batch};
 use dissect::probe::{scan, ImageLimits};
 use dissect::record::{record_layers, ActivationStore, CacheKey, ImageSource, RecordOptions};
 use std::time::{Duration, Instant};
@@ -112,14 +113,18 @@ fn main() {
     assert_eq!(store.record(&model, &key, &images, &layers, &opts, &mut |_| {}).unwrap().forwarded, 0);
     let hit = hit.elapsed().as_secs_f64();
 
-    // Pre-decoded batches for the forward-only baseline; decode and resize are timed on their
-    // own (one thread), the conversion to tensors is not.
+    // Pre-decoded batches for the forward-only baseline. Their preparation is timed on its own,
+    // on one thread: file read + `preprocess::model_input` (what a decode worker runs per
+    // image); the conversion to tensors is not.
     let mut decode = Timing::default();
     let mut decoded = Vec::new();
+    let (h, w) = p.input_size;
     for image in &images {
-        let mut cropped = None;
-        decode.run(|| cropped = load_rgb(&image.path).ok().map(|rgb| resize_center_crop(&rgb, &p)));
-        decoded.extend(cropped.map(|c| normalize(&c, &p)));
+        let mut input = None;
+        decode.run(|| {
+            input = std::fs::read(&image.path).ok().and_then(|bytes| model_input(&bytes, &image.path, &p).ok());
+        });
+        decoded.extend(input.map(|v| Tensor::from_slice(&v).view([3, h as i64, w as i64])));
     }
     let decode_ms = 1000.0 * decode.cpu / n as f64;
     let batches: Vec<Tensor> = decoded.chunks(opts.batch_size).map(|c| stack_batch(c).unwrap()).collect();
@@ -159,7 +164,7 @@ fn main() {
     println!("peak RSS (VmHWM)    : {rss_peak:.0} MiB after recording ({rss_warm:.0} MiB after model load + one warm-up batch)");
     println!(
         "preparation         : {:.1} ms CPU per image in the pipeline (full - forward); \
-         the reference preprocess::load_rgb + resize_center_crop alone: {decode_ms:.1} ms on one thread",
+         read + preprocess::model_input alone: {decode_ms:.1} ms per image on one thread",
         1000.0 * (full.cpu / full.passes as f64 - forward.cpu / forward.passes as f64) / n as f64
     );
     println!(

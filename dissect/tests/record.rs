@@ -2,10 +2,11 @@
 //! subset, for speed), plus crafted bad files. Needs the assets of `scripts/setup.sh`.
 
 mod common;
+mod preprocess_reference;
 
 use dissect::crops::Summary;
 use dissect::model::{DeviceChoice, EfficientNetLite, LayerInfo, LoadOptions, Preprocess, TargetModel, Variant};
-use dissect::preprocess::{load_tensor, stack_batch};
+use dissect::preprocess::stack_batch;
 use dissect::probe::{scan, ImageLimits};
 use dissect::record::{
     full_maps, record_layers, top_k, unit_maps, ActivationStore, ActivationSummaries, CacheKey, CacheState,
@@ -52,7 +53,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Summaries computed the plain way: same images, same batches, `forward_layers` + reduce.
+/// Summaries computed the plain way: same images, same batches, the reference preprocessing,
+/// `forward_layers` + reduce.
 fn direct(
     model: &EfficientNetLite,
     images: &[ImageSource],
@@ -62,7 +64,7 @@ fn direct(
     let p = model.preprocessing();
     let mut out: Vec<(Vec<f32>, Vec<f32>)> = layers.iter().map(|_| Default::default()).collect();
     for chunk in images.chunks(batch) {
-        let inputs: Vec<Tensor> = chunk.iter().map(|i| load_tensor(&i.path, &p).unwrap()).collect();
+        let inputs: Vec<Tensor> = chunk.iter().map(|i| preprocess_reference::tensor(&i.path, &p)).collect();
         let acts = model.forward_layers(&stack_batch(&inputs).unwrap(), layers).unwrap();
         for ((mean, max), t) in out.iter_mut().zip(&acts) {
             let read = |t: Tensor| Vec::<f32>::try_from(t.contiguous().view([-1])).unwrap();
@@ -335,8 +337,15 @@ fn bad_files_are_skipped_with_reasons_and_survive_the_cache() {
             }
         }
     }
-    // The awkward encodings go through exactly the reference preprocessing.
+    // The awkward encodings go through exactly the reference preprocessing: the same model
+    // inputs to the bit, hence the same summaries as a direct pass.
     let good: Vec<usize> = (0..images.len()).filter(|i| !bad.contains(i)).collect();
+    let p = model.preprocessing();
+    for &i in &good {
+        let path = &images[i].path;
+        let input = dissect::preprocess::model_input(&std::fs::read(path).unwrap(), path, &p).unwrap();
+        assert_eq!(bits(&input), bits(&preprocess_reference::model_input(path, &p)), "{}", path.display());
+    }
     let good_images: Vec<ImageSource> = good.iter().map(|&i| images[i].clone()).collect();
     let want = direct(&model, &good_images, &layers, 16);
     for (sums, (mean, max)) in rec.layers.iter().zip(&want) {

@@ -246,7 +246,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         let mut finished = 0;
         let mut failed = 0;
         for chunk in units.chunks(self.options.chunk.max(1)) {
-            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if self.cancelled() {
                 break;
             }
             for outcome in self.run_chunk(chunk, &mut caches, &mut times) {
@@ -259,6 +259,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         Ok(times)
     }
 
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The chunk's outcomes; none when cancelled part-way (the LLM stage, seconds per neuron,
+    /// checks between neurons so that a cancel does not wait for the whole chunk).
     fn run_chunk(&self, units: &[usize], caches: &mut Caches, times: &mut StageTimes) -> Vec<NeuronOutcome> {
         // Each neuron moves through the stages; `Err` holds its failure.
         struct Work {
@@ -324,6 +330,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         // Step 2B: candidates.
         let t = Instant::now();
         for w in work.iter_mut().filter(|w| w.state.is_ok()) {
+            if self.cancelled() {
+                return Vec::new();
+            }
             let captions: Vec<String> = w.top.iter().map(|e| e.caption.clone()).collect();
             match candidates(self.providers.llm.as_ref(), &captions, &self.options.summarize, w.unit as u64, &mut caches.simplified) {
                 Ok(c) if c.labels.is_empty() => w.state = Err((PipelineStage::Candidates, "no candidate concepts".into())),

@@ -116,7 +116,7 @@ fn decode(path: &Path, sha256: Option<&str>, p: &Preprocess) -> Result<Vec<f32>,
             ));
         }
     }
-    let prepare = || super::prepare::model_input(&bytes, path, p);
+    let prepare = || crate::preprocess::model_input(&bytes, path, p);
     match std::panic::catch_unwind(prepare) {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(e)) => Err(e.to_string()),
