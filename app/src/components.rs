@@ -19,6 +19,7 @@ pub fn TopBar() -> impl IntoView {
                 <A href="/" attr:class="brand">"DnD Studio"</A>
                 <nav>
                     <A href="/models">"Models"</A>
+                    <A href="/jobs">"Jobs"</A>
                     <A href="/admin">"Studies"</A>
                 </nav>
             </Show>

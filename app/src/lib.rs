@@ -55,6 +55,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/m/:model/:layer/:unit") view=pages::NeuronPage ssr=SsrMode::Async />
                     // The rating study: admin pages answer 403 without a session; a rater's
                     // page 404 for an unknown link and 403 for a revoked one.
+                    <Route path=path!("/jobs") view=pages::JobsPage ssr=SsrMode::Async />
+                    <Route path=path!("/jobs/:id") view=pages::JobPage ssr=SsrMode::Async />
                     <Route path=path!("/admin") view=pages::AdminPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/studies/:id") view=pages::StudyPage ssr=SsrMode::Async />
                     <Route path=path!("/rate/:token") view=pages::RatePage ssr=SsrMode::Async />

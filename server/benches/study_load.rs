@@ -15,13 +15,13 @@
 //! with an error status, or when set-up fails; the throughput/latency targets are reported, not
 //! enforced, because the numbers depend on the host.
 
+mod support;
+
 use reqwest::{Client, StatusCode};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{client, env_u64, open_db, Latencies, Phase, Server};
 use study::types::{LayerChoice, MethodRef, NewStudy, RaterPage, Submission, SubmitAck};
 
 /// The targets.
@@ -30,129 +30,22 @@ const TARGET_P99_MS: f64 = 50.0;
 
 /// Run size, from the environment.
 struct Sizing {
-    raters: usize,
+    /// Raters (the concurrent clients), load and reference phases.
+    common: support::Sizing,
     items: usize,
-    load: Duration,
-    reference: Duration,
     kill_after: Duration,
     attention_checks: i64,
 }
 
 impl Sizing {
     fn from_env() -> Self {
-        fn var(name: &str, default: u64) -> u64 {
-            match std::env::var(name) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-                Err(_) => default,
-            }
-        }
         Sizing {
-            raters: var("DND_LOAD_RATERS", 64).clamp(1, 1000) as usize,
-            items: var("DND_LOAD_ITEMS", 20000).max(8) as usize,
-            load: Duration::from_secs(var("DND_LOAD_SECS", 8).max(1)),
-            reference: Duration::from_secs(var("DND_LOAD_REF_SECS", 3).max(1)),
-            kill_after: Duration::from_millis(var("DND_LOAD_KILL_AFTER_MS", 2000)),
-            attention_checks: var("DND_LOAD_CHECKS", 2) as i64,
+            common: support::Sizing::from_env("DND_LOAD_RATERS"),
+            items: env_u64("DND_LOAD_ITEMS", 20000).max(8) as usize,
+            kill_after: Duration::from_millis(env_u64("DND_LOAD_KILL_AFTER_MS", 2000)),
+            attention_checks: env_u64("DND_LOAD_CHECKS", 2) as i64,
         }
     }
-}
-
-// ------------------------------------------------------------------------------------------
-// The server under test
-// ------------------------------------------------------------------------------------------
-
-/// A running `dnd serve` with its own data folder; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    data: tempfile::TempDir,
-}
-
-impl Server {
-    /// The release binary: `$DND_BIN`, else the `dnd` that `cargo bench` built with this bench
-    /// (`target/release/dnd`), else that path in the workspace.
-    fn binary() -> PathBuf {
-        if let Some(bin) = std::env::var_os("DND_BIN") {
-            return PathBuf::from(bin);
-        }
-        match option_env!("CARGO_BIN_EXE_dnd") {
-            Some(bin) => PathBuf::from(bin),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dnd"),
-        }
-    }
-
-    async fn start() -> Server {
-        let bin = Self::binary();
-        if !bin.is_file() {
-            eprintln!(
-                "study_load: server binary {} not found; build it with `cargo build --release -p server` or set DND_BIN",
-                bin.display()
-            );
-            std::process::exit(2);
-        }
-        // Bind-then-release picks a free port; the server binds it right after.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let data = tempfile::tempdir().unwrap();
-        // The server logs every request at INFO: to a file, as a deployment would, not a pipe
-        // nobody drains.
-        let log = std::fs::File::create(data.path().join("server.log")).unwrap();
-        let child = Command::new(&bin)
-            .arg("serve")
-            .env("DND__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("DND__STORAGE__DATA_DIR", data.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), data };
-        server.wait_healthy().await;
-        server
-    }
-
-    async fn wait_healthy(&mut self) {
-        let client = Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("server exited during start-up ({status}):\n{}", self.log_tail());
-            }
-            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("server did not answer /healthz within 60 s:\n{}", self.log_tail());
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.data.path().join("dnd-studio.db")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// SIGKILL (std's `Child::kill`), then reap.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A pool on the database file, separate from the server's (seeding, and the check after kill -9).
-async fn open_db(path: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(10));
-    SqlitePoolOptions::new().max_connections(2).connect_with(options).await.unwrap()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -234,7 +127,7 @@ async fn seed(db: &SqlitePool, size: &Sizing) -> Vec<String> {
     s.attention_checks = size.attention_checks;
     s.seed = 1;
     let study_id = study::setup::create_study(db, &study::fixture::FixedImages { db: db.clone() }, &s).await.unwrap();
-    let tokens = study::raters::invite(db, study_id, size.raters, "load").await.unwrap();
+    let tokens = study::raters::invite(db, study_id, size.common.clients, "load").await.unwrap();
     study::setup::set_status(db, study_id, "open").await.unwrap();
     tokens
 }
@@ -242,84 +135,6 @@ async fn seed(db: &SqlitePool, size: &Sizing) -> Vec<String> {
 // ------------------------------------------------------------------------------------------
 // Measuring
 // ------------------------------------------------------------------------------------------
-
-/// Every latency of one kind; percentiles by nearest rank on the sorted samples (exact, and
-/// cheap at these sample counts).
-#[derive(Default)]
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn merge(&mut self, other: Latencies) {
-        self.0.extend(other.0);
-    }
-
-    fn finish(&mut self) {
-        self.0.sort_unstable();
-    }
-
-    /// The `p`-th percentile in ms (after `finish`); NaN without samples.
-    fn ms(&self, p: f64) -> f64 {
-        if self.0.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.0.len() as f64).ceil().max(1.0) as usize;
-        self.0[rank.min(self.0.len()) - 1].as_secs_f64() * 1000.0
-    }
-}
-
-/// reqwest (built without a TLS provider feature) needs a process-wide rustls provider even for
-/// plain HTTP; `ring`, as the workspace uses elsewhere.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn client(concurrency: usize) -> Client {
-    Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("HTTP client")
-}
-
-/// The reference floor: `clients` loops of GET /healthz for `span`.
-struct Reference {
-    per_s: f64,
-    latency: Latencies,
-    errors: usize,
-}
-
-async fn reference(base: &str, clients: usize, span: Duration) -> Reference {
-    let http = client(clients);
-    let url = format!("{base}/healthz");
-    let start = Instant::now();
-    let deadline = start + span;
-    let mut workers = Vec::new();
-    for _ in 0..clients {
-        let (http, url) = (http.clone(), url.clone());
-        workers.push(tokio::spawn(async move {
-            let (mut lat, mut errors) = (Latencies::default(), 0);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match decode::<serde_json::Value>(http.get(&url).send().await).await {
-                    Step::Ok(_) => lat.0.push(t.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    let (mut latency, mut errors) = (Latencies::default(), 0);
-    for w in workers {
-        let (l, e) = w.await.unwrap();
-        latency.merge(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    latency.finish();
-    Reference { per_s: latency.0.len() as f64 / elapsed, latency, errors }
-}
 
 /// A submission the server acknowledged, and what the database must then hold for it.
 #[derive(Clone, Copy)]
@@ -549,32 +364,18 @@ async fn verify(db: &SqlitePool, acks: &[Ack]) -> Vec<String> {
 // Report
 // ------------------------------------------------------------------------------------------
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
-fn report(size: &Sizing, r: &Reference, load: &Load) {
+fn report(size: &Sizing, r: &Phase, load: &Load) {
     let submits = load.acks.len() as f64 / load.elapsed;
     let requests = (load.page.0.len() + load.submit.0.len()) as f64 / load.elapsed;
     let invalid = load.acks.iter().filter(|a| !a.valid).count();
     println!();
     println!(
         "study_load: {} concurrent clients on loopback, {} items x 4 methods, {} attention checks; load {:.1} s, reference {:.1} s",
-        size.raters,
+        size.common.clients,
         size.items,
         size.attention_checks,
         load.elapsed,
-        size.reference.as_secs_f64()
+        size.common.reference.as_secs_f64()
     );
     println!(
         "  rater phase: {} submissions ({} invalid answers stored as such), {} pages, {} http errors, {} transport errors, {} raters ran out of tasks",
@@ -590,28 +391,10 @@ fn report(size: &Sizing, r: &Reference, load: &Load) {
     }
     println!("  reference: {} requests, {} errors", r.latency.0.len(), r.errors);
     println!();
-    println!(
-        "| measure                          |      value | reference (healthz) |      ratio | target     | verdict |"
-    );
-    println!(
-        "|----------------------------------|-----------:|--------------------:|-----------:|------------|---------|"
-    );
-    let row = |name: &str, v: f64, reference: f64, target: &str, ok: Option<bool>| {
-        let ratio = v / reference;
-        let ratio = if ratio >= 10.0 {
-            format!("{ratio:.0}x")
-        } else if ratio >= 1.0 {
-            format!("{ratio:.2}x")
-        } else {
-            format!("{ratio:.4}x")
-        };
-        println!(
-            "| {name:<32} | {v:>10.1} | {reference:>19.1} | {ratio:>10} | {target:<10} | {:<7} |",
-            ok.map(verdict).unwrap_or("")
-        );
-    };
-    row("submissions/s", submits, r.per_s, ">= 2000/s", Some(submits >= TARGET_SUBMITS_PER_S));
-    row("rater requests/s (page + submit)", requests, r.per_s, "", None);
+    support::table_header();
+    let row = support::row;
+    row("submissions/s", submits, r.per_s(), ">= 2000/s", Some(submits >= TARGET_SUBMITS_PER_S));
+    row("rater requests/s (page + submit)", requests, r.per_s(), "", None);
     row("submit p50 (ms)", load.submit.ms(50.0), r.latency.ms(50.0), "", None);
     row(
         "submit p99 (ms)",
@@ -629,9 +412,7 @@ fn report(size: &Sizing, r: &Reference, load: &Load) {
 #[tokio::main]
 async fn main() {
     let size = Sizing::from_env();
-    install_crypto_provider();
-    println!("study_load: load average before start: {}", loadavg());
-    let mut server = Server::start().await;
+    let mut server = Server::start("study_load").await;
     let db_path = server.db_path();
     let t = Instant::now();
     let tokens = {
@@ -642,8 +423,8 @@ async fn main() {
     };
     println!("study_load: server {} up; study seeded in {:.1} s", server.base, t.elapsed().as_secs_f64());
 
-    let reference = reference(&server.base, size.raters, size.reference).await;
-    let load = rater_load(&mut server, &tokens, 1, size.load, None).await;
+    let reference = support::healthz_reference(&server.base, size.common.clients, size.common.reference).await;
+    let load = rater_load(&mut server, &tokens, 1, size.common.load, None).await;
     report(&size, &reference, &load);
     if load.acks.is_empty() {
         eprintln!("study_load: no submission was acknowledged; server log:\n{}", server.log_tail());
@@ -667,7 +448,7 @@ async fn main() {
         missing.len(),
         killed.transport_errors
     );
-    println!("study_load: load average at the end: {}", loadavg());
+    println!("study_load: load average at the end: {}", support::loadavg());
     drop(server);
     if killed.acks.is_empty() {
         eprintln!("study_load: no submission was acknowledged in the kill phase, so the kill -9 check proved nothing; raise DND_LOAD_ITEMS");

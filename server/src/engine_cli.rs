@@ -9,6 +9,8 @@ use dissect::record::{ActivationStore, CacheKey, ImageSource, LayerSource, Progr
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// A loaded target model and the hash its activation caches are keyed by.
 pub struct LoadedModel {
@@ -53,7 +55,8 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-/// Records the given layers over the probing set through the activation cache in `cache_dir`.
+/// Records the given layers over the probing set through the activation cache in `cache_dir`,
+/// with a progress bar on the terminal.
 pub fn record(
     loaded: &LoadedModel,
     set: &ScannedSet,
@@ -61,23 +64,36 @@ pub fn record(
     cache_dir: &Path,
     batch_size: usize,
 ) -> anyhow::Result<(Vec<ImageSource>, Recording)> {
+    let bar = progress_bar();
+    let result = record_with(loaded, set, layer_names, cache_dir, batch_size, None, &mut |p: &Progress| {
+        if p.stage == dissect::record::Stage::Forward {
+            bar.set_message("forward");
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        }
+    });
+    bar.finish_and_clear();
+    result
+}
+
+/// [`record`] reporting to `on_progress` instead, stopping between batches once `cancel` is raised.
+pub fn record_with(
+    loaded: &LoadedModel,
+    set: &ScannedSet,
+    layer_names: &[String],
+    cache_dir: &Path,
+    batch_size: usize,
+    cancel: Option<Arc<AtomicBool>>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> anyhow::Result<(Vec<ImageSource>, Recording)> {
     let model = loaded.model.as_ref();
     let names: Vec<&str> = layer_names.iter().map(String::as_str).collect();
     let layers = model.layer_indices(&names)?;
     let images = ImageSource::from_scanned(set);
     let store = ActivationStore::new(cache_dir);
     let key = CacheKey::new(loaded.fingerprint.clone(), set.content_hash.clone());
-    let bar = progress_bar();
-    let opts = RecordOptions { batch_size, ..RecordOptions::default() };
-    let mut on_progress = |p: Progress| {
-        if p.stage == dissect::record::Stage::Forward {
-            bar.set_message("forward");
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-        }
-    };
-    let recording = store.record(model, &key, &images, &layers, &opts, &mut on_progress)?;
-    bar.finish_and_clear();
+    let opts = RecordOptions { batch_size, cancel, ..RecordOptions::default() };
+    let recording = store.record(model, &key, &images, &layers, &opts, &mut |p: Progress| on_progress(&p))?;
     Ok((images, recording))
 }
 

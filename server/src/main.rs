@@ -9,6 +9,7 @@ mod engine_cli;
 mod evaluate;
 mod http;
 mod images;
+mod jobs;
 mod labels;
 mod registry;
 mod shutdown;
@@ -246,8 +247,12 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
         admin_secret: admin_secret.into(),
         top_images: std::sync::Arc::new(study_images::RecordedTopImages { db: db.clone(), activation_root: activation_dir(config) }),
         submissions: study::submit::SubmissionQueue::start(db),
+        jobs: Default::default(),
     })
 }
+
+/// How long a stopping server waits for the running job to reach a checkpoint.
+const JOB_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.storage.data_dir)
@@ -256,6 +261,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     builtin::register(&db, &config.storage.assets_dir).await;
     let ctx = server_context(&config, db.clone())?;
     let shutdown = shutdown::Shutdown::on_signals();
+    let runner = jobs::spawn(config.clone(), db.clone(), ctx.jobs.clone(), shutdown.clone());
+    {
+        // Live views end their streams at shutdown, or the HTTP server would wait for them.
+        let (signals, shutdown) = (ctx.jobs.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.requested().await;
+            signals.close();
+        });
+    }
 
     let listener = tokio::net::TcpListener::bind(config.server.bind)
         .await
@@ -265,6 +279,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown.clone().requested())
         .await
         .context("HTTP server failed")?;
+    // The job in progress stops between neurons and goes back to the queue; a neuron that takes
+    // longer than this is redone at the next start.
+    if tokio::time::timeout(JOB_STOP_GRACE, runner).await.is_err() {
+        tracing::warn!("the running job did not stop in time; it resumes at the next start");
+    }
     db.close().await;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -20,6 +20,11 @@ impl Shutdown {
         Shutdown { rx }
     }
 
+    /// Whether shutdown has been requested already.
+    pub fn is_requested(&self) -> bool {
+        *self.rx.borrow()
+    }
+
     /// Resolves once shutdown has been requested.
     pub async fn requested(mut self) {
         let _ = self.rx.wait_for(|stop| *stop).await;

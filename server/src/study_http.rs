@@ -131,6 +131,7 @@ mod tests {
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_path_buf();
         let ctx = app::state::ServerContext {
+            jobs: Default::default(),
             db: db.clone(),
             admin_secret: SECRET.into(),
             top_images: Arc::new(images),

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod gallery;
+pub mod jobs;
 mod run_details;
 pub mod study;
 

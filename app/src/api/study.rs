@@ -60,6 +60,10 @@ pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a 
         .map(|(_, v)| v)
 }
 
+/// The admin session guard and cookie, for other areas' admin-only server functions.
+#[cfg(feature = "ssr")]
+pub(crate) use guard::{admin as admin_guard, admin_cookie};
+
 #[cfg(feature = "ssr")]
 mod guard {
     use leptos::prelude::*;

@@ -1,6 +1,7 @@
 //! One module per page.
 
 mod home;
+mod jobs;
 mod layer;
 mod model;
 mod neuron;
@@ -8,6 +9,7 @@ mod not_found;
 mod study;
 
 pub use home::Home;
+pub use jobs::{JobPage, JobsPage};
 pub use layer::LayerPage;
 pub use model::ModelPage;
 pub use neuron::NeuronPage;

@@ -1,7 +1,7 @@
 //! DnD runs (Steps 1–3 for many neurons) driven from the command line, stored in SQLite:
-//! `dnd dissect --model … --layer … --neurons 0-49|random:50 --probe …`.
+//! `dnd dissect --model … --layer … --neurons 0-49|random:50 --probe …`, or a background job.
 //!
-//! The engine runs on the calling thread; each finished neuron is written to the database in its
+//! The engine runs on the calling thread (a plain thread: it blocks on the async runtime); each finished neuron is written to the database in its
 //! own transaction before the next is reported, so a killed run resumes where it stopped.
 
 pub mod providers;
@@ -13,13 +13,15 @@ use crate::engine_cli::{self, LoadedModel};
 use crate::registry::{self, ModelSpec, ProbeSetSpec};
 use anyhow::Context;
 use dissect::concepts::embedded::HeldOutImage;
-use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress};
+use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, StageTimes};
 use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
 use dissect::probe::ScannedSet;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use store::{NeuronWriter, OpenRun, RunSpec};
 
 /// What `dnd dissect` was asked to do.
@@ -66,16 +68,51 @@ pub fn record_cli(config: &Config, model_spec: &str, probe_spec: &str, layers: &
     Ok(())
 }
 
-/// Registers what is needed, records the layer, runs the pipeline, prints the labels.
-pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
+/// Where a dissection reports what it is doing: the command line's progress bars, or a
+/// background job's database row.
+pub trait RunObserver {
+    /// The run entered `stage` ("loading", "activations", "neurons") or moved on in it.
+    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>);
+    /// A neuron was stored (or failed), `progress` counts the run's neurons so far.
+    fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress);
+    /// A line worth showing as it happens (resuming, substitutes in use).
+    fn note(&mut self, message: &str);
+}
+
+/// How a dissection ended.
+pub struct RunReport {
+    pub run_id: i64,
+    /// Neurons processed in this call (a resumed run counts only those left).
+    pub processed: usize,
+    pub failed: usize,
+    /// Stopped early because `cancel` was raised; the run resumes where it stopped.
+    pub cancelled: bool,
+    pub times: StageTimes,
+    pub seconds: f64,
+}
+
+/// What a dissection needs from its surroundings.
+pub struct RunEnv<'a> {
+    pub rt: &'a tokio::runtime::Handle,
+    pub db: &'a SqlitePool,
+    pub config: &'a Config,
+    /// The background job running it, if any (recorded on the run).
+    pub job_id: Option<i64>,
+    /// Raised to stop between recording batches or between neurons; finished neurons are kept.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Registers what is needed, records the layer, runs the pipeline and stores every neuron as it
+/// finishes. Called from a plain thread (never from inside the async runtime).
+pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn RunObserver) -> anyhow::Result<RunReport> {
     let started = std::time::Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let (rt, db, config) = (env.rt, env.db, env.config);
     let assets = &config.storage.assets_dir;
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
-    let db = rt.block_on(crate::db::open(&config.database_path()))?;
-    rt.block_on(builtin::register(&db, assets));
+    rt.block_on(builtin::register(db, assets));
 
+    observer.stage("loading", 0, None);
     let loaded = engine_cli::load_model(&args.model, assets)?;
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
@@ -83,14 +120,27 @@ pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     let units = study::units::parse_units(&args.neurons, channels, args.seed)
         .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
     let set = engine_cli::scan_probe(&args.probe, assets)?;
-    let (model_id, layer_id, set_row) = rt.block_on(register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
+    let (model_id, layer_id, set_row) = rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
 
-    let (images, recording) = engine_cli::record(&loaded, &set, std::slice::from_ref(&args.layer), &activation_dir(config), args.batch)?;
+    let (images, recording) = engine_cli::record_with(
+        &loaded,
+        &set,
+        std::slice::from_ref(&args.layer),
+        &activation_dir(config),
+        args.batch,
+        env.cancel.clone(),
+        &mut |p| {
+            if p.stage == dissect::record::Stage::Forward {
+                observer.stage("activations", p.done, Some(p.total));
+            }
+        },
+    )?;
     let summaries = &recording.layers[0];
-    rt.block_on(note_activation_cache(&db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, summaries.channels, config))?;
+    rt.block_on(note_activation_cache(db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, summaries.channels, config))?;
 
     let held_out = || HeldOutImage::split_of_set(&set, set_row.split_seed, set_row.heldout_fraction);
-    eprintln!("loading the concept pipeline's models…");
+    observer.stage("loading", 0, None);
+    observer.note("loading the concept pipeline's models");
     let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), held_out)?;
     let provenance = providers.provenance();
     let options = DissectOptions { summary: args.summary, scoring: args.scoring, ..DissectOptions::default() };
@@ -103,13 +153,14 @@ pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
         units: &units,
         options: &options,
         provenance: &provenance,
+        job_id: env.job_id,
     };
-    let OpenRun { run_id, resumed, remaining } = rt.block_on(store::open_run(&db, &spec))?;
+    let OpenRun { run_id, resumed, remaining } = rt.block_on(store::open_run(db, &spec))?;
     if resumed {
-        eprintln!("resuming run #{run_id}: {} of {} neurons left", remaining.len(), units.len());
+        observer.note(&format!("resuming run #{run_id}: {} of {} neurons left", remaining.len(), units.len()));
     }
     for c in provenance.iter().filter(|c| !c.paper_equivalent) {
-        eprintln!("substitute {:?}: {} ({})", c.role, c.name, c.note.as_deref().unwrap_or(""));
+        observer.note(&format!("substitute {:?}: {} ({})", c.role, c.name, c.note.as_deref().unwrap_or("")));
     }
 
     let descriptions: Vec<Option<String>> = set.images.iter().map(|i| i.description.clone()).collect();
@@ -141,52 +192,124 @@ pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
         summaries,
         providers,
         options,
-        cancel: None,
+        cancel: env.cancel.clone(),
     };
-    let bar = ProgressBar::new(remaining.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let mut lines = Vec::new();
+    observer.stage("neurons", 0, Some(remaining.len()));
+    let mut last = NeuronProgress { finished: 0, total: remaining.len(), failed: 0 };
+    // The engine reports a neuron to `sink` (stored here) and then its progress; the observer
+    // hears of both together.
+    let stored: std::cell::RefCell<Option<NeuronOutcome>> = Default::default();
     let times = dissector.run(
         &remaining,
         &mut |p: NeuronProgress| {
-            bar.set_position(p.finished as u64);
-            bar.set_message(format!("{} failed", p.failed));
+            last = p;
+            if let Some(o) = stored.borrow_mut().take() {
+                observer.neuron(&o, p);
+            }
+            observer.stage("neurons", p.finished, Some(p.total));
         },
         &mut |o: NeuronOutcome| -> anyhow::Result<()> {
-            rt.block_on(writer.write(&db, &o))?;
-            lines.push(describe(&o));
+            rt.block_on(writer.write(db, &o))?;
+            *stored.borrow_mut() = Some(o);
             Ok(())
         },
     )?;
-    bar.finish_and_clear();
-    rt.block_on(store::close_run(&db, run_id, false))?;
-    for l in &lines {
+    let cancelled = env.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) && last.finished < remaining.len();
+    rt.block_on(store::close_run(db, run_id, cancelled))?;
+    Ok(RunReport {
+        run_id,
+        processed: last.finished,
+        failed: last.failed,
+        cancelled,
+        times,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `dnd dissect`: [`run_dissection`] with progress bars, then the labels and a timing summary.
+pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let db = rt.block_on(crate::db::open(&config.database_path()))?;
+    let env = RunEnv { rt: rt.handle(), db: &db, config, job_id: None, cancel: None };
+    let mut observer = CliObserver::default();
+    let report = run_dissection(&env, args, &mut observer)?;
+    observer.finish();
+    for l in &observer.lines {
         println!("{l}");
     }
-    let secs = started.elapsed().as_secs_f64();
+    let t = &report.times;
     println!(
-        "run #{run_id}: {} neurons of {} `{}` in {secs:.1} s ({:.2} s per neuron); stages: crops {:.1} s, captions {:.1} s, \
+        "run #{}: {} neurons of {} `{}` in {:.1} s ({:.2} s per neuron); stages: crops {:.1} s, captions {:.1} s, \
          LLM {:.1} s, concept images {:.1} s, concept activations {:.1} s, scoring {:.1} s",
-        remaining.len(),
+        report.run_id,
+        report.processed,
         args.model,
         args.layer,
-        secs / remaining.len().max(1) as f64,
-        times.crops.as_secs_f64(),
-        times.captions.as_secs_f64(),
-        times.llm.as_secs_f64(),
-        times.concept_images.as_secs_f64(),
-        times.concept_activations.as_secs_f64(),
-        times.scoring.as_secs_f64(),
+        report.seconds,
+        report.seconds / report.processed.max(1) as f64,
+        t.crops.as_secs_f64(),
+        t.captions.as_secs_f64(),
+        t.llm.as_secs_f64(),
+        t.concept_images.as_secs_f64(),
+        t.concept_activations.as_secs_f64(),
+        t.scoring.as_secs_f64(),
     );
     rt.block_on(db.close());
     Ok(())
 }
 
-fn describe(o: &NeuronOutcome) -> String {
+/// The command line's view of a run: a recording bar, then a neuron bar; labels printed at the end.
+#[derive(Default)]
+struct CliObserver {
+    bar: Option<(String, ProgressBar)>,
+    lines: Vec<String>,
+}
+
+impl CliObserver {
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl RunObserver for CliObserver {
+    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
+        let Some(total) = total else { return };
+        if self.bar.as_ref().is_none_or(|(s, _)| s != stage) {
+            self.finish();
+            let template = match stage {
+                "neurons" => "neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}",
+                _ => "{msg:>8} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}",
+            };
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+            bar.set_message(if stage == "neurons" { "0 failed".to_string() } else { "forward".to_string() });
+            self.bar = Some((stage.to_string(), bar));
+        }
+        if let Some((_, bar)) = &self.bar {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress) {
+        if let Some((_, bar)) = &self.bar {
+            bar.set_message(format!("{} failed", progress.failed));
+        }
+        self.lines.push(describe(outcome));
+    }
+
+    fn note(&mut self, message: &str) {
+        // Printed whether or not stderr is a terminal (a bar's own println is dropped when
+        // the bar is hidden, e.g. in a pipe).
+        match &self.bar {
+            Some((_, bar)) => bar.suspend(|| eprintln!("{message}")),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+pub fn describe(o: &NeuronOutcome) -> String {
     match o {
         NeuronOutcome::Done(r) => {
             let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();

@@ -19,6 +19,8 @@ pub struct RunSpec<'a> {
     pub units: &'a [usize],
     pub options: &'a DissectOptions,
     pub provenance: &'a [ComponentInfo],
+    /// The background job doing the work, if any.
+    pub job_id: Option<i64>,
 }
 
 /// A run ready to receive results, and the units it still has to do.
@@ -99,9 +101,10 @@ pub async fn open_run(db: &SqlitePool, spec: &RunSpec<'_>) -> anyhow::Result<Ope
         }
     };
     sqlx::query(
-        "UPDATE dissection_runs SET status = 'running', error = NULL,
+        "UPDATE dissection_runs SET status = 'running', error = NULL, job_id = COALESCE(?, job_id),
              started_at = COALESCE(started_at, strftime('%Y-%m-%dT%H:%M:%fZ','now')) WHERE id = ?",
     )
+    .bind(spec.job_id)
     .bind(run_id)
     .execute(&mut *tx)
     .await?;

@@ -1,0 +1,324 @@
+//! `/jobs`: start a dissection in the background and watch the queue live; `/jobs/{id}`: one
+//! job with its log (failed neurons and their reasons). Progress arrives by server-sent events
+//! (`/events/jobs`), so the pages update without reloading.
+
+use crate::api::jobs::{
+    cancel_job, list_jobs, load_job, load_job_form, start_dissection, DissectJobRequest, JobFormOptions, JobView,
+    SCORING_FUNCTIONS,
+};
+use crate::components::ErrorNote;
+use crate::pages::study::readable;
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+/// The queue as last pushed by the server; `None` until the first event arrives.
+type LiveJobs = RwSignal<Option<Vec<JobView>>>;
+
+/// Follows `/events/jobs` while the page is open (browser only; the server renders the list it
+/// read itself).
+fn follow_jobs(live: LiveJobs) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::{closure::Closure, JsCast};
+        let Ok(source) = web_sys::EventSource::new("/events/jobs") else { return };
+        let on_jobs = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            if let Some(jobs) = ev.data().as_string().and_then(|t| serde_json::from_str::<Vec<JobView>>(&t).ok()) {
+                live.set(Some(jobs));
+            }
+        });
+        let _ = source.add_event_listener_with_callback("jobs", on_jobs.as_ref().unchecked_ref());
+        // The listener lives as long as the stream; both go when the page does.
+        let held = send_wrapper::SendWrapper::new((source, on_jobs));
+        on_cleanup(move || held.0.close());
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = live;
+}
+
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    let form = Resource::new(|| (), |_| load_job_form());
+    let initial = Resource::new(|| (), |_| list_jobs());
+    let live: LiveJobs = RwSignal::new(None);
+    Effect::new(move |_| follow_jobs(live));
+    view! {
+        <Title text="Jobs · DnD Studio" />
+        <h1>"Jobs"</h1>
+        <p class="lead">
+            "Dissections run in the background, one at a time on this server's device; the rest wait in the queue. "
+            "A job survives a server restart and resumes where it stopped; cancelling keeps the neurons already described."
+        </p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match form.await {
+                    Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
+                    Ok(opts) => match opts.csrf.clone() {
+                        Some(csrf) => view! { <StartForm opts csrf live /> }.into_any(),
+                        None => view! {
+                            <p class="meta" id="jobs-login-hint">
+                                "Starting and cancelling jobs needs the admin session: "
+                                <a href="/admin">"log in"</a> ", then come back."
+                            </p>
+                        }
+                        .into_any(),
+                    },
+                }
+            })}
+        </Transition>
+        <h2>"Queue"</h2>
+        <Transition fallback=|| view! { <p>"Loading the queue…"</p> }>
+            {move || Suspend::new(async move {
+                let first = initial.await;
+                let csrf = form.await.ok().and_then(|f| f.csrf);
+                match first {
+                    Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
+                    Ok(first) => {
+                        let jobs = move || live.get().unwrap_or_else(|| first.clone());
+                        view! { <JobTable jobs=Signal::derive(jobs) csrf /> }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+    .into_any()
+}
+
+/// The dissection form (`dnd dissect`'s options).
+#[component]
+fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoView {
+    let first_model = opts.models.first().map(|m| m.slug.clone()).unwrap_or_default();
+    let model = RwSignal::new(first_model);
+    let layer = RwSignal::new(String::new());
+    let neurons = RwSignal::new("0-9".to_string());
+    let seed = RwSignal::new("0".to_string());
+    let probe_set = RwSignal::new(opts.probe_sets.first().map(|p| p.0.clone()).unwrap_or_default());
+    let summary = RwSignal::new("mean".to_string());
+    let scoring = RwSignal::new(SCORING_FUNCTIONS[0].to_string());
+    let error = RwSignal::new(None::<String>);
+    let started = RwSignal::new(None::<i64>);
+    let pending = RwSignal::new(false);
+    let models = StoredValue::new(opts.models.clone());
+    let csrf = StoredValue::new(csrf);
+    let layers = move || {
+        models.with_value(|ms| ms.iter().find(|m| m.slug == model.get()).map(|m| m.layers.clone()).unwrap_or_default())
+    };
+
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let seed = match seed.get_untracked().trim().parse::<u64>() {
+            Ok(s) => s,
+            Err(_) => {
+                error.set(Some(format!("The seed must be a whole number, not “{}”.", seed.get_untracked().trim())));
+                return;
+            }
+        };
+        let chosen_layer = Some(layer.get_untracked())
+            .filter(|l| !l.is_empty())
+            .or_else(|| layers().first().map(|l| l.0.clone()))
+            .unwrap_or_default();
+        let request = DissectJobRequest {
+            model: model.get_untracked(),
+            layer: chosen_layer,
+            neurons: neurons.get_untracked().trim().to_string(),
+            seed,
+            probe_set: probe_set.get_untracked(),
+            summary: summary.get_untracked(),
+            scoring: scoring.get_untracked(),
+        };
+        error.set(None);
+        pending.set(true);
+        spawn_local(async move {
+            match start_dissection(csrf.get_value(), request).await {
+                Ok(id) => {
+                    started.set(Some(id));
+                    // The stream reports the new job too; this only saves waiting for it.
+                    if let Ok(jobs) = list_jobs().await {
+                        live.set(Some(jobs));
+                    }
+                }
+                Err(e) => error.set(Some(readable(&e))),
+            }
+            pending.set(false);
+        });
+    };
+
+    view! {
+        <section class="start-job">
+            <h2>"Start a dissection"</h2>
+            <form id="start-job" on:submit=submit>
+                <div class="form-grid">
+                    <label for="job-model">"Model"</label>
+                    <select id="job-model" on:change=move |ev| { model.set(event_target_value(&ev)); layer.set(String::new()); }>
+                        {opts.models.iter().map(|m| view! { <option value=m.slug.clone()>{m.name.clone()}</option> }).collect_view()}
+                    </select>
+                    <label for="job-layer">"Layer"</label>
+                    <select id="job-layer" on:change=move |ev| layer.set(event_target_value(&ev))>
+                        {move || layers().into_iter().map(|(name, units)| {
+                            let selected = name == layer.get_untracked();
+                            view! { <option value=name.clone() selected=selected>{format!("{name} ({units} units)")}</option> }
+                        }).collect_view()}
+                    </select>
+                    <label for="job-neurons">"Neurons"</label>
+                    <span>
+                        <input type="text" id="job-neurons" required bind:value=neurons />
+                        <span class="meta">" e.g. " <code>"0-49"</code> ", " <code>"3,7,9"</code> " or " <code>"random:50"</code></span>
+                    </span>
+                    <label for="job-seed">"Seed (random:N)"</label>
+                    <input type="number" id="job-seed" min="0" bind:value=seed />
+                    <label for="job-probe">"Probing set"</label>
+                    <select id="job-probe" on:change=move |ev| probe_set.set(event_target_value(&ev))>
+                        {opts.probe_sets.iter().map(|(slug, name, n)| {
+                            view! { <option value=slug.clone()>{format!("{name} ({n} images)")}</option> }
+                        }).collect_view()}
+                    </select>
+                    <label for="job-summary">"Top images by"</label>
+                    <select id="job-summary" on:change=move |ev| summary.set(event_target_value(&ev))>
+                        <option value="mean">"mean activation"</option>
+                        <option value="max">"max activation"</option>
+                    </select>
+                    <label for="job-scoring">"Scoring function"</label>
+                    <select id="job-scoring" on:change=move |ev| scoring.set(event_target_value(&ev))>
+                        {SCORING_FUNCTIONS.iter().map(|s| view! { <option value=*s>{*s}</option> }).collect_view()}
+                    </select>
+                </div>
+                <button type="submit" id="start-job-button" disabled=move || pending.get()>"Start"</button>
+            </form>
+            {move || error.get().map(|m| view! { <p class="error" role="alert" id="start-job-error">{m}</p> })}
+            {move || started.get().map(|id| view! {
+                <p class="ok" id="job-started">"Queued as " <a href=format!("/jobs/{id}")>{format!("job #{id}")}</a> "."</p>
+            })}
+        </section>
+    }
+    .into_any()
+}
+
+/// What a job is doing, in words.
+fn target(j: &JobView) -> String {
+    match &j.request {
+        Some(r) => format!("{} · {} · neurons {} · {}", r.model, r.layer, r.neurons, r.probe_set),
+        None => j.kind.clone(),
+    }
+}
+
+fn percent(j: &JobView) -> Option<f64> {
+    let total = j.total.filter(|&t| t > 0)?;
+    Some((j.done as f64 * 100.0 / total as f64).clamp(0.0, 100.0))
+}
+
+#[component]
+fn JobTable(jobs: Signal<Vec<JobView>>, csrf: Option<String>) -> impl IntoView {
+    let csrf = StoredValue::new(csrf);
+    view! {
+        <Show when=move || !jobs.with(|j| j.is_empty()) fallback=|| view! { <p class="empty" id="no-jobs">"No job yet."</p> }>
+            <table class="jobs" id="jobs">
+                <thead>
+                    <tr><th>"Job"</th><th>"What"</th><th>"Status"</th><th>"Progress"</th><th>"Created"</th><th></th></tr>
+                </thead>
+                <tbody>
+                    <For each=move || jobs.get() key=|j| (j.id, j.status.clone(), j.done, j.stage.clone(), j.message.clone(), j.failed_neurons) let:j>
+                        <JobRow j=j.clone() csrf=csrf.get_value() />
+                    </For>
+                </tbody>
+            </table>
+        </Show>
+    }
+    .into_any()
+}
+
+#[component]
+fn JobRow(j: JobView, csrf: Option<String>) -> impl IntoView {
+    let error = RwSignal::new(None::<String>);
+    let id = j.id;
+    let can_cancel = csrf.is_some() && !j.is_finished() && !j.cancel_requested;
+    let cancel = move |_| {
+        let Some(csrf) = csrf.clone() else { return };
+        spawn_local(async move {
+            if let Err(e) = cancel_job(csrf, id).await {
+                error.set(Some(readable(&e)));
+            }
+        });
+    };
+    let layer_link = j.request.as_ref().filter(|_| j.run_id.is_some()).map(|r| format!("/m/{}/{}", r.model, r.layer));
+    view! {
+        <tr data-job=j.id data-status=j.status.clone()>
+            <td><a href=format!("/jobs/{}", j.id)>{format!("#{}", j.id)}</a></td>
+            <td>
+                {target(&j)}
+                {layer_link.map(|href| view! { " " <a class="meta" href=href>"results"</a> })}
+            </td>
+            <td><span class=format!("status status-{}", j.status)>{j.status.clone()}</span></td>
+            <td class="job-progress">
+                {percent(&j).map(|p| view! { <progress max="100" value=format!("{p:.1}")></progress> " " })}
+                <span class="job-message">{j.message.clone().unwrap_or_default()}</span>
+                {(j.failed_neurons > 0).then(|| view! { <span class="warn">{format!(" · {} failed", j.failed_neurons)}</span> })}
+                {j.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
+            </td>
+            <td class="meta">{j.created_at.clone()}</td>
+            <td>
+                {can_cancel.then(|| view! { <button type="button" class="cancel-job" on:click=cancel>"Cancel"</button> })}
+                {move || error.get().map(|m| view! { <span class="error">{m}</span> })}
+            </td>
+        </tr>
+    }
+    .into_any()
+}
+
+/// `/jobs/{id}`: the job's row, live, and its log.
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok());
+    let live: LiveJobs = RwSignal::new(None);
+    Effect::new(move |_| follow_jobs(live));
+    // Reload the log whenever the pushed row changes.
+    let version = move || {
+        let id = id();
+        live.with(|l| l.as_ref().and_then(|jobs| jobs.iter().find(|j| Some(j.id) == id).map(|j| (j.status.clone(), j.done, j.failed_neurons, j.message.clone()))))
+    };
+    let detail = Resource::new(move || (id(), version()), |(id, _)| async move {
+        match id {
+            Some(id) => load_job(id).await,
+            None => Ok(None),
+        }
+    });
+    view! {
+        <Title text="Job · DnD Studio" />
+        <p class="meta"><a href="/jobs">"← all jobs"</a></p>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
+                    Ok(None) => view! { <h1>"No such job"</h1> }.into_any(),
+                    Ok(Some(d)) => {
+                        let j = d.job;
+                        view! {
+                            <h1>{format!("Job #{}", j.id)}</h1>
+                            <table class="jobs" id="job">
+                                <tbody><JobRow j=j.clone() csrf=None /></tbody>
+                            </table>
+                            <dl class="job-facts">
+                                <dt>"Started"</dt><dd>{j.started_at.clone().unwrap_or_else(|| "not yet".into())}</dd>
+                                <dt>"Finished"</dt><dd>{j.finished_at.clone().unwrap_or_else(|| "—".into())}</dd>
+                                <dt>"Attempts"</dt><dd>{j.attempts}</dd>
+                                <dt>"Run"</dt><dd>{j.run_id.map(|r| format!("#{r}")).unwrap_or_else(|| "—".into())}</dd>
+                            </dl>
+                            <h2>"Log"</h2>
+                            <ol class="job-log" id="job-log">
+                                {d.events.into_iter().map(|e| view! {
+                                    <li class=format!("level-{}", e.level)>
+                                        <span class="meta">{e.at}</span> " " {e.stage.map(|s| format!("[{s}] "))} {e.message}
+                                    </li>
+                                }).collect_view()}
+                            </ol>
+                        }
+                        .into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+    .into_any()
+}

@@ -1,0 +1,89 @@
+// Jobs from the browser: the admin starts a small dissection of the built-in model on /jobs,
+// watches it run and finish without reloading (progress arrives over /events/jobs), then finds
+// its label on the neuron page and its log on the job's page.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { BASE_URL, launch, waitForHydration } = require('./browser.cjs');
+
+const MODEL = 'efficientnet-lite0';
+const LAYER = 'stage5';
+const UNIT = '5';
+
+function adminSecret() {
+  return fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'admin-secret'), 'utf8').trim();
+}
+
+test('the queue is public, starting a job is not', async () => {
+  const res = await fetch(`${BASE_URL}/jobs`);
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  assert.match(html, /id="jobs-login-hint"/);
+  assert.doesNotMatch(html, /id="start-job"/);
+  const start = await fetch(`${BASE_URL}/api/jobs/start`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ csrf: 'x', request: { model: MODEL, layer: LAYER, neurons: UNIT, seed: 0, probe_set: 'builtin', summary: 'mean', scoring: 'mean' } }),
+  });
+  assert.equal(start.status, 403);
+  const events = await fetch(`${BASE_URL}/events/jobs`);
+  assert.equal(events.headers.get('content-type'), 'text/event-stream');
+  await events.body.cancel();
+});
+
+test('an admin starts a dissection, watches it finish live, and finds its label', async () => {
+  const b = await launch();
+  try {
+    const page = await b.context.newPage();
+    await page.goto(`${BASE_URL}/admin`);
+    await waitForHydration(page);
+    await page.fill('#admin-secret', adminSecret());
+    await page.click('#admin-login');
+    await page.locator('#logout').waitFor();
+
+    await page.goto(`${BASE_URL}/jobs`);
+    await waitForHydration(page);
+    await page.locator('#start-job').waitFor();
+    await page.selectOption('#job-model', MODEL);
+    await page.selectOption('#job-layer', LAYER);
+
+    // A unit outside the layer is refused with the reason; nothing is queued.
+    await page.fill('#job-neurons', '0-99999');
+    await page.click('#start-job-button');
+    await page.locator('#start-job-error').waitFor();
+    assert.match(await page.locator('#start-job-error').innerText(), /outside the layer/);
+    assert.equal(await page.locator('#jobs tr[data-job]').count(), 0);
+
+    await page.fill('#job-neurons', UNIT);
+    await page.click('#start-job-button');
+    await page.locator('#job-started').waitFor();
+    const id = (await page.locator('#job-started a').innerText()).replace('job #', '');
+    // From here on the page is never reloaded: a marker on window would be lost if it were.
+    await page.evaluate(() => { window.__stayed = true; });
+    const row = page.locator(`#jobs tr[data-job="${id}"]`);
+    await row.waitFor();
+    // The first job loads the models and records the layer: minutes on 2 cores.
+    await page.waitForSelector(`#jobs tr[data-job="${id}"][data-status="done"]`, { timeout: 600000 });
+    assert.equal(await page.evaluate(() => window.__stayed), true, 'updates arrived without a reload');
+    assert.match(await row.locator('.job-message').innerText(), /1 neurons in/);
+    assert.equal(await row.locator('progress').getAttribute('value'), '100.0');
+    assert.equal(b.errors.length, 0, b.errors.join('\n'));
+
+    // The job's page: its log, from queued to done.
+    await page.click(`#jobs tr[data-job="${id}"] a[href="/jobs/${id}"]`);
+    await page.locator('#job-log').waitFor();
+    const log = await page.locator('#job-log').innerText();
+    assert.match(log, /queued/);
+    assert.match(log, /substitute/);
+    assert.match(log, /done: 1 neurons/);
+
+    // The neuron page shows the run the job wrote.
+    await page.goto(`${BASE_URL}/m/${MODEL}/${LAYER}/${UNIT}`);
+    await waitForHydration(page);
+    await page.locator('#substitute-banner').waitFor();
+    assert.equal(await page.locator('#top-images > li').count(), 10);
+  } finally {
+    await b.close();
+  }
+});

@@ -1,0 +1,47 @@
+//! `GET /events/jobs`: the job queue as server-sent events. Each `jobs` event carries the newest
+//! jobs as JSON (the same list as the `list_jobs` server function), sent on connect and after
+//! every change, at most a few times a second; the stream ends when the server stops.
+
+use app::api::jobs::queue;
+use app::state::JobSignals;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures::stream::{self, Stream};
+use sqlx::SqlitePool;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// Changes closer together than this are sent as one event.
+const COALESCE: Duration = Duration::from_millis(150);
+
+#[derive(Clone)]
+struct EventsState {
+    db: SqlitePool,
+    signals: JobSignals,
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, signals: JobSignals) -> Router<S> {
+    Router::new().route("/events/jobs", get(job_events)).with_state(EventsState { db, signals })
+}
+
+async fn job_events(State(s): State<EventsState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = s.signals.subscribe();
+    let stream = stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
+        if !first {
+            tokio::select! {
+                r = changes.changed() => r.ok()?,
+                _ = s.signals.closed() => return None,
+            }
+            tokio::time::sleep(COALESCE).await;
+            changes.borrow_and_update();
+        }
+        let event = match queue::list(&s.db, queue::LIST_LIMIT).await {
+            Ok(jobs) => Event::default().event("jobs").data(serde_json::to_string(&jobs).unwrap_or_else(|_| "[]".into())),
+            Err(e) => Event::default().event("error").data(format!("the job queue cannot be read: {e}")),
+        };
+        Some((Ok(event), (s, changes, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

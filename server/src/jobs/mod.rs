@@ -1,0 +1,261 @@
+//! The job runner: one background task per server that takes queued jobs one at a time (one job
+//! per device by default), runs each on a blocking thread, writes its progress and failures to
+//! the job's row as it goes, and answers cancel requests and shutdowns between neurons.
+//!
+//! A job the server was running when it stopped goes back to the queue at the next start and
+//! resumes: the dissection run keeps every finished neuron, so only the rest are computed.
+
+pub mod events;
+
+use crate::config::Config;
+use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
+use crate::shutdown::Shutdown;
+use anyhow::Context;
+use app::api::jobs::queue::{self, ClaimedJob, Outcome};
+use app::api::jobs::DissectJobRequest;
+use app::state::JobSignals;
+use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
+use sqlx::SqlitePool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a running job's row is checked for a cancel request (and its heartbeat written).
+const POLL: Duration = Duration::from_millis(500);
+/// Progress is written at most this often (stage changes and failures are written at once).
+const PROGRESS_EVERY: Duration = Duration::from_millis(300);
+
+/// The device jobs run on, as the queue records it.
+pub fn device_name() -> String {
+    match dissect::model::DeviceChoice::Auto.resolve() {
+        Ok(d) if d.is_cuda() => "cuda:0".into(),
+        _ => "cpu".into(),
+    }
+}
+
+/// Starts the runner. It stops after `shutdown`, once the job in progress has stopped between
+/// neurons (its row goes back to the queue).
+pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match queue::requeue_interrupted(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "re-queued jobs interrupted by the last stop; they resume where they stopped"),
+            Err(e) => tracing::error!(error = %e, "could not re-queue interrupted jobs"),
+        }
+        let device = device_name();
+        while !shutdown.is_requested() {
+            match queue::claim_next(&db, &device).await {
+                Ok(Some(job)) => {
+                    signals.changed();
+                    run_job(&config, &db, &signals, &shutdown, job).await;
+                    signals.changed();
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = signals.wait_for_work() => {}
+                        _ = shutdown.clone().requested() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "job queue unavailable");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    })
+}
+
+/// A queued dissection as `dnd dissect` would run it: built-in models by name, others by file.
+async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<DissectArgs> {
+    let (builtin_key, weights): (Option<String>, String) =
+        sqlx::query_as("SELECT builtin_key, weights_path FROM models WHERE slug = ?")
+            .bind(&r.model)
+            .fetch_optional(db)
+            .await?
+            .with_context(|| format!("model `{}` is no longer registered", r.model))?;
+    let (source, root): (String, String) = sqlx::query_as("SELECT source, root_path FROM probe_sets WHERE slug = ?")
+        .bind(&r.probe_set)
+        .fetch_optional(db)
+        .await?
+        .with_context(|| format!("probing set `{}` is no longer registered", r.probe_set))?;
+    Ok(DissectArgs {
+        model: builtin_key.unwrap_or(weights),
+        layer: r.layer.clone(),
+        neurons: r.neurons.clone(),
+        seed: r.seed,
+        probe: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
+        scoring: dissect::concepts::scoring::ScoringFunction::parse(&r.scoring)
+            .with_context(|| format!("unknown scoring function `{}`", r.scoring))?,
+        summary: match r.summary.as_str() {
+            "max" => dissect::crops::Summary::Max,
+            _ => dissect::crops::Summary::Mean,
+        },
+        batch: 32,
+    })
+}
+
+/// Runs one claimed job to its end (or back to the queue on shutdown), recording how it ended.
+async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdown: &Shutdown, job: ClaimedJob) {
+    let id = job.id;
+    let args = match job.kind.as_str() {
+        "dissect" => match serde_json::from_str::<DissectJobRequest>(&job.payload_json) {
+            Ok(r) => dissect_args(db, &r).await,
+            Err(e) => Err(anyhow::anyhow!("the job's request cannot be read: {e}")),
+        },
+        other => Err(anyhow::anyhow!("this server cannot run jobs of kind `{other}`")),
+    };
+    let args = match args {
+        Ok(a) => a,
+        Err(e) => return record_end(db, id, Outcome::Failed { error: &format!("{e:#}") }).await,
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let work = {
+        let (config, db, signals, cancel) = (config.clone(), db.clone(), signals.clone(), cancel.clone());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let env = RunEnv { rt: &rt, db: &db, config: &config, job_id: Some(id), cancel: Some(cancel) };
+            let mut observer = JobObserver { rt: &rt, db: &db, signals: &signals, id, stage: String::new(), last_write: None };
+            dissection::run_dissection(&env, &args, &mut observer)
+        })
+    };
+    tokio::pin!(work);
+    let mut stopping = false;
+    let mut cancelled_by_user = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tokio::time::sleep(POLL) => {
+                if !cancelled_by_user && queue::heartbeat(db, id).await.unwrap_or(false) {
+                    cancelled_by_user = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            _ = shutdown.clone().requested(), if !stopping => {
+                stopping = true;
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let summary;
+    let outcome = match result {
+        Err(panic) => {
+            summary = format!("the job stopped unexpectedly: {panic}");
+            Outcome::Failed { error: &summary }
+        }
+        Ok(Err(e)) if stopping && !cancelled_by_user => {
+            tracing::info!(job = id, error = %format!("{e:#}"), "job stopped by shutdown");
+            Outcome::Interrupted
+        }
+        Ok(Err(e)) => {
+            summary = format!("{e:#}");
+            Outcome::Failed { error: &summary }
+        }
+        Ok(Ok(report)) if report.cancelled && stopping && !cancelled_by_user => Outcome::Interrupted,
+        Ok(Ok(report)) if report.cancelled => {
+            summary = format!("stopped after {} neurons ({} failed); run #{} keeps them", report.processed, report.failed, report.run_id);
+            Outcome::Cancelled { message: &summary }
+        }
+        Ok(Ok(report)) => {
+            summary = finished_message(&report);
+            let result = result_json(&report);
+            return record_end(db, id, Outcome::Done { message: &summary, result_json: &result }).await;
+        }
+    };
+    record_end(db, id, outcome).await
+}
+
+async fn record_end(db: &SqlitePool, id: i64, outcome: Outcome<'_>) {
+    if let Err(e) = queue::finish(db, id, outcome).await {
+        tracing::error!(job = id, error = %e, "could not record how the job ended");
+    }
+}
+
+fn finished_message(r: &RunReport) -> String {
+    format!(
+        "{} neurons in {:.0} s ({:.1} s per neuron), {} failed; run #{}",
+        r.processed,
+        r.seconds,
+        r.seconds / r.processed.max(1) as f64,
+        r.failed,
+        r.run_id
+    )
+}
+
+fn result_json(r: &RunReport) -> String {
+    serde_json::json!({
+        "run_id": r.run_id,
+        "neurons": r.processed,
+        "failed": r.failed,
+        "seconds": r.seconds,
+        "stage_seconds": {
+            "crops": r.times.crops.as_secs_f64(),
+            "captions": r.times.captions.as_secs_f64(),
+            "llm": r.times.llm.as_secs_f64(),
+            "concept_images": r.times.concept_images.as_secs_f64(),
+            "concept_activations": r.times.concept_activations.as_secs_f64(),
+            "scoring": r.times.scoring.as_secs_f64(),
+        },
+    })
+    .to_string()
+}
+
+/// A running job's view of its dissection: progress into the job's row (throttled), each failed
+/// neuron and each note as an event, and a nudge to the live views after every write.
+struct JobObserver<'a> {
+    rt: &'a tokio::runtime::Handle,
+    db: &'a SqlitePool,
+    signals: &'a JobSignals,
+    id: i64,
+    stage: String,
+    last_write: Option<Instant>,
+}
+
+impl JobObserver<'_> {
+    fn write<T>(&self, what: &str, r: Result<T, queue::JobError>) {
+        match r {
+            Ok(_) => self.signals.changed(),
+            Err(e) => tracing::warn!(job = self.id, error = %e, "could not record the job's {what}"),
+        }
+    }
+}
+
+fn stage_message(stage: &str, done: usize, total: Option<usize>) -> String {
+    match (stage, total) {
+        ("activations", Some(t)) => format!("recording activations: {done}/{t} images"),
+        ("neurons", Some(t)) => format!("describing neurons: {done}/{t}"),
+        ("loading", _) => "loading models".to_string(),
+        (s, Some(t)) => format!("{s}: {done}/{t}"),
+        (s, None) => s.to_string(),
+    }
+}
+
+impl RunObserver for JobObserver<'_> {
+    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
+        let new_stage = stage != self.stage;
+        let finished = total.is_some_and(|t| done >= t);
+        if !new_stage && !finished && self.last_write.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        self.stage = stage.to_string();
+        self.last_write = Some(Instant::now());
+        let message = stage_message(stage, done, total);
+        let r = self.rt.block_on(queue::set_progress(self.db, self.id, stage, done as i64, total.map(|t| t as i64), &message));
+        self.write("progress", r);
+    }
+
+    fn neuron(&mut self, outcome: &NeuronOutcome, _progress: NeuronProgress) {
+        if let NeuronOutcome::Failed { unit, stage, reason } = outcome {
+            let message = format!("unit {unit} failed at {}: {reason}", stage.as_str());
+            let r = self.rt.block_on(queue::add_event(self.db, self.id, "warn", Some("neurons"), &message));
+            self.write("failure", r);
+        }
+    }
+
+    fn note(&mut self, message: &str) {
+        let stage = (!self.stage.is_empty()).then_some(self.stage.as_str());
+        let r = self.rt.block_on(queue::add_event(self.db, self.id, "info", stage, message));
+        self.write("note", r);
+    }
+}

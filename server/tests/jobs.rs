@@ -1,0 +1,235 @@
+//! Dissection jobs through a running `dnd serve` on the real embedded model: the admin starts one
+//! over HTTP, `/events/jobs` streams its progress, its labels land; a server killed mid-job
+//! resumes the job at its next start; a cancel stops a running job between neurons and a queued
+//! one at once.
+
+use app::api::jobs::{JobDetail, JobView};
+use reqwest::{Client, StatusCode};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "jobs-test-admin-secret";
+/// Generous: the first job of a server loads the target model, the captioner and the LLM.
+const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+
+struct Server {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(data: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dnd"))
+            .arg("serve")
+            .env("DND__STORAGE__DATA_DIR", data)
+            .env("DND__STORAGE__ASSETS_DIR", dissect::assets::assets_dir())
+            .env("DND__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("DND__ADMIN__SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dnd serve");
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), data: data.to_path_buf() };
+        let client = client();
+        for _ in 0..600 {
+            if client.get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("server did not start:\n{}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
+    /// Logs in as admin: (cookie header, CSRF token).
+    async fn login(&self) -> (String, String) {
+        let r = client().post(format!("{}/api/admin/login", self.base)).json(&serde_json::json!({ "secret": SECRET })).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        let info: serde_json::Value = r.json().await.unwrap();
+        (cookie, info["csrf"].as_str().unwrap().to_string())
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, body: serde_json::Value) -> (StatusCode, String) {
+        let mut req = client().post(format!("{}{path}", self.base)).json(&body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn detail(&self, id: i64) -> JobDetail {
+        let r = client().post(format!("{}/api/jobs/get", self.base)).header("content-type", "application/x-www-form-urlencoded").body(format!("id={id}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Option<JobDetail>>().await.unwrap().expect("the job exists")
+    }
+
+    /// Follows `/events/jobs` until job `id` satisfies `done`; answers every state of it seen.
+    async fn follow(&self, id: i64, done: impl Fn(&JobView) -> bool) -> Vec<JobView> {
+        let mut r = client().get(format!("{}/events/jobs", self.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let (started, mut buf, mut seen) = (Instant::now(), String::new(), Vec::new());
+        loop {
+            let left = JOB_TIMEOUT.checked_sub(started.elapsed()).unwrap_or_else(|| panic!("job #{id} timed out; seen {seen:#?}\n{}", self.log()));
+            let chunk = tokio::time::timeout(left, r.chunk()).await.expect("stream stalled").unwrap().expect("stream ended");
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                if !event.lines().any(|l| l == "event: jobs") {
+                    continue;
+                }
+                let jobs: Vec<JobView> = serde_json::from_str(data).unwrap();
+                if let Some(j) = jobs.into_iter().find(|j| j.id == id) {
+                    let finished = done(&j);
+                    seen.push(j);
+                    if finished {
+                        return seen;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder().no_proxy().build().unwrap()
+}
+
+fn request(neurons: &str, layer: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model": "efficientnet-lite0", "layer": layer, "neurons": neurons, "seed": 0,
+        "probe_set": "builtin", "summary": "mean", "scoring": "topk-squared-image-products",
+    })
+}
+
+async fn start_job(s: &Server, cookie: &str, csrf: &str, neurons: &str) -> i64 {
+    let (status, body) = s.post("/api/jobs/start", Some(cookie), serde_json::json!({ "csrf": csrf, "request": request(neurons, "classifier") })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.trim().parse().unwrap()
+}
+
+async fn query<T>(data: &Path, sql: &str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("dnd-studio.db"));
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let v: T = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    v
+}
+
+async fn query_i64(data: &Path, sql: &str) -> i64 {
+    query(data, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (cookie, csrf) = s.login().await;
+
+    // Only the admin starts jobs, and a wrong request names what is wrong.
+    let body = serde_json::json!({ "csrf": csrf, "request": request("967", "classifier") });
+    assert_eq!(s.post("/api/jobs/start", None, body.clone()).await.0, StatusCode::FORBIDDEN);
+    let wrong_csrf = serde_json::json!({ "csrf": "not-the-token", "request": request("967", "classifier") });
+    assert_eq!(s.post("/api/jobs/start", Some(&cookie), wrong_csrf).await.0, StatusCode::FORBIDDEN);
+    let typo = serde_json::json!({ "csrf": csrf, "request": request("967", "clasifier") });
+    let (status, text) = s.post("/api/jobs/start", Some(&cookie), typo).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("has no layer `clasifier`") && text.contains("classifier"), "{text}");
+    let outside = serde_json::json!({ "csrf": csrf, "request": request("1000", "classifier") });
+    let (status, text) = s.post("/api/jobs/start", Some(&cookie), outside).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("outside the layer"), "{text}");
+    assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM jobs").await, 0, "refused requests queue nothing");
+
+    let id = start_job(&s, &cookie, &csrf, "967").await;
+    assert_eq!(start_job(&s, &cookie, &csrf, "967").await, id, "the same request while it runs is the same job");
+
+    let seen = s.follow(id, JobView::is_finished).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, "done", "{last:#?}\n{}", s.log());
+    assert_eq!((last.done, last.total), (1, Some(1)));
+    assert!(seen.len() >= 2, "progress arrives as the job runs, not only at its end: {seen:#?}");
+    assert!(seen.iter().any(|j| j.status == "running"), "{seen:#?}");
+    let run_id = last.run_id.expect("the job's run");
+
+    let detail = s.detail(id).await;
+    let log: Vec<&str> = detail.events.iter().map(|e| e.message.as_str()).collect();
+    assert!(log.iter().any(|m| m.starts_with("done: 1 neurons")), "{log:?}");
+    assert!(log.iter().any(|m| m.starts_with("substitute Llm")), "substitutes are logged: {log:?}");
+    assert_eq!(query_i64(dir.path(), &format!("SELECT job_id FROM dissection_runs WHERE id = {run_id}")).await, id);
+    let label: String = query(
+        dir.path(),
+        "SELECT l.text FROM labels l JOIN neurons n ON n.id = l.neuron_id JOIN layers y ON y.id = n.layer_id
+         WHERE y.name = 'classifier' AND n.unit = 967 AND l.method = 'dnd' AND l.rank = 1 AND l.is_current = 1",
+    )
+    .await;
+    // The finished job's neuron page shows its label.
+    let page = client().get(format!("{}/m/efficientnet-lite0/classifier/967", s.base)).send().await.unwrap().text().await.unwrap();
+    let escaped = label.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    assert!(page.contains(&escaped), "the neuron page shows the job's label `{label}`");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_resumes_its_job_and_cancel_stops_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path()).await;
+    let (cookie, csrf) = s.login().await;
+    let id = start_job(&s, &cookie, &csrf, "967,985").await;
+    // A second job waits in the queue behind the first; cancelling it ends it at once.
+    let queued = start_job(&s, &cookie, &csrf, "1,2").await;
+    let (status, text) = s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(s.detail(queued).await.job.status, "cancelled");
+    let (status, text) = s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("already cancelled"), "{text}");
+
+    // Kill the server (no chance to checkpoint) while the job describes its neurons.
+    s.follow(id, |j| j.stage.as_deref() == Some("neurons") || j.is_finished()).await;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    drop(s);
+    assert_eq!(query_i64(dir.path(), &format!("SELECT status = 'running' FROM jobs WHERE id = {id}")).await, 1);
+
+    let s = Server::start(dir.path()).await;
+    let seen = s.follow(id, JobView::is_finished).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, "done", "{last:#?}\n{}", s.log());
+    assert_eq!(last.attempts, 2, "started again after the restart");
+    let detail = s.detail(id).await;
+    assert!(detail.events.iter().any(|e| e.message.contains("the server stopped while this job ran")), "{:#?}", detail.events);
+    assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM dissection_runs").await, 1, "the same run resumed");
+    assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM run_neurons WHERE status = 'done'").await, 2);
+
+    // Cancelling a running job stops it between neurons and keeps those finished.
+    let (cookie, csrf) = s.login().await;
+    let id = start_job(&s, &cookie, &csrf, "0-7").await;
+    s.follow(id, |j| j.stage.as_deref() == Some("neurons") || j.is_finished()).await;
+    let (status, text) = s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": id })).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let last = s.follow(id, JobView::is_finished).await.pop().unwrap();
+    assert_eq!(last.status, "cancelled", "{last:#?}");
+    assert!(last.message.as_deref().is_some_and(|m| m.starts_with("stopped after")), "{last:#?}");
+}
