@@ -192,6 +192,55 @@ async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn folders_and_model_files_on_the_server_are_registered_by_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (cookie, csrf) = s.login().await;
+    let register = |kind: &str, path: &Path| {
+        serde_json::json!({ "csrf": csrf, "kind": kind, "request": { "path": path.display().to_string() } })
+    };
+
+    // A folder of real photos, an empty file and a text file posing as a JPEG.
+    let probe = dir.path().join("my-probe");
+    std::fs::create_dir_all(probe.join("cups")).unwrap();
+    for name in ["coffee.png", "chelsea.png", "rocket.jpg"] {
+        std::fs::copy(dissect::assets::assets_dir().join("probe/builtin/skimage").join(name), probe.join("cups").join(name)).unwrap();
+    }
+    std::fs::write(probe.join("empty.png"), b"").unwrap();
+    std::fs::write(probe.join("notes.jpg"), b"plain text").unwrap();
+
+    // Paths that cannot be what they should are refused before anything is queued.
+    let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_probe_set", Path::new("relative/dir"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("not an absolute path"), "{text}");
+    let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_model", &probe)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("is not a TorchScript file"), "{text}");
+    assert_eq!(s.post("/api/jobs/register", None, register("register_probe_set", &probe)).await.0, StatusCode::FORBIDDEN);
+
+    let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_probe_set", &probe)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let id: i64 = text.trim().parse().unwrap();
+    let last = s.follow(id, JobView::is_finished).await.pop().unwrap();
+    assert_eq!(last.status, "done", "{last:#?}");
+    assert_eq!(last.message.as_deref(), Some("probing set `my-probe`: 3 images, 2 files rejected"));
+    let form = client().post(format!("{}/api/jobs/form", s.base)).header("cookie", &cookie).send().await.unwrap();
+    let form: serde_json::Value = form.json().await.unwrap();
+    assert!(form["probe_sets"].as_array().unwrap().iter().any(|p| p[0] == "my-probe" && p[2] == 3), "{form}");
+
+    // A file that is not TorchScript fails its job with the reason; nothing is registered.
+    let fake = dir.path().join("model.pt");
+    std::fs::write(&fake, b"not a model").unwrap();
+    let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_model", &fake)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let id: i64 = text.trim().parse().unwrap();
+    let last = s.follow(id, JobView::is_finished).await.pop().unwrap();
+    assert_eq!(last.status, "failed", "{last:#?}");
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("model.pt")), "the error names the file: {last:#?}");
+    assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM models WHERE source = 'torchscript'").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_killed_server_resumes_its_job_and_cancel_stops_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(dir.path()).await;

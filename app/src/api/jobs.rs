@@ -32,11 +32,26 @@ pub struct DissectJobRequest {
     pub scoring: String,
 }
 
+/// A folder of images or a TorchScript model file on the server's disk, to register.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Absolute path on the server.
+    pub path: String,
+}
+
+/// What registration jobs there are: (job kind, what the path must be).
+pub const REGISTER_KINDS: [(&str, &str); 2] = [
+    ("register_probe_set", "a folder of images (sub-folders become labels, sidecar .txt files descriptions)"),
+    ("register_model", "a TorchScript file with its JSON manifest beside it (tools/export_torchscript.py)"),
+];
+
 /// One job as the queue shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: i64,
     pub kind: String,
+    /// What it works on, in words (model · layer · neurons, or the path it registers).
+    pub target: String,
     /// queued, running, done, failed or cancelled.
     pub status: String,
     pub stage: Option<String>,
@@ -126,6 +141,16 @@ pub async fn load_job_form() -> Result<JobFormOptions, ServerFnError> {
 pub async fn start_dissection(csrf: String, request: DissectJobRequest) -> Result<i64, ServerFnError> {
     let (db, _) = super::study::admin_guard(Some(&csrf)).await?;
     let id = queue::enqueue_dissection(&db, &request).await.map_err(queue::fail)?;
+    crate::state::server_context()?.jobs.changed();
+    Ok(id)
+}
+
+/// Queues the registration of a probing-set folder or a TorchScript model on the server's disk
+/// (admin; `kind` is one of [`REGISTER_KINDS`]); answers the job's id.
+#[server(prefix = "/api", endpoint = "jobs/register", input = Json)]
+pub async fn start_registration(csrf: String, kind: String, request: RegisterRequest) -> Result<i64, ServerFnError> {
+    let (db, _) = super::study::admin_guard(Some(&csrf)).await?;
+    let id = queue::enqueue_registration(&db, &kind, &request).await.map_err(queue::fail)?;
     crate::state::server_context()?.jobs.changed();
     Ok(id)
 }

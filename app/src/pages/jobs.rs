@@ -3,8 +3,8 @@
 //! (`/events/jobs`), so the pages update without reloading.
 
 use crate::api::jobs::{
-    cancel_job, list_jobs, load_job, load_job_form, start_dissection, DissectJobRequest, JobFormOptions, JobView,
-    SCORING_FUNCTIONS,
+    cancel_job, list_jobs, load_job, load_job_form, start_dissection, start_registration, DissectJobRequest,
+    JobFormOptions, JobView, RegisterRequest, REGISTER_KINDS, SCORING_FUNCTIONS,
 };
 use crate::components::ErrorNote;
 use crate::pages::study::readable;
@@ -40,9 +40,13 @@ fn follow_jobs(live: LiveJobs) {
 
 #[component]
 pub fn JobsPage() -> impl IntoView {
-    let form = Resource::new(|| (), |_| load_job_form());
-    let initial = Resource::new(|| (), |_| list_jobs());
     let live: LiveJobs = RwSignal::new(None);
+    // The form offers what is registered: ask again whenever a registration job finishes.
+    let registered = move || {
+        live.with(|l| l.as_ref().map_or(0, |jobs| jobs.iter().filter(|j| j.kind.starts_with("register_") && j.status == "done").count()))
+    };
+    let form = Resource::new(registered, |_| load_job_form());
+    let initial = Resource::new(|| (), |_| list_jobs());
     Effect::new(move |_| follow_jobs(live));
     view! {
         <Title text="Jobs · DnD Studio" />
@@ -56,7 +60,7 @@ pub fn JobsPage() -> impl IntoView {
                 match form.await {
                     Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
                     Ok(opts) => match opts.csrf.clone() {
-                        Some(csrf) => view! { <StartForm opts csrf live /> }.into_any(),
+                        Some(csrf) => view! { <StartForm opts csrf=csrf.clone() live /> <RegisterForms csrf live /> }.into_any(),
                         None => view! {
                             <p class="meta" id="jobs-login-hint">
                                 "Starting and cancelling jobs needs the admin session: "
@@ -195,12 +199,44 @@ fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoVie
     .into_any()
 }
 
-/// What a job is doing, in words.
-fn target(j: &JobView) -> String {
-    match &j.request {
-        Some(r) => format!("{} · {} · neurons {} · {}", r.model, r.layer, r.neurons, r.probe_set),
-        None => j.kind.clone(),
+/// Registering a probing-set folder or a TorchScript model that is on the server's disk.
+#[component]
+fn RegisterForms(csrf: String, live: LiveJobs) -> impl IntoView {
+    let csrf = StoredValue::new(csrf);
+    view! {
+        <section class="register">
+            <h2>"Register from the server's disk"</h2>
+            {REGISTER_KINDS.iter().map(|&(kind, what)| {
+                let path = RwSignal::new(String::new());
+                let message = RwSignal::new(None::<Result<i64, String>>);
+                let submit = move |ev: SubmitEvent| {
+                    ev.prevent_default();
+                    let request = RegisterRequest { path: path.get_untracked().trim().to_string() };
+                    spawn_local(async move {
+                        let r = start_registration(csrf.get_value(), kind.to_string(), request).await;
+                        message.set(Some(r.map_err(|e| readable(&e))));
+                        if let Ok(jobs) = list_jobs().await {
+                            live.set(Some(jobs));
+                        }
+                    });
+                };
+                let title = if kind == "register_model" { "TorchScript model" } else { "Probing set" };
+                view! {
+                    <form class="register-form" id=format!("{kind}-form") on:submit=submit>
+                        <label for=format!("{kind}-path")>{title}</label>
+                        <input type="text" id=format!("{kind}-path") required placeholder="/absolute/path" bind:value=path />
+                        <button type="submit" id=format!("{kind}-button")>"Register"</button>
+                        <span class="meta">{what}</span>
+                        {move || message.get().map(|m| match m {
+                            Ok(id) => view! { <p class="ok">"Queued as " <a href=format!("/jobs/{id}")>{format!("job #{id}")}</a> "."</p> }.into_any(),
+                            Err(e) => view! { <p class="error" role="alert" id=format!("{kind}-error")>{e}</p> }.into_any(),
+                        })}
+                    </form>
+                }
+            }).collect_view()}
+        </section>
     }
+    .into_any()
 }
 
 fn percent(j: &JobView) -> Option<f64> {
@@ -246,7 +282,7 @@ fn JobRow(j: JobView, csrf: Option<String>) -> impl IntoView {
         <tr data-job=j.id data-status=j.status.clone()>
             <td><a href=format!("/jobs/{}", j.id)>{format!("#{}", j.id)}</a></td>
             <td>
-                {target(&j)}
+                {j.target.clone()}
                 {layer_link.map(|href| view! { " " <a class="meta" href=href>"results"</a> })}
             </td>
             <td><span class=format!("status status-{}", j.status)>{j.status.clone()}</span></td>

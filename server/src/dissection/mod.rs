@@ -330,27 +330,23 @@ pub struct SetRow {
     pub split_seed: u64,
 }
 
-/// Model, layer and probing-set ids, registering the model and the set when new.
-async fn register_target(
-    db: &SqlitePool,
-    loaded: &LoadedModel,
-    model_spec: &str,
-    assets: &Path,
-    layer_name: &str,
-    probe_spec: &str,
-    set: &ScannedSet,
-) -> anyhow::Result<(i64, i64, SetRow)> {
+/// A slug made of a file or folder name: lower-case letters, digits, `-` and `.`.
+fn slug_of(name: &str) -> String {
+    name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect()
+}
+
+/// Registers a loaded model (built in by name, or a TorchScript file); answers its id and slug.
+pub async fn register_loaded_model(db: &SqlitePool, loaded: &LoadedModel, model_spec: &str, assets: &Path) -> anyhow::Result<(i64, String)> {
     let builtin = [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
     let (weights, slug, name) = match builtin {
         Some(v) => (assets.join("models").join(v.weights_file_name()), v.name().to_string(), v.name().to_string()),
         None => {
             let path = PathBuf::from(model_spec);
             let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
-            let slug: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
-            (path, slug, stem)
+            (path, slug_of(&stem), stem)
         }
     };
-    let model_id = registry::register_model(
+    let id = registry::register_model(
         db,
         ModelSpec {
             slug: &slug,
@@ -363,6 +359,39 @@ async fn register_target(
         },
     )
     .await?;
+    let slug: String = sqlx::query_scalar("SELECT slug FROM models WHERE id = ?").bind(id).fetch_one(db).await?;
+    Ok((id, slug))
+}
+
+/// Registers a folder of images as a probing set (named after the folder); answers its id.
+pub async fn register_folder_set(db: &SqlitePool, root: &Path) -> anyhow::Result<i64> {
+    let base = root.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "set".into());
+    registry::register_probe_set(
+        db,
+        ProbeSetSpec {
+            slug: slug_of(&base),
+            name: base,
+            description: String::new(),
+            source: "folder",
+            root: root.to_path_buf(),
+            heldout_fraction: BUILTIN_HELDOUT_FRACTION,
+            split_seed: 0,
+        },
+    )
+    .await
+}
+
+/// Model, layer and probing-set ids, registering the model and the set when new.
+async fn register_target(
+    db: &SqlitePool,
+    loaded: &LoadedModel,
+    model_spec: &str,
+    assets: &Path,
+    layer_name: &str,
+    probe_spec: &str,
+    set: &ScannedSet,
+) -> anyhow::Result<(i64, i64, SetRow)> {
+    let (model_id, _) = register_loaded_model(db, loaded, model_spec, assets).await?;
     let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = ?")
         .bind(model_id)
         .bind(layer_name)
@@ -377,22 +406,7 @@ async fn register_target(
             .await?
             .context("the built-in probing set is not registered (are its images missing? run scripts/setup.sh)")?
     } else {
-        let root = PathBuf::from(probe_spec);
-        let base = root.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "set".into());
-        let slug: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
-        registry::register_probe_set(
-            db,
-            ProbeSetSpec {
-                slug,
-                name: base.clone(),
-                description: String::new(),
-                source: "folder",
-                root,
-                heldout_fraction: BUILTIN_HELDOUT_FRACTION,
-                split_seed: 0,
-            },
-        )
-        .await?
+        register_folder_set(db, Path::new(probe_spec)).await?
     };
     let (fraction, seed): (f64, i64) = sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
         .bind(set_id)

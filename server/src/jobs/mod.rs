@@ -12,7 +12,7 @@ use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
 use app::api::jobs::queue::{self, ClaimedJob, Outcome};
-use app::api::jobs::DissectJobRequest;
+use app::api::jobs::{DissectJobRequest, RegisterRequest};
 use app::state::JobSignals;
 use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
 use sqlx::SqlitePool;
@@ -98,6 +98,9 @@ async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<
 /// Runs one claimed job to its end (or back to the queue on shutdown), recording how it ended.
 async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdown: &Shutdown, job: ClaimedJob) {
     let id = job.id;
+    if job.kind.starts_with("register_") {
+        return run_registration(config, db, signals, job).await;
+    }
     let args = match job.kind.as_str() {
         "dissect" => match serde_json::from_str::<DissectJobRequest>(&job.payload_json) {
             Ok(r) => dissect_args(db, &r).await,
@@ -164,6 +167,54 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
         }
     };
     record_end(db, id, outcome).await
+}
+
+/// Registers a probing-set folder (scan, hash, store its images and rejected files) or a
+/// TorchScript model (load it with its manifest, store its layers and neurons).
+async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals, job: ClaimedJob) {
+    let id = job.id;
+    let result: anyhow::Result<String> = async {
+        let request: RegisterRequest = serde_json::from_str(&job.payload_json).context("the job's request cannot be read")?;
+        let path = std::path::PathBuf::from(&request.path);
+        let what = if job.kind == "register_model" { "loading the model" } else { "scanning the folder" };
+        queue::set_progress(db, id, "registering", 0, None, what).await?;
+        signals.changed();
+        match job.kind.as_str() {
+            "register_probe_set" => {
+                let set_id = dissection::register_folder_set(db, &path).await?;
+                let (slug, images, rejected): (String, i64, i64) = sqlx::query_as(
+                    "SELECT slug, (SELECT count(*) FROM probe_set_images WHERE probe_set_id = s.id),
+                            (SELECT count(*) FROM rejected_files WHERE probe_set_id = s.id)
+                     FROM probe_sets s WHERE id = ?",
+                )
+                .bind(set_id)
+                .fetch_one(db)
+                .await?;
+                Ok(format!("probing set `{slug}`: {images} images, {rejected} files rejected"))
+            }
+            "register_model" => {
+                // The model is not Send: load and register it on one blocking thread.
+                let (spec, assets, db, rt) = (request.path.clone(), config.storage.assets_dir.clone(), db.clone(), tokio::runtime::Handle::current());
+                tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                    let loaded = crate::engine_cli::load_model(&spec, &assets)?;
+                    let layers = loaded.model.layers().len();
+                    let (_, slug) = rt.block_on(dissection::register_loaded_model(&db, &loaded, &spec, &assets))?;
+                    Ok(format!("model `{slug}` with {layers} dissectable layers"))
+                })
+                .await
+                .context("loading the model stopped unexpectedly")?
+            }
+            other => anyhow::bail!("this server cannot run jobs of kind `{other}`"),
+        }
+    }
+    .await;
+    match result {
+        Ok(summary) => {
+            let json = serde_json::json!({ "summary": summary }).to_string();
+            record_end(db, id, Outcome::Done { message: &summary, result_json: &json }).await
+        }
+        Err(e) => record_end(db, id, Outcome::Failed { error: &format!("{e:#}") }).await,
+    }
 }
 
 async fn record_end(db: &SqlitePool, id: i64, outcome: Outcome<'_>) {

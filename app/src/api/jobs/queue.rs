@@ -5,7 +5,7 @@
 //! queued → running → done | failed | cancelled; a running job whose server stopped goes back to
 //! queued (and resumes: finished neurons are kept by the dissection run).
 
-use super::{DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, MAX_JOB_NEURONS, SCORING_FUNCTIONS};
+use super::{RegisterRequest, REGISTER_KINDS, DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, MAX_JOB_NEURONS, SCORING_FUNCTIONS};
 use leptos::prelude::ServerFnError;
 use sqlx::SqlitePool;
 
@@ -69,10 +69,23 @@ struct JobRow {
     run_id: Option<i64>,
 }
 
+/// What a job works on, in words.
+fn target_of(kind: &str, payload_json: &str) -> String {
+    if kind == "dissect" {
+        if let Ok(r) = serde_json::from_str::<DissectJobRequest>(payload_json) {
+            return format!("{} · {} · neurons {} · {}", r.model, r.layer, r.neurons, r.probe_set);
+        }
+    } else if let Ok(r) = serde_json::from_str::<RegisterRequest>(payload_json) {
+        return r.path;
+    }
+    kind.to_string()
+}
+
 impl From<JobRow> for JobView {
     fn from(r: JobRow) -> Self {
         JobView {
             id: r.id,
+            target: target_of(&r.kind, &r.payload_json),
             request: (r.kind == "dissect").then(|| serde_json::from_str(&r.payload_json).ok()).flatten(),
             kind: r.kind,
             status: r.status,
@@ -191,20 +204,44 @@ pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobE
 /// Queues a checked dissection request; an identical queued or running job is answered instead.
 pub async fn enqueue_dissection(db: &SqlitePool, r: &DissectJobRequest) -> Result<i64, JobError> {
     validate(db, r).await?;
-    let payload = serde_json::to_string(r).map_err(|e| JobError::Invalid(e.to_string()))?;
+    enqueue(db, "dissect", &serde_json::to_string(r).map_err(|e| JobError::Invalid(e.to_string()))?).await
+}
+
+/// Queues the registration of a folder or model file on the server's disk, after checking that
+/// the path is what `kind` needs (the job itself checks the contents).
+pub async fn enqueue_registration(db: &SqlitePool, kind: &str, r: &RegisterRequest) -> Result<i64, JobError> {
+    let Some((kind, what)) = REGISTER_KINDS.iter().find(|(k, _)| *k == kind) else {
+        return Err(JobError::Invalid(format!("unknown registration `{kind}`: expected register_probe_set or register_model")));
+    };
+    let path = std::path::Path::new(r.path.trim());
+    if !path.is_absolute() {
+        return Err(JobError::Invalid(format!("`{}` is not an absolute path on the server; give {what}", r.path.trim())));
+    }
+    let fits = if *kind == "register_probe_set" { path.is_dir() } else { path.is_file() };
+    if !fits {
+        return Err(JobError::Invalid(format!("`{}` is not {what}", path.display())));
+    }
+    let request = RegisterRequest { path: path.display().to_string() };
+    enqueue(db, kind, &serde_json::to_string(&request).map_err(|e| JobError::Invalid(e.to_string()))?).await
+}
+
+/// Queues a job unless an identical one is queued or running (then answers that one).
+async fn enqueue(db: &SqlitePool, kind: &str, payload: &str) -> Result<i64, JobError> {
     let mut tx = db.begin().await?;
     let existing: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE kind = 'dissect' AND status IN ('queued', 'running') AND cancel_requested = 0
+        "SELECT id FROM jobs WHERE kind = ? AND status IN ('queued', 'running') AND cancel_requested = 0
            AND payload_json = ? ORDER BY id LIMIT 1",
     )
-    .bind(&payload)
+    .bind(kind)
+    .bind(payload)
     .fetch_optional(&mut *tx)
     .await?;
     let id = match existing {
         Some(id) => id,
         None => {
-            let id: i64 = sqlx::query_scalar("INSERT INTO jobs (kind, payload_json, message) VALUES ('dissect', ?, 'waiting in the queue') RETURNING id")
-                .bind(&payload)
+            let id: i64 = sqlx::query_scalar("INSERT INTO jobs (kind, payload_json, message) VALUES (?, ?, 'waiting in the queue') RETURNING id")
+                .bind(kind)
+                .bind(payload)
                 .fetch_one(&mut *tx)
                 .await?;
             add_event_in(&mut tx, id, "info", None, "queued").await?;
