@@ -224,6 +224,7 @@ async fn folders_and_model_files_on_the_server_are_registered_by_jobs() {
     let last = s.follow(id, JobView::is_finished).await.pop().unwrap();
     assert_eq!(last.status, "done", "{last:#?}");
     assert_eq!(last.message.as_deref(), Some("probing set `my-probe`: 3 images, 2 files rejected"));
+    assert_eq!(last.target, "probe set: my-probe", "the public queue names the folder, not its path");
     let form = client().post(format!("{}/api/jobs/form", s.base)).header("cookie", &cookie).send().await.unwrap();
     let form: serde_json::Value = form.json().await.unwrap();
     assert!(form["probe_sets"].as_array().unwrap().iter().any(|p| p[0] == "my-probe" && p[2] == 3), "{form}");

@@ -76,7 +76,9 @@ fn target_of(kind: &str, payload_json: &str) -> String {
             return format!("{} · {} · neurons {} · {}", r.model, r.layer, r.neurons, r.probe_set);
         }
     } else if let Ok(r) = serde_json::from_str::<RegisterRequest>(payload_json) {
-        return r.path;
+        // The queue is public: name the folder or file, not where it is on the server.
+        let name = std::path::Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned());
+        return format!("{}: {}", kind.trim_start_matches("register_").replace('_', " "), name.unwrap_or_default());
     }
     kind.to_string()
 }
