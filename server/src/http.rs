@@ -54,6 +54,9 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.server.request_timeout_secs),
         ))
+        // Rendered gallery pages served again while the gallery is unchanged (inside
+        // compression, so what clients receive is the same).
+        .layer(axum::middleware::from_fn_with_state(crate::page_cache::PageCache::new(ctx.db.clone()), crate::page_cache::serve))
         .layer(CompressionLayer::new())
         .layer(
             TraceLayer::new_for_http()

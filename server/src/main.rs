@@ -11,6 +11,7 @@ mod http;
 mod images;
 mod jobs;
 mod labels;
+mod page_cache;
 mod registry;
 mod shutdown;
 mod study_http;

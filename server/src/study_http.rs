@@ -91,7 +91,7 @@ async fn export(State(db): State<SqlitePool>, Path((id, file)): Path<(i64, Strin
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The study's access rules through the real router: what a rater token, a missing or
     //! forged admin session, and a cross-site form can and cannot reach.
 
@@ -104,17 +104,19 @@ mod tests {
     use study::types::{LayerChoice, MethodRef, NewStudy};
     use tower::ServiceExt;
 
-    const SECRET: &str = "test-admin-secret-0123456789";
+    pub(crate) const SECRET: &str = "test-admin-secret-0123456789";
 
-    struct Site {
-        _dir: tempfile::TempDir,
-        db: sqlx::SqlitePool,
-        app: Router,
-        study_id: i64,
-        raters: Vec<String>,
+    /// The study fixture's model `toy` with an open study of two raters behind the real router
+    /// (the gallery cache's tests use it too).
+    pub(crate) struct Site {
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) db: sqlx::SqlitePool,
+        pub(crate) app: Router,
+        pub(crate) study_id: i64,
+        pub(crate) raters: Vec<String>,
     }
 
-    async fn site() -> Site {
+    pub(crate) async fn site() -> Site {
         let (dir, db) = crate::test_support::temp_db().await;
         fixture::seed(&db).await;
         let images = FixedImages { db: db.clone() };
@@ -137,7 +139,7 @@ mod tests {
             top_images: Arc::new(images),
             submissions: study::submit::SubmissionQueue::start(db.clone()),
         };
-        Site { app: crate::http::router(&config, ctx), db, _dir: dir, study_id, raters }
+        Site { app: crate::http::router(&config, ctx), db, dir, study_id, raters }
     }
 
     struct Reply {

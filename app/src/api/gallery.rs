@@ -106,7 +106,9 @@ mod queries {
     use super::*;
     use crate::api::run_details::queries::crop_of;
     use crate::api::{db_error, LayerSummary};
-    use sqlx::{Row, SqlitePool};
+    use sqlx::sqlite::SqliteRow;
+    use sqlx::{Row, SqliteConnection, SqlitePool};
+    use std::collections::HashMap;
 
     struct LayerRow {
         id: i64,
@@ -114,7 +116,7 @@ mod queries {
         summary: LayerSummary,
     }
 
-    async fn find_layer(db: &SqlitePool, model: &str, layer: &str) -> Result<Option<LayerRow>, ServerFnError> {
+    async fn find_layer(db: &mut SqliteConnection, model: &str, layer: &str) -> Result<Option<LayerRow>, ServerFnError> {
         let row = sqlx::query(
             "SELECT l.id, m.name AS model_name, l.name, l.kind, l.channels, l.height, l.width
              FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
@@ -147,44 +149,95 @@ mod queries {
         }
     }
 
-    pub async fn layer(db: &SqlitePool, q: LayerQuery) -> Result<Option<LayerView>, ServerFnError> {
-        let Some(layer) = find_layer(db, &q.model, &q.layer).await? else { return Ok(None) };
-        let pattern = format!("%{}%", q.filter.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        // Neurons whose class name or any current label contains the filter text.
-        const MATCHES: &str = "n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\'
-            OR EXISTS (SELECT 1 FROM labels lb WHERE lb.neuron_id = n.id AND lb.is_current = 1
-                       AND lb.text LIKE ?2 ESCAPE '\\'))";
-        let matching: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM neurons n WHERE {MATCHES}")))
-            .bind(layer.id)
-            .bind(&pattern)
-            .fetch_one(db)
-            .await
-            .map_err(db_error)?;
-        let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
-        let page = q.page.clamp(1, pages);
-        let order = if q.sort == "score" {
-            "(SELECT MAX(lb.score) FROM labels lb WHERE lb.neuron_id = n.id AND lb.is_current = 1
-               AND lb.method = 'dnd' AND lb.rank = 1) IS NULL,
-             (SELECT MAX(lb.score) FROM labels lb WHERE lb.neuron_id = n.id AND lb.is_current = 1
-               AND lb.method = 'dnd' AND lb.rank = 1) DESC, n.unit"
+    /// The layer grid's neurons matching the filter (`?2`: a LIKE pattern, `%%` = all): their
+    /// class name or any current label's text (one pass over the layer's labels, read from the
+    /// `labels_layer_text` index), materialized once for the page and its count.
+    const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
+             WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.text LIKE ?2 ESCAPE '\\'),
+         m AS MATERIALIZED (SELECT n.id, n.unit, n.class_name FROM neurons n
+             WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR n.id IN hit))";
+
+    /// One page of matching neurons (`?3` rows from `?4`) with the number of all matching ones.
+    fn page_sql(by_score: bool) -> String {
+        if by_score {
+            // Best DnD rank-1 score first (over all DnD sources), unscored last, then by unit.
+            format!(
+                "{MATCHING}, s AS (SELECT lb.neuron_id, MAX(lb.score) AS score FROM labels lb
+                     WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.method = 'dnd' AND lb.rank = 1
+                     GROUP BY lb.neuron_id)
+                 SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
+                 FROM m LEFT JOIN s ON s.neuron_id = m.id
+                 ORDER BY s.score IS NULL, s.score DESC, m.unit LIMIT ?3 OFFSET ?4"
+            )
         } else {
-            "n.unit"
-        };
-        // Both pieces spliced in are constants of this function, never user input.
-        let sql = format!(
-            "SELECT n.id, n.unit, n.class_name FROM neurons n WHERE {MATCHES} ORDER BY {order} LIMIT ?3 OFFSET ?4"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(layer.id)
-            .bind(&pattern)
+            format!(
+                "{MATCHING} SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
+                 FROM m ORDER BY m.unit LIMIT ?3 OFFSET ?4"
+            )
+        }
+    }
+
+    async fn page_rows(
+        conn: &mut SqliteConnection,
+        sql: &str,
+        layer_id: i64,
+        pattern: &str,
+        page: i64,
+    ) -> Result<Vec<SqliteRow>, ServerFnError> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .bind(layer_id)
+            .bind(pattern)
             .bind(PAGE_SIZE)
             .bind((page - 1) * PAGE_SIZE)
-            .fetch_all(db)
+            .fetch_all(conn)
             .await
-            .map_err(db_error)?;
-        // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
+            .map_err(db_error)
+    }
+
+    pub async fn layer(db: &SqlitePool, q: LayerQuery) -> Result<Option<LayerView>, ServerFnError> {
+        // One connection for the page's few set-based queries (no pool round trip per query).
+        let mut conn = db.acquire().await.map_err(db_error)?;
+        let Some(layer) = find_layer(&mut conn, &q.model, &q.layer).await? else { return Ok(None) };
+        let pattern = format!("%{}%", q.filter.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        // Both SQL texts are constants of this function, never user input.
+        let sql = page_sql(q.sort == "score");
+        let in_range = (1..=i64::MAX / PAGE_SIZE).contains(&q.page);
+        let mut rows = if in_range { page_rows(&mut conn, &sql, layer.id, &pattern, q.page).await? } else { Vec::new() };
+        // An empty page: nothing matches, or the page is past the end (then the last one shows).
+        let matching: i64 = match rows.first() {
+            Some(r) => r.get("matching"),
+            None => {
+                let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{MATCHING} SELECT COUNT(*) FROM m")))
+                    .bind(layer.id)
+                    .bind(&pattern)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                if count > 0 {
+                    let last = (count + PAGE_SIZE - 1) / PAGE_SIZE;
+                    rows = page_rows(&mut conn, &sql, layer.id, &pattern, q.page.clamp(1, last)).await?;
+                }
+                count
+            }
+        };
+        let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+        let page = q.page.clamp(1, pages);
         let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
         let ids_json = format!("[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        // Rank-1 labels of the page's neurons: one query.
+        let mut labels_of: HashMap<i64, Vec<LabelView>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT neuron_id, method, source_name, rank, text, score FROM labels
+             WHERE neuron_id IN (SELECT value FROM json_each(?)) AND is_current = 1 AND rank = 1",
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+        {
+            labels_of.entry(r.get("neuron_id")).or_default().push(label_from_row(&r));
+        }
+        // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
         let thumbs = sqlx::query(
             "WITH latest AS (
                  SELECT rn.neuron_id, MAX(rn.run_id) AS run_id FROM run_neurons rn
@@ -198,33 +251,29 @@ mod queries {
              JOIN images i ON i.id = t.image_id",
         )
         .bind(&ids_json)
-        .fetch_all(db)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        let mut thumb_of: std::collections::HashMap<i64, crate::api::ImageRef> = thumbs
+        let mut thumb_of: HashMap<i64, crate::api::ImageRef> = thumbs
             .iter()
             .map(|r| (r.get::<i64, _>("neuron_id"), crate::api::ImageRef { sha256: r.get("sha256"), crop: crop_of(r) }))
             .collect();
-        let mut neurons = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: i64 = r.get("id");
-            let labels = sqlx::query(
-                "SELECT method, source_name, rank, text, score FROM labels
-                 WHERE neuron_id = ? AND is_current = 1 AND rank = 1",
-            )
-            .bind(id)
-            .fetch_all(db)
-            .await
-            .map_err(db_error)?;
-            let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
-            labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
-            neurons.push(NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) });
-        }
+        let neurons = rows
+            .iter()
+            .map(|r| {
+                let id: i64 = r.get("id");
+                let mut labels = labels_of.remove(&id).unwrap_or_default();
+                labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
+                NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) }
+            })
+            .collect();
+        // Methods with a current label in this layer: one index probe per method.
         let mut methods: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT method FROM labels WHERE layer_id = ? AND is_current = 1",
+            "SELECT m.column1 FROM (VALUES ('dnd'), ('clip-dissect'), ('milan'), ('netdissect'), ('falcon'), ('other')) m
+             WHERE EXISTS (SELECT 1 FROM labels lb WHERE lb.layer_id = ? AND lb.method = m.column1 AND lb.is_current = 1)",
         )
         .bind(layer.id)
-        .fetch_all(db)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
         methods.sort_by_key(|m| method_order(m));
@@ -232,11 +281,12 @@ mod queries {
     }
 
     pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -> Result<Option<NeuronView>, ServerFnError> {
-        let Some(layer) = find_layer(db, model, layer_name).await? else { return Ok(None) };
+        let mut conn = db.acquire().await.map_err(db_error)?;
+        let Some(layer) = find_layer(&mut conn, model, layer_name).await? else { return Ok(None) };
         let Some(row) = sqlx::query("SELECT id, class_name FROM neurons WHERE layer_id = ? AND unit = ?")
             .bind(layer.id)
             .bind(unit)
-            .fetch_optional(db)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)?
         else {
@@ -247,7 +297,7 @@ mod queries {
             "SELECT method, source_name, rank, text, score FROM labels WHERE neuron_id = ? AND is_current = 1",
         )
         .bind(id)
-        .fetch_all(db)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
         let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
