@@ -45,7 +45,8 @@ pub fn scan_probe(spec: &str, assets_dir: &Path) -> anyhow::Result<ScannedSet> {
     Ok(probe::scan(&root, ImageLimits::default())?)
 }
 
-fn progress_bar() -> ProgressBar {
+/// The recording's terminal progress bar (images).
+pub(crate) fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")

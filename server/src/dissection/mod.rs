@@ -278,13 +278,21 @@ impl RunObserver for CliObserver {
         let Some(total) = total else { return };
         if self.bar.as_ref().is_none_or(|(s, _)| s != stage) {
             self.finish();
-            let template = match stage {
-                "neurons" => "neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}",
-                _ => "{msg:>8} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}",
+            let bar = if stage == "neurons" {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template("neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message("0 failed");
+                bar
+            } else {
+                let bar = engine_cli::progress_bar();
+                bar.set_message("forward");
+                bar
             };
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
-            bar.set_message(if stage == "neurons" { "0 failed".to_string() } else { "forward".to_string() });
+            bar.set_length(total as u64);
             self.bar = Some((stage.to_string(), bar));
         }
         if let Some((_, bar)) = &self.bar {
