@@ -139,6 +139,43 @@ fn cached_prefix_gives_the_tokens_of_an_uncached_run() {
     assert_eq!((fresh.stats.reused_tokens, &fresh.tokens), (0, &second.tokens));
 }
 
+#[test]
+fn answers_decoded_together_match_answers_alone() {
+    let m = model();
+    // Greedy requests of different lengths and caps, one of them with nothing to generate and one
+    // whose prompt is too long for the context: each gets what it gets alone.
+    let too_long = request(vec![ChatMessage::user("word ".repeat(5000))], 0.0, 8, 0);
+    let requests = vec![
+        summarize(&FRUIT, 0.0, 0),
+        summarize(&DOGS, 0.0, 0),
+        request(vec![ChatMessage::user("Count from 1 to 100, separated by commas.")], 0.0, 7, 0),
+        request(vec![ChatMessage::user("Reply with just the word yes.")], 0.0, 50, 0),
+        too_long,
+        ChatRequest { max_tokens: 0, ..summarize(&DOGS, 0.0, 0) },
+    ];
+    let together = m.generate_batch(&requests);
+    assert_eq!(together.len(), requests.len());
+    for (r, got) in requests.iter().zip(&together) {
+        match (m.generate(r, OnePass), got) {
+            (Ok(alone), Ok(got)) => {
+                assert_eq!(got.tokens, alone.tokens, "{:?} vs {:?}", got.text, alone.text);
+                assert_eq!((got.stats.stopped, got.stats.prompt_tokens), (alone.stats.stopped, alone.stats.prompt_tokens));
+            }
+            (Err(alone), Err(got)) => assert_eq!(got.to_string(), alone.to_string()),
+            (alone, got) => panic!("alone {alone:?}, together {got:?}"),
+        }
+    }
+    assert!(together[4].as_ref().unwrap_err().to_string().contains("context limit"));
+    assert_eq!(together[2].as_ref().unwrap().tokens.len(), 7, "the cap holds in a batch");
+    // Sampled answers follow each request's own seed, as alone.
+    let sampled: Vec<ChatRequest> = (0..4).map(|s| summarize(&DOGS, 0.9, s)).collect();
+    let alone: Vec<String> = sampled.iter().map(|r| m.complete(r).unwrap()).collect();
+    let together: Vec<String> = m.complete_batch(&sampled).into_iter().map(Result::unwrap).collect();
+    eprintln!("dogs at T=0.9 alone {alone:?} / together {together:?}");
+    let same = alone.iter().zip(&together).filter(|(a, b)| a == b).count();
+    assert!(same >= 3, "8-bit rounding may tip one sampled token, not most: {alone:?} vs {together:?}");
+}
+
 /// Tokens of the last message plus the answer header: what a prefix hit leaves to evaluate.
 fn last_turn_tokens(r: &ChatRequest) -> usize {
     let tok = model().tokenizer();

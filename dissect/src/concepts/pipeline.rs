@@ -9,7 +9,7 @@
 
 use super::providers::{CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder};
 use super::scoring::{order_by, score_concepts, top_distinct, ConceptScores, ScoringFunction};
-use super::summarize::{candidates, Candidates, SummarizeOptions};
+use super::summarize::{candidates_batch, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
 use crate::model::TargetModel;
@@ -263,8 +263,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    /// The chunk's outcomes; none when cancelled part-way (the LLM stage, seconds per neuron,
-    /// checks between neurons so that a cancel does not wait for the whole chunk).
+    /// The chunk's outcomes; none when cancelled before its LLM stage (the longest one).
     fn run_chunk(&self, units: &[usize], caches: &mut Caches, times: &mut StageTimes) -> Vec<NeuronOutcome> {
         // Each neuron moves through the stages; `Err` holds its failure.
         struct Work {
@@ -329,17 +328,27 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
 
         // Step 2B: candidates.
         let t = Instant::now();
-        for w in work.iter_mut().filter(|w| w.state.is_ok()) {
-            if self.cancelled() {
-                return Vec::new();
-            }
-            let captions: Vec<String> = w.top.iter().map(|e| e.caption.clone()).collect();
-            match candidates(self.providers.llm.as_ref(), &captions, &self.options.summarize, w.unit as u64, &mut caches.simplified) {
+        // All of the chunk's neurons at once, so the LLM can answer their requests together.
+        if self.cancelled() {
+            return Vec::new();
+        }
+        let asking: Vec<(usize, Vec<String>)> = work
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.state.is_ok())
+            .map(|(i, w)| (i, w.top.iter().map(|e| e.caption.clone()).collect()))
+            .collect();
+        let neurons: Vec<(&[String], u64)> = asking.iter().map(|(i, c)| (c.as_slice(), work[*i].unit as u64)).collect();
+        let answers = candidates_batch(self.providers.llm.as_ref(), &neurons, &self.options.summarize, &mut caches.simplified);
+        for ((i, _), answer) in asking.iter().zip(answers) {
+            let w = &mut work[*i];
+            match answer {
                 Ok(c) if c.labels.is_empty() => w.state = Err((PipelineStage::Candidates, "no candidate concepts".into())),
                 Ok(c) => w.candidates = Some(c),
                 Err(e) => w.state = Err((PipelineStage::Candidates, e.to_string())),
             }
         }
+
         times.llm += t.elapsed();
 
         // Step 3.1: concept images, once per concept text.

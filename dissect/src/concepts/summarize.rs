@@ -5,7 +5,7 @@
 //! answer, answer with a comma list or nothing. Those answers are rejected here, and when every
 //! answer is rejected the most common caption phrase stands in, so a neuron always gets candidates.
 
-use super::providers::{ChatMessage, ChatModel, ChatRequest, ProviderResult};
+use super::providers::{ChatMessage, ChatModel, ChatRequest, ProviderError, ProviderResult};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -179,57 +179,129 @@ pub fn candidates(
     neuron_seed: u64,
     simplified_cache: &mut HashMap<String, String>,
 ) -> ProviderResult<Candidates> {
-    let seed = opts.seed.wrapping_add(neuron_seed.wrapping_mul(1000));
-    let mut simplified = Vec::with_capacity(captions.len());
-    for c in captions {
-        if !opts.simplify {
-            simplified.push(c.clone());
-            continue;
-        }
-        if let Some(done) = simplified_cache.get(c) {
-            simplified.push(done.clone());
-            continue;
-        }
-        let answer = clean_answer(&llm.complete(&simplify_request(c, opts, opts.seed.wrapping_add(text_seed(c))))?);
-        // A failed simplification keeps the caption: it still carries the content.
-        let kept = if answer.is_empty() || answer == clean_answer(SIMPLIFY_EXAMPLE.1) { c.clone() } else { answer };
-        simplified_cache.insert(c.clone(), kept.clone());
-        simplified.push(kept);
-    }
+    candidates_batch(llm, &[(captions, neuron_seed)], opts, simplified_cache).remove(0)
+}
 
-    let mut labels: Vec<String> = Vec::new();
-    let mut answers = Vec::new();
-    let mut order: Vec<usize> = (0..simplified.len()).collect();
-    let mut rng = SplitMix64(seed ^ 0x5eed);
-    for call in 0..opts.n_summaries {
-        shuffle(&mut order, &mut rng);
-        let group: Vec<String> = order.iter().map(|&i| simplified[i].clone()).collect();
-        let call_seed = seed + 100 + call as u64;
-        let raw = llm.complete(&summarize_request(&group, opts, call_seed))?;
-        let mut label = clean_answer(&raw);
-        if label.contains(',') {
-            // SPEC: a comma list is merged by asking once more; if that fails, keep its first item.
-            let merged = clean_answer(&llm.complete(&merge_request(&label, opts, call_seed + 50))?);
-            label = if merged.is_empty() || merged.contains(',') {
-                label.split(',').next().unwrap_or("").trim().to_string()
-            } else {
-                merged
-            };
+/// [`candidates`] for several neurons (`(captions, neuron_seed)` each), asking the LLM in three
+/// rounds of independent requests so that it can answer each round together
+/// ([`ChatModel::complete_batch`]): every new caption's simplification, then every neuron's N
+/// summaries, then the merges of comma-list answers. The prompts and seeds are those of
+/// one-neuron-at-a-time calls, so the answers are too. One neuron's failure (or a failed
+/// simplification of one of its captions) fails that neuron only.
+pub fn candidates_batch(
+    llm: &dyn ChatModel,
+    neurons: &[(&[String], u64)],
+    opts: &SummarizeOptions,
+    simplified_cache: &mut HashMap<String, String>,
+) -> Vec<ProviderResult<Candidates>> {
+    // Round 1: simplifications of the captions not seen before.
+    let mut failed_captions: HashMap<&str, ProviderError> = HashMap::new();
+    if opts.simplify {
+        let mut new: Vec<&String> = Vec::new();
+        for c in neurons.iter().flat_map(|(captions, _)| captions.iter()) {
+            if !simplified_cache.contains_key(c) && !new.contains(&c) {
+                new.push(c);
+            }
         }
-        let rejected = rejection(&label, &simplified);
-        answers.push(RawAnswer { text: raw, rejected: rejected.clone() });
-        if rejected.is_none() {
-            push_candidate(&mut labels, label);
+        let requests: Vec<ChatRequest> =
+            new.iter().map(|c| simplify_request(c, opts, opts.seed.wrapping_add(text_seed(c)))).collect();
+        for (c, answer) in new.into_iter().zip(llm.complete_batch(&requests)) {
+            match answer {
+                Ok(answer) => {
+                    let answer = clean_answer(&answer);
+                    // A failed simplification keeps the caption: it still carries the content.
+                    let failed = answer.is_empty() || answer == clean_answer(SIMPLIFY_EXAMPLE.1);
+                    simplified_cache.insert(c.clone(), if failed { c.clone() } else { answer });
+                }
+                Err(e) => {
+                    failed_captions.insert(c.as_str(), e);
+                }
+            }
         }
     }
 
-    let fell_back = labels.is_empty();
-    if fell_back {
-        if let Some(phrase) = most_common(&simplified) {
-            push_candidate(&mut labels, phrase);
+    // Round 2: N summaries per neuron, captions reshuffled for each.
+    struct Pending {
+        simplified: Vec<String>,
+        /// Index of the neuron's first summary request; its N requests are consecutive.
+        first: usize,
+    }
+    let mut pending: Vec<ProviderResult<Pending>> = Vec::with_capacity(neurons.len());
+    let mut requests = Vec::new();
+    for &(captions, neuron_seed) in neurons {
+        if let Some(e) = captions.iter().find_map(|c| failed_captions.get(c.as_str())) {
+            pending.push(Err(e.clone()));
+            continue;
+        }
+        let simplified: Vec<String> = captions
+            .iter()
+            .map(|c| if opts.simplify { simplified_cache[c].clone() } else { c.clone() })
+            .collect();
+        let seed = summary_seed(opts, neuron_seed);
+        let mut order: Vec<usize> = (0..simplified.len()).collect();
+        let mut rng = SplitMix64(seed ^ 0x5eed);
+        let first = requests.len();
+        for call in 0..opts.n_summaries {
+            shuffle(&mut order, &mut rng);
+            let group: Vec<String> = order.iter().map(|&i| simplified[i].clone()).collect();
+            requests.push(summarize_request(&group, opts, seed + 100 + call as u64));
+        }
+        pending.push(Ok(Pending { simplified, first }));
+    }
+    let raw_answers = llm.complete_batch(&requests);
+
+    // Round 3: SPEC: a comma list is merged by asking once more.
+    let mut merges: Vec<(usize, ChatRequest)> = Vec::new();
+    for (i, answer) in raw_answers.iter().enumerate() {
+        if let Ok(raw) = answer {
+            let label = clean_answer(raw);
+            if label.contains(',') {
+                merges.push((i, merge_request(&label, opts, requests[i].seed + 50)));
+            }
         }
     }
-    Ok(Candidates { labels, simplified, answers, fell_back })
+    let merge_requests: Vec<ChatRequest> = merges.iter().map(|(_, r)| r.clone()).collect();
+    let merged: HashMap<usize, ProviderResult<String>> =
+        merges.iter().map(|(i, _)| *i).zip(llm.complete_batch(&merge_requests)).collect();
+
+    pending
+        .into_iter()
+        .map(|p| {
+            let p = p?;
+            let mut labels: Vec<String> = Vec::new();
+            let mut answers = Vec::new();
+            for i in p.first..p.first + opts.n_summaries {
+                let raw = raw_answers[i].clone()?;
+                let mut label = clean_answer(&raw);
+                if let Some(merged) = merged.get(&i) {
+                    let merged = clean_answer(&merged.clone()?);
+                    // If the merge fails too, keep the list's first item.
+                    label = if merged.is_empty() || merged.contains(',') {
+                        label.split(',').next().unwrap_or("").trim().to_string()
+                    } else {
+                        merged
+                    };
+                }
+                let rejected = rejection(&label, &p.simplified);
+                answers.push(RawAnswer { text: raw, rejected: rejected.clone() });
+                if rejected.is_none() {
+                    push_candidate(&mut labels, label);
+                }
+            }
+            let fell_back = labels.is_empty();
+            if fell_back {
+                if let Some(phrase) = most_common(&p.simplified) {
+                    push_candidate(&mut labels, phrase);
+                }
+            }
+            Ok(Candidates { labels, simplified: p.simplified, answers, fell_back })
+        })
+        .collect()
+}
+
+/// Seed of a neuron's summary calls: call `i` uses this + 100 + i, its shuffles this ^ 0x5eed.
+fn summary_seed(opts: &SummarizeOptions, neuron_seed: u64) -> u64 {
+    opts.seed.wrapping_add(neuron_seed.wrapping_mul(1000))
 }
 
 /// Adds a label unless already present, and "<label> background" after design/graphic words.
@@ -408,6 +480,49 @@ mod tests {
         assert_eq!(a, run(1));
         assert_ne!(a, run(2));
         assert!(a[0] != a[1] || a[1] != a[2], "reshuffled between calls");
+    }
+
+    /// Answers like [`Scripted`] but records the size of each `complete_batch` round, and fails
+    /// the simplification of any caption containing "broken".
+    struct Rounds {
+        inner: Scripted,
+        rounds: Mutex<Vec<usize>>,
+    }
+
+    impl ChatModel for Rounds {
+        fn info(&self) -> ComponentInfo {
+            self.inner.info()
+        }
+        fn complete(&self, r: &ChatRequest) -> ProviderResult<String> {
+            if r.messages.last().unwrap().content.contains("broken") {
+                return Err(crate::concepts::providers::ProviderError::Local { component: "llm".into(), reason: "boom".into() });
+            }
+            self.inner.complete(r)
+        }
+        fn complete_batch(&self, requests: &[ChatRequest]) -> Vec<ProviderResult<String>> {
+            self.rounds.lock().unwrap().push(requests.len());
+            requests.iter().map(|r| self.complete(r)).collect()
+        }
+    }
+
+    #[test]
+    fn a_batch_of_neurons_asks_in_three_rounds_and_fails_neurons_alone() {
+        let llm = Rounds { inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites", "trees", "leaves"]), rounds: Mutex::new(vec![]) };
+        let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
+        let (a, b, c) = (caps(&["a photo of dog", "a photo of cat"]), caps(&["a photo of cat", "a broken photo"]), caps(&["a photo of bird", "a photo of kite"]));
+        let mut cache = HashMap::new();
+        let out = candidates_batch(&llm, &[(&a, 0), (&b, 1), (&c, 2)], &o, &mut cache);
+        // 5 distinct captions simplified together, then 2 summaries for each of the 2 neurons left,
+        // then one merge for the comma list.
+        assert_eq!(*llm.rounds.lock().unwrap(), vec![5, 4, 1]);
+        assert_eq!(out[0].as_ref().unwrap().labels, caps(&["merged label", "pets"]));
+        assert!(out[1].as_ref().unwrap_err().to_string().contains("boom"), "the neuron with the failing caption fails");
+        assert_eq!(out[2].as_ref().unwrap().labels, caps(&["birds", "kites"]));
+        assert_eq!(cache.len(), 4, "a failed simplification is not cached");
+        // The same neurons one at a time give the same candidates (prompts and seeds do not depend on batching).
+        let llm = Scripted::new(&["dogs, cats", "pets", "birds", "kites"]);
+        let alone = candidates(&llm, &a, &o, 0, &mut HashMap::new()).unwrap();
+        assert_eq!(alone, *out[0].as_ref().unwrap());
     }
 
     #[test]

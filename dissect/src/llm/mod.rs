@@ -393,6 +393,135 @@ impl GgufChat {
     }
 }
 
+/// Most sequences [`GgufChat::generate_batch`] decodes together; more requests go in turns.
+/// Per-row speed of candle's tiled kernels levels off well before this, and each sequence holds
+/// its own KV cache (~25 kB per token for Qwen2.5-0.5B).
+pub const MAX_BATCH: usize = 48;
+
+/// One answer being decoded by [`GgufChat::generate_batch`].
+struct Decoding {
+    request: usize,
+    kv: KvCache,
+    logits: Vec<f32>,
+    rng: Rng,
+    temperature: f32,
+    out: Vec<u32>,
+    max_new: usize,
+    stats: GenerationStats,
+}
+
+impl GgufChat {
+    /// Answers several independent requests: each prompt is evaluated on its own, reusing cached
+    /// prefixes as [`PromptEvaluation::Cached`] does, then all answers are decoded in lock-step,
+    /// one [`Transformer::forward_batch`] per token. Each answer is what [`GgufChat::generate`]
+    /// gives for its request alone (same prompt, seed and sampler), up to the rounding of 8-bit
+    /// activations; a failing request fails alone, except when a shared decoding step fails.
+    pub fn generate_batch(&self, requests: &[ChatRequest]) -> Vec<ProviderResult<Generation>> {
+        let mut results: Vec<Option<ProviderResult<Generation>>> = (0..requests.len()).map(|_| None).collect();
+        for (turn, chunk) in requests.chunks(MAX_BATCH).enumerate() {
+            for (i, result) in self.decode_together(chunk).into_iter().enumerate() {
+                results[turn * MAX_BATCH + i] = Some(result);
+            }
+        }
+        results.into_iter().map(|r| r.expect("every request answered")).collect()
+    }
+
+    fn decode_together(&self, requests: &[ChatRequest]) -> Vec<ProviderResult<Generation>> {
+        let mut results: Vec<Option<ProviderResult<Generation>>> = (0..requests.len()).map(|_| None).collect();
+        let mut cache = self.lock();
+        let mut live = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            match self.start_cached(request, &mut cache) {
+                Ok(d) => live.push(Decoding { request: i, ..d }),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let t = Instant::now();
+        while !live.is_empty() {
+            // Choose each sequence's next token; the ones that end leave the batch.
+            let mut stepping = Vec::with_capacity(live.len());
+            let mut tokens = Vec::with_capacity(live.len());
+            for mut d in live.drain(..) {
+                let next = (d.out.len() < d.max_new).then(|| sample(&d.logits, d.temperature, &mut d.rng));
+                match next {
+                    Some(token) if !self.tokenizer.is_stop(token) => {
+                        d.out.push(token);
+                        if d.out.len() < d.max_new {
+                            tokens.push(token);
+                            stepping.push(d);
+                            continue;
+                        }
+                    }
+                    Some(_) => d.stats.stopped = true,
+                    None => {}
+                }
+                d.stats.decode_seconds = t.elapsed().as_secs_f64();
+                let request = d.request;
+                results[request] = Some(self.finish(d));
+            }
+            if stepping.is_empty() {
+                break;
+            }
+            let mut kvs: Vec<KvCache> = stepping.iter_mut().map(|d| std::mem::replace(&mut d.kv, KvCache::new(0))).collect();
+            match self.model.forward_batch(&tokens, &mut kvs) {
+                Ok(logits) => {
+                    for ((d, kv), l) in stepping.iter_mut().zip(kvs).zip(logits) {
+                        (d.kv, d.logits) = (kv, l);
+                    }
+                    live = stepping;
+                }
+                Err(e) => {
+                    for d in stepping {
+                        results[d.request] = Some(Err(self.fail(&e)));
+                    }
+                }
+            }
+        }
+        drop(cache);
+        results.into_iter().map(|r| r.expect("every request answered")).collect()
+    }
+
+    /// Renders and evaluates `request`'s prompt from the longest cached prefix, caching its state.
+    fn start_cached(&self, request: &ChatRequest, cache: &mut PrefixCache<KvCache>) -> ProviderResult<Decoding> {
+        let prompt = self.render(&request.messages)?;
+        let n = prompt.len();
+        let limit = self.model.max_positions();
+        if n >= limit {
+            return Err(self.fail(format!("the prompt has {n} tokens; the context limit is {limit}")));
+        }
+        let t0 = Instant::now();
+        let (mut kv, mut reused) = (self.model.new_cache(), 0);
+        if let Some((shared, state)) = cache.lookup(&prompt, BLOCK) {
+            kv = state;
+            kv.truncate(shared).map_err(|e| self.fail(e))?;
+            reused = shared;
+        }
+        let logits = self.prefill(&prompt, BLOCK, &mut kv)?;
+        cache.insert(prompt, kv.clone(), BLOCK);
+        Ok(Decoding {
+            request: 0,
+            kv,
+            logits,
+            rng: Rng::new(request.seed),
+            temperature: request.temperature,
+            out: Vec::new(),
+            max_new: request.max_tokens.min(limit - n),
+            stats: GenerationStats {
+                prompt_tokens: n,
+                reused_tokens: reused,
+                prefill_seconds: t0.elapsed().as_secs_f64(),
+                ..GenerationStats::default()
+            },
+        })
+    }
+
+    fn finish(&self, d: Decoding) -> ProviderResult<Generation> {
+        let text = self.tokenizer.decode(&d.out).map_err(|e| self.fail(e))?.trim().to_string();
+        let stats = GenerationStats { generated_tokens: d.out.len(), ..d.stats };
+        Ok(Generation { text, tokens: d.out, stats })
+    }
+}
+
 impl ChatModel for GgufChat {
     fn info(&self) -> ComponentInfo {
         self.info.clone()
@@ -400,6 +529,10 @@ impl ChatModel for GgufChat {
 
     fn complete(&self, request: &ChatRequest) -> ProviderResult<String> {
         self.generate(request, PromptEvaluation::Cached).map(|g| g.text)
+    }
+
+    fn complete_batch(&self, requests: &[ChatRequest]) -> Vec<ProviderResult<String>> {
+        self.generate_batch(requests).into_iter().map(|g| g.map(|g| g.text)).collect()
     }
 }
 

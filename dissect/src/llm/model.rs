@@ -457,6 +457,63 @@ impl Transformer {
         self.output.forward(&last)?.flatten_all()?.to_vec1::<f32>()
     }
 
+    /// One decoding step of several independent sequences: `tokens[i]` is evaluated after the
+    /// positions already in `caches[i]`, and the next-token logits of each come back in order.
+    ///
+    /// The projections and the output layer multiply all sequences' rows at once, which is what
+    /// makes this faster than separate [`Transformer::forward`] calls: candle's tiled quantized
+    /// kernels run several times faster per row on a many-row matrix than on a single row. Only
+    /// attention, which reads each sequence's own cache, runs per sequence. Results equal
+    /// separate `forward` calls up to the rounding of 8-bit activations.
+    pub fn forward_batch(&self, tokens: &[u32], caches: &mut [KvCache]) -> CResult<Vec<Vec<f32>>> {
+        let c = &self.cfg;
+        let b = tokens.len();
+        if b == 0 {
+            candle_core::bail!("no sequences to evaluate");
+        }
+        if caches.len() != b {
+            candle_core::bail!("{} tokens for {} KV caches", b, caches.len());
+        }
+        for cache in caches.iter() {
+            if cache.layers.len() != c.n_layer {
+                candle_core::bail!("KV cache has {} layers, the model {}", cache.layers.len(), c.n_layer);
+            }
+            if cache.len() + 1 > self.max_positions {
+                candle_core::bail!(
+                    "sequence of {} tokens exceeds the context limit of {}",
+                    cache.len() + 1,
+                    self.max_positions
+                );
+            }
+        }
+        let (hd, nh, nkv) = (c.head_dim, c.n_head, c.n_kv_head);
+        let group = nh / nkv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
+            let (q, k, v) = (layer.q.forward(&h)?, layer.k.forward(&h)?, layer.v.forward(&h)?);
+            let mut outs = Vec::with_capacity(b);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len();
+                let qi = self.heads_first(&q.narrow(0, i, 1)?, 1, nh, pos, Some(scale))?;
+                let ki = self.heads_first(&k.narrow(0, i, 1)?, 1, nkv, pos, Some(1.0))?;
+                let vi = self.heads_first(&v.narrow(0, i, 1)?, 1, nkv, pos, None)?;
+                let (ki, vi) = cache.append(li, ki, vi)?;
+                let att = softmax_last_dim(&qi.reshape((nkv, group, hd))?.matmul(&ki.t()?)?)?;
+                outs.push(att.matmul(&vi)?.reshape((1, nh * hd))?);
+            }
+            x = (x + layer.o.forward(&Tensor::cat(&outs, 0)?)?)?;
+            let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let ff = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&ff)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.output.forward(&rms_norm(&x, &self.norm, c.rms_eps)?)?.to_vec2::<f32>()
+    }
+
     /// `(s, heads·head_dim)` → `(heads, s, head_dim)`, rotated for positions `pos0..pos0+s` and
     /// multiplied by `scale` when `rope` is `Some(scale)`.
     fn heads_first(&self, t: &Tensor, s: usize, heads: usize, pos0: usize, rope: Option<f32>) -> CResult<Tensor> {
@@ -632,6 +689,43 @@ mod tests {
             let stepwise = m.forward(&seq[7..], &mut inc).unwrap();
             assert_close(&one_pass, &stepwise, arch);
             assert!(one_pass.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn batched_step_matches_separate_sequences() {
+        for arch in ["qwen2", "llama"] {
+            let m = tiny(arch);
+            // Three sequences at different lengths, one of them empty so far.
+            let prompts: [&[u32]; 3] = [&[1, 5, 7, 2], &[9], &[]];
+            let next = [3u32, 10, 4];
+            let mut batch: Vec<KvCache> = Vec::new();
+            for p in prompts {
+                let mut kv = m.new_cache();
+                if !p.is_empty() {
+                    m.forward(p, &mut kv).unwrap();
+                }
+                batch.push(kv);
+            }
+            let got = m.forward_batch(&next, &mut batch).unwrap();
+            assert_eq!(got.len(), 3);
+            for (i, (p, t)) in prompts.iter().zip(next).enumerate() {
+                let mut kv = m.new_cache();
+                let mut seq = p.to_vec();
+                seq.push(t);
+                let want = m.forward(&seq, &mut kv).unwrap();
+                assert_close(&want, &got[i], arch);
+                assert_eq!(batch[i].len(), seq.len());
+            }
+            // A second step continues each sequence from its own cache.
+            let step2 = m.forward_batch(&[2, 2, 2], &mut batch).unwrap();
+            for (i, (p, t)) in prompts.iter().zip(next).enumerate() {
+                let mut seq = p.to_vec();
+                seq.extend([t, 2]);
+                let want = m.forward(&seq, &mut m.new_cache()).unwrap();
+                assert_close(&want, &step2[i], arch);
+            }
+            assert!(m.forward_batch(&[1, 2], &mut batch[..1]).is_err(), "tokens and caches must pair up");
         }
     }
 
