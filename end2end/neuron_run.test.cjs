@@ -1,7 +1,8 @@
 // The neuron page's DnD run on real data: `dnd dissect` labels unit 0 of stage6 with the embedded
 // (substitute) components into the running server's data folder, and fails unit 2 on purpose by
 // pointing the LLM at a closed port. Then the page must show the substitutes, D_top, the
-// candidate concepts and the failure, and serve every image through /img/{sha256}.
+// candidate concepts and the failure, and serve every image through /img/{sha256}; the heatmap
+// toggle lays each D_top image's stored activation map (/heatmap/{key}) over its whole image.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
@@ -34,6 +35,9 @@ test('the server-rendered page lists the run: substitutes, D_top and candidates'
   assert.match(html, /Not the paper(&#x27;|')s set-up: 5 of the 5 components/);
   assert.equal([...html.matchAll(/<li [^>]*class="top-image"/g)].length, 10);
   assert.equal([...html.matchAll(/<tr[^>]*data-role=/g)].length, 5);
+  // stage6 is a conv layer and the run stored its maps: the heatmap toggle is offered, no note.
+  assert.match(html, /id="show-heatmap"/);
+  assert.doesNotMatch(html, /id="no-heatmaps"/);
   // A unit no run has covered says so.
   assert.match(await (await fetch(`${LAYER}/1`)).text(), /No DnD run has covered this neuron yet/);
 });
@@ -83,6 +87,40 @@ test('the neuron page shows the run, its images load, and the crop toggle shows 
     await page.getByLabel('Show crop regions').uncheck();
     await page.locator('#top-images .region-box').first().waitFor({ state: 'detached' });
     assert.match(await src(), /crop=/);
+
+    // The heatmap toggle: every D_top entry shows its whole image with the unit's activation map
+    // on top (crops outlined too); the overlays load at the thumbnail's size and go away again.
+    const heatmaps = page.locator('#top-images img.heatmap');
+    assert.equal(await heatmaps.count(), 0);
+    await page.getByLabel('Show activation heatmap').check();
+    await page.waitForFunction(() => {
+      const heat = [...document.querySelectorAll('#top-images img.heatmap')];
+      const all = [...document.querySelectorAll('#top-images img')];
+      return heat.length === 10 && all.every((i) => i.complete && i.naturalWidth > 0);
+    }, null, { timeout: 30000 });
+    const overlays = await heatmaps.evaluateAll((imgs) => imgs.map((i) => ({
+      src: i.getAttribute('src'),
+      size: [i.naturalWidth, i.naturalHeight],
+      under: [i.previousElementSibling.naturalWidth, i.previousElementSibling.naturalHeight],
+      box: [i.getBoundingClientRect().width, i.getBoundingClientRect().height],
+      underBox: [i.previousElementSibling.getBoundingClientRect().width, i.previousElementSibling.getBoundingClientRect().height],
+    })));
+    for (const o of overlays) {
+      assert.match(o.src, /^\/heatmap\/[0-9a-f]{64}\?w=320$/);
+      assert.deepEqual(o.size, o.under, 'the overlay is drawn at the thumbnail size');
+      assert.deepEqual(o.box, o.underBox, 'and laid exactly over it');
+    }
+    assert.equal(await page.locator('#top-images .region-box').count(), n, 'crops stay outlined');
+    assert.match(await crops.first().locator('img.whole').getAttribute('src'), /^\/img\/[0-9a-f]{64}\?w=320$/);
+    const png = await fetch(BASE_URL + overlays[0].src);
+    assert.equal(png.status, 200);
+    assert.equal(png.headers.get('content-type'), 'image/png');
+    assert.equal(png.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    await page.getByLabel('Show activation heatmap').uncheck();
+    await heatmaps.first().waitFor({ state: 'detached' });
+    assert.equal(await heatmaps.count(), 0);
+    assert.match(await src(), /crop=/);
+    await allLoaded();
     assert.deepEqual(b.errors.map(String), []);
   } finally {
     await b.close();

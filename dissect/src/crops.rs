@@ -142,7 +142,7 @@ impl CropBox {
 }
 
 /// One neuron's activation map for one image: `height`×`width` values, row-major.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ActivationMap {
     pub height: usize,
     pub width: usize,
@@ -176,6 +176,48 @@ impl ActivationMap {
             Summary::Mean => (self.values.iter().map(|&v| v as f64).sum::<f64>() / self.values.len() as f64) as f32,
             Summary::Max => self.values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
         }
+    }
+
+    /// The values as stored in the database: f32 little-endian, row-major (4 bytes a cell).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        self.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// The inverse of [`ActivationMap::to_le_bytes`]; a size that does not match the bytes is an
+    /// error naming both.
+    pub fn from_le_bytes(height: usize, width: usize, bytes: &[u8]) -> std::result::Result<Self, String> {
+        if height == 0 || width == 0 {
+            return Err(format!("an activation map must have at least one cell, got {height}×{width}"));
+        }
+        if bytes.len() != height * width * 4 {
+            return Err(format!(
+                "a {height}×{width} activation map needs {} bytes of f32, got {}",
+                height * width * 4,
+                bytes.len()
+            ));
+        }
+        let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok(ActivationMap { height, width, values })
+    }
+
+    /// The map's value at fractional position (`u`, `v`) of its extent (0 = left/top edge, 1 =
+    /// right/bottom edge), interpolated bilinearly between cell centres with the same
+    /// half-pixel convention and edge clamping as [`ActivationMap::upsample`]; NaN when empty.
+    pub fn sample(&self, u: f64, v: f64) -> f32 {
+        if self.values.is_empty() {
+            return f32::NAN;
+        }
+        let tap = |f: f64, len: usize| {
+            let s = (f * len as f64 - 0.5).clamp(0.0, (len - 1) as f64);
+            let i0 = s.floor() as usize;
+            (i0, (i0 + 1).min(len - 1), (s - i0 as f64) as f32)
+        };
+        let (x0, x1, fx) = tap(u, self.width);
+        let (y0, y1, fy) = tap(v, self.height);
+        let at = |x: usize, y: usize| self.values[y * self.width + x];
+        let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
+        let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+        top + (bottom - top) * fy
     }
 
     /// Bilinear resize to `out_w`×`out_h` with half-pixel centres (OpenCV `INTER_LINEAR`,
@@ -348,6 +390,23 @@ impl ModelView {
     pub fn to_source(&self, b: &CropBox, working_size: u32) -> CropBox {
         let (sx, sy) = (self.width / working_size as f64, self.height / working_size as f64);
         b.affine(self.x0, self.y0, sx, sy, self.source_width, self.source_height)
+    }
+}
+
+/// One unit's activation map on one probing image, placed on that image: the map covers `view`,
+/// the centre crop the model saw (source pixels, rounded to whole pixels), not the whole image.
+/// Kept with each D_top image so the neuron page can overlay it as a heatmap.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageMap {
+    pub map: ActivationMap,
+    pub view: CropBox,
+}
+
+impl ImageMap {
+    /// `map` of a `source_size` = (width, height) image under preprocessing `p`.
+    pub fn new(map: ActivationMap, source_size: (u32, u32), p: &Preprocess) -> Self {
+        let view = ModelView::new(source_size.0, source_size.1, p).to_source(&CropBox::full(1, 1), 1);
+        ImageMap { map, view }
     }
 }
 
@@ -539,6 +598,41 @@ mod tests {
         // 1×2 → 1×4 with half-pixel centres: [0, 0.25, 0.75, 1] like cv2.resize / F.interpolate.
         let m = ActivationMap::new(1, 2, vec![0.0, 1.0]);
         assert_eq!(m.upsample(4, 1), [0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn stored_bytes_round_trip_and_bad_sizes_are_named() {
+        let m = ActivationMap::new(2, 3, vec![0.5, -1.0, f32::MAX, 3.25, 0.0, -7e-8]);
+        let bytes = m.to_le_bytes();
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(ActivationMap::from_le_bytes(2, 3, &bytes).unwrap(), m);
+        let e = ActivationMap::from_le_bytes(3, 3, &bytes).unwrap_err();
+        assert!(e.contains("3×3") && e.contains("36") && e.contains("24"), "{e}");
+        assert!(ActivationMap::from_le_bytes(0, 3, &[]).unwrap_err().contains("0×3"));
+    }
+
+    #[test]
+    fn sampling_agrees_with_upsampling() {
+        let m = ActivationMap::new(3, 4, (0..12).map(|v| ((v * 7) % 5) as f32).collect());
+        let (ow, oh) = (10, 7);
+        let up = m.upsample(ow, oh);
+        for y in 0..oh {
+            for x in 0..ow {
+                let s = m.sample((x as f64 + 0.5) / ow as f64, (y as f64 + 0.5) / oh as f64);
+                assert!((s - up[y * ow + x]).abs() < 1e-5, "({x},{y}): {s} vs {}", up[y * ow + x]);
+            }
+        }
+        // A cell's centre gives the cell's own value.
+        assert_eq!(m.sample(2.5 / 4.0, 1.5 / 3.0), m.values[4 + 2]);
+    }
+
+    #[test]
+    fn image_maps_cover_the_model_view() {
+        let p = Preprocess { input_size: (64, 64), resize_shorter: 73, mean: [0.0; 3], std: [1.0; 3] };
+        let m = ImageMap::new(ActivationMap::new(1, 1, vec![1.0]), (300, 200), &p);
+        let v = ModelView::new(300, 200, &p);
+        assert_eq!(m.view, b(v.x0.round() as u32, v.y0.round() as u32, (v.x0 + v.width).round() as u32, (v.y0 + v.height).round() as u32));
+        assert!(m.view.is_within(300, 200) && m.view.width() < 300);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! attention crops, the crops' own activations, and the re-ranked top-K of images ∪ crops
 //! (D_top: what gets captioned and shown to raters).
 
-use crate::crops::{self, CropBox, CropProbe, Summary, TopCandidate, TopImage};
+use crate::crops::{self, CropBox, CropProbe, ImageMap, Summary, TopCandidate, TopImage};
 use crate::model::{LayerKind, TargetModel};
 use crate::record::{top_k, unit_maps, ActivationSummaries, ImageSource};
 use crate::{preprocess, Result};
@@ -20,6 +20,9 @@ pub struct NeuronTop {
     /// The decoded top images, in `top_images` order, when crops needed them (conv layers);
     /// empty otherwise. Callers reuse them instead of decoding again.
     pub pictures: Vec<image::RgbImage>,
+    /// The unit's activation map on each top image, in `top_images` order, placed on the image
+    /// (conv layers only; empty otherwise): what the crops were cut from, kept for heatmaps.
+    pub maps: Vec<ImageMap>,
 }
 
 /// Computes D_top of `unit` in `layer` (model index), given the layer's recorded summaries over
@@ -40,7 +43,7 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
         // SPEC: a classifier (or any non-spatial) layer gets no crops.
         let crops = vec![Vec::new(); top_images.len()];
         let d_top = crops::rerank_top(&originals.collect::<Vec<_>>(), k);
-        return Ok(NeuronTop { unit, top_images, crops, d_top, pictures: Vec::new() });
+        return Ok(NeuronTop { unit, top_images, crops, d_top, pictures: Vec::new(), maps: Vec::new() });
     }
     let paths: Vec<&std::path::Path> = top_images.iter().map(|&(i, _)| images[i].path.as_path()).collect();
     let maps = unit_maps(model, &paths, layer, unit)?;
@@ -66,5 +69,7 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
         }),
     );
     let d_top = crops::rerank_top(&candidates, k);
-    Ok(NeuronTop { unit, top_images, crops: boxes, d_top, pictures })
+    let p = model.preprocessing();
+    let maps = maps.into_iter().zip(&pictures).map(|(m, img)| ImageMap::new(m, img.dimensions(), &p)).collect();
+    Ok(NeuronTop { unit, top_images, crops: boxes, d_top, pictures, maps })
 }

@@ -255,6 +255,7 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
                     crop,
                     activation: 10.0 - r as f32 * 0.7,
                     caption: caption(index, crop.is_some()).0,
+                    map: None,
                 }
             })
             .collect();

@@ -9,6 +9,8 @@
 //! crop shows exactly the region the model saw. Each (sha256, crop, width) is generated once and
 //! kept under `<data_dir>/thumbs/`; the URL names the content, so responses are cacheable forever.
 //! Only a 64-digit hex sha256 is accepted in the path: no file name ever comes from the request.
+//!
+//! `GET /heatmap/{map_sha256}?w=…`: the activation-map overlay of a D_top image ([`heatmap`]).
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,6 +21,8 @@ use sqlx::SqlitePool;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+
+mod heatmap;
 
 /// Thumbnail widths a client may ask for (`w=`); `full` (or no `w`) keeps the source width.
 pub const WIDTHS: [u32; 3] = [96, 160, 320];
@@ -38,7 +42,10 @@ struct Service {
 pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, data_dir: PathBuf) -> Router<S> {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     let service = Arc::new(Service { db, data_dir, workers: Semaphore::new(workers) });
-    Router::new().route("/img/{sha256}", get(serve_image)).with_state(service)
+    Router::new()
+        .route("/img/{sha256}", get(serve_image))
+        .route("/heatmap/{map_sha256}", get(heatmap::serve_heatmap))
+        .with_state(service)
 }
 
 #[derive(serde::Deserialize)]

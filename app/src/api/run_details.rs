@@ -88,6 +88,17 @@ pub struct TopImageView {
     pub act_max: Option<f64>,
     pub raw_caption: Option<String>,
     pub simplified_caption: Option<String>,
+    /// Content key of the unit's activation map on the whole image (`top_images.map_sha256`);
+    /// `None` for a layer without spatial maps or a run stored before maps were kept.
+    pub heatmap: Option<String>,
+}
+
+impl TopImageView {
+    /// URL of the activation-heatmap overlay of the whole image at thumbnail width `w` (96, 160,
+    /// 320): a transparent PNG the size of `/img/{sha256}?w={w}`, to lay over it.
+    pub fn heatmap_url(&self, w: u32) -> Option<String> {
+        self.heatmap.as_ref().map(|key| format!("/heatmap/{key}?w={w}"))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +138,8 @@ pub struct RunDetails {
     /// `mean`, `topk_squared`, `image_products` or `topk_squared_image_products`.
     pub scoring: Option<String>,
     pub top_k: i64,
+    /// Whether the run's layer has spatial activation maps (a conv layer), i.e. could have heatmaps.
+    pub spatial: bool,
     pub uses_substitutes: bool,
     pub components: Vec<ComponentView>,
     pub top: Vec<TopImageView>,
@@ -210,8 +223,8 @@ pub(crate) mod queries {
 
         let done = sqlx::query(
             "SELECT rn.id AS run_neuron_id, r.id AS run_id, r.status, r.finished_at, r.summary, r.scoring, r.top_k,
-                    r.uses_substitutes, r.provenance_json
-             FROM run_neurons rn JOIN dissection_runs r ON r.id = rn.run_id
+                    r.uses_substitutes, r.provenance_json, l.kind AS layer_kind
+             FROM run_neurons rn JOIN dissection_runs r ON r.id = rn.run_id JOIN layers l ON l.id = r.layer_id
              WHERE rn.neuron_id = ? AND rn.status = 'done' AND r.method = 'dnd'
              ORDER BY rn.run_id DESC LIMIT 1",
         )
@@ -242,7 +255,7 @@ pub(crate) mod queries {
         let run_neuron_id: i64 = run.get("run_neuron_id");
         let top = sqlx::query(
             "SELECT t.rank, i.sha256, i.width, i.height, t.crop_x0, t.crop_y0, t.crop_x1, t.crop_y1, t.act_mean, t.act_max,
-                    c.raw_caption, c.simplified_caption
+                    c.raw_caption, c.simplified_caption, t.map_sha256
              FROM top_images t JOIN images i ON i.id = t.image_id LEFT JOIN captions c ON c.id = t.caption_id
              WHERE t.run_neuron_id = ? ORDER BY t.rank",
         )
@@ -260,6 +273,7 @@ pub(crate) mod queries {
             act_max: r.get("act_max"),
             raw_caption: r.get("raw_caption"),
             simplified_caption: r.get("simplified_caption"),
+            heatmap: r.get("map_sha256"),
         })
         .collect();
 
@@ -324,6 +338,7 @@ pub(crate) mod queries {
                 summary: run.get("summary"),
                 scoring: run.get("scoring"),
                 top_k: run.get("top_k"),
+                spatial: run.get::<String, _>("layer_kind") == "conv",
                 uses_substitutes: run.get::<i64, _>("uses_substitutes") == 1,
                 components: components(provenance),
                 top,
@@ -347,6 +362,24 @@ mod tests {
         assert_eq!(crop.url(Some(320)), format!("/img/{}?crop=1,2,30,40&w=320", "ab".repeat(32)));
         assert_eq!(crop.url(None), format!("/img/{}?crop=1,2,30,40", "ab".repeat(32)));
         assert_eq!(crop.whole(), whole);
+    }
+
+    #[test]
+    fn heatmap_urls_name_the_map_and_the_width() {
+        let mut t = TopImageView {
+            rank: 1,
+            image: ImageRef { sha256: "ab".repeat(32), crop: None },
+            width: 10,
+            height: 10,
+            act_mean: Some(1.0),
+            act_max: None,
+            raw_caption: None,
+            simplified_caption: None,
+            heatmap: None,
+        };
+        assert_eq!(t.heatmap_url(320), None, "no map stored");
+        t.heatmap = Some("cd".repeat(32));
+        assert_eq!(t.heatmap_url(320).unwrap(), format!("/heatmap/{}?w=320", "cd".repeat(32)));
     }
 
     #[cfg(feature = "ssr")]

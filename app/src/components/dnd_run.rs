@@ -84,7 +84,7 @@ fn RunBody(run: RunDetails) -> impl IntoView {
     view! {
         <p class="meta run-facts">{facts}</p>
         <Provenance components=run.components uses_substitutes=run.uses_substitutes />
-        <TopImages top=run.top summary=summary.clone() />
+        <TopImages top=run.top summary=summary.clone() spatial=run.spatial />
         <Candidates candidates=run.candidates scoring=scoring summary=summary />
         <p class="meta">"The three best-scoring concepts are the DnD labels in the comparison above."</p>
     }
@@ -144,33 +144,59 @@ fn Provenance(components: Vec<ComponentView>, uses_substitutes: bool) -> impl In
     .into_any()
 }
 
-/// D_top as a grid. Crops show as crops; "Show crop regions" shows each crop's whole image with
-/// the cropped region outlined instead.
-///
-/// This outline stands in for an activation-heatmap overlay: a heat map needs the neuron's full
-/// activation map, which only the engine can compute (the model is not loaded by the web server,
-/// and the database keeps just the crop box). Serving real maps is a follow-up (an engine job
-/// that stores each D_top image's map, then an overlay route).
+/// D_top as a grid. Crops show as crops; two views show each entry's whole image instead:
+/// "Show crop regions" outlines the attention crop on it, and "Show activation heatmap" lays the
+/// unit's activation map over it (crop outlined too). The maps are the ones the engine cut the
+/// crops from, stored with D_top by the run (`top_images.map_*`) and drawn as transparent PNGs by
+/// `/heatmap/{key}` at the thumbnail's size, so an overlay is a plain `<img>` stacked on the
+/// thumbnail. The heatmap toggle is offered only when the run stored maps; a run stored before
+/// maps were kept, or a layer without spatial maps, gets a note instead.
 #[component]
-fn TopImages(top: Vec<TopImageView>, summary: String) -> impl IntoView {
+fn TopImages(top: Vec<TopImageView>, summary: String, spatial: bool) -> impl IntoView {
     let show_regions = RwSignal::new(false);
+    let show_heatmap = RwSignal::new(false);
     let any_crop = top.iter().any(|t| t.image.crop.is_some());
+    let any_map = top.iter().any(|t| t.heatmap.is_some());
+    let no_maps = (!any_map && !top.is_empty()).then(|| {
+        let why = if spatial {
+            "No activation heatmaps: this run was stored before D_top kept its activation maps. \
+             Dissect the neuron again to see them."
+        } else {
+            "No activation heatmaps: this layer gives one value per image, not a spatial map."
+        };
+        view! { <p class="meta no-heatmaps" id="no-heatmaps">{why}</p> }
+    });
     view! {
         <h3>"Top activating images (D_top)"</h3>
-        {any_crop.then(|| view! {
-            <label class="crop-toggle">
-                <input
-                    type="checkbox"
-                    id="show-crop-regions"
-                    prop:checked=move || show_regions.get()
-                    on:change=move |ev| show_regions.set(event_target_checked(&ev))
-                />
-                " Show crop regions"
-                <span class="meta">" (whole images with the attention crop outlined)"</span>
-            </label>
-        })}
+        <div class="top-toggles">
+            {any_map.then(|| view! {
+                <label class="crop-toggle">
+                    <input
+                        type="checkbox"
+                        id="show-heatmap"
+                        prop:checked=move || show_heatmap.get()
+                        on:change=move |ev| show_heatmap.set(event_target_checked(&ev))
+                    />
+                    " Show activation heatmap"
+                    <span class="meta">" (whole images; red = where the unit fired most)"</span>
+                </label>
+            })}
+            {any_crop.then(|| view! {
+                <label class="crop-toggle">
+                    <input
+                        type="checkbox"
+                        id="show-crop-regions"
+                        prop:checked=move || show_regions.get()
+                        on:change=move |ev| show_regions.set(event_target_checked(&ev))
+                    />
+                    " Show crop regions"
+                    <span class="meta">" (whole images with the attention crop outlined)"</span>
+                </label>
+            })}
+        </div>
+        {no_maps}
         <ol class="top-images" id="top-images">
-            {top.into_iter().map(|t| view! { <TopImage t=t summary=summary.clone() show_regions /> }).collect_view()}
+            {top.into_iter().map(|t| view! { <TopImage t=t summary=summary.clone() show_regions show_heatmap /> }).collect_view()}
         </ol>
     }
     .into_any()
@@ -187,33 +213,44 @@ fn shown_size(w: i64, h: i64, target: u32) -> (i64, i64) {
 }
 
 #[component]
-fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>) -> impl IntoView {
+fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>, show_heatmap: RwSignal<bool>) -> impl IntoView {
     let rank = t.rank;
     let is_crop = t.image.crop.is_some();
     let (src_w, src_h) = (t.width, t.height);
+    let heatmap = t.heatmap_url(TOP_WIDTH);
     let picture = {
         let image = t.image.clone();
-        move || match image.crop {
-            Some([x0, y0, x1, y1]) if show_regions.get() => {
+        move || {
+            let heat = heatmap.clone().filter(|_| show_heatmap.get());
+            let crop = image.crop;
+            if heat.is_some() || (crop.is_some() && show_regions.get()) {
+                // The whole image, with the heatmap and/or the crop's region on top.
                 let (w, h) = shown_size(src_w, src_h, TOP_WIDTH);
                 let pct = |v: i64, of: i64| format!("{:.3}%", v as f64 * 100.0 / of.max(1) as f64);
-                let style = format!(
-                    "left:{};top:{};width:{};height:{}",
-                    pct(x0, src_w),
-                    pct(y0, src_h),
-                    pct(x1 - x0, src_w),
-                    pct(y1 - y0, src_h)
-                );
+                let region = crop.map(|[x0, y0, x1, y1]| {
+                    format!(
+                        "left:{};top:{};width:{};height:{}",
+                        pct(x0, src_w),
+                        pct(y0, src_h),
+                        pct(x1 - x0, src_w),
+                        pct(y1 - y0, src_h)
+                    )
+                });
+                let alt = match (heat.is_some(), crop.is_some()) {
+                    (true, true) => format!("rank {rank}: whole image with activation heatmap, crop outlined"),
+                    (true, false) => format!("rank {rank}: whole image with activation heatmap"),
+                    _ => format!("rank {rank}: whole image, crop outlined"),
+                };
+                let frame = if heat.is_some() { "region-frame with-heatmap" } else { "region-frame" };
                 view! {
-                    <span class="region-frame">
-                        <img src=image.whole().url(Some(TOP_WIDTH)) width=w height=h
-                            alt=format!("rank {rank}: whole image, crop outlined") class="whole" />
-                        <span class="region-box" style=style></span>
+                    <span class=frame>
+                        <img src=image.whole().url(Some(TOP_WIDTH)) width=w height=h alt=alt class="whole" />
+                        {heat.map(|src| view! { <img src=src width=w height=h alt="" class="heatmap" /> })}
+                        {region.map(|style| view! { <span class="region-box" style=style></span> })}
                     </span>
                 }
                 .into_any()
-            }
-            crop => {
+            } else {
                 let (w, h) = match crop {
                     Some([x0, y0, x1, y1]) => shown_size(x1 - x0, y1 - y0, TOP_WIDTH),
                     None => shown_size(src_w, src_h, TOP_WIDTH),

@@ -106,6 +106,10 @@ pub struct TopEntry {
     pub crop: Option<CropBox>,
     pub activation: f32,
     pub caption: String,
+    /// The unit's activation map on the whole source image (a crop's entry carries its image's
+    /// map too), for the heatmap overlay; `None` for layers without spatial maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<crops::ImageMap>,
 }
 
 /// One concept image (D_new) of a candidate.
@@ -415,6 +419,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         // Start from the pictures Step 1 already decoded for its crops.
         let mut sources: HashMap<usize, RgbImage> =
             top.top_images.iter().map(|&(i, _)| i).zip(top.pictures).collect();
+        let maps: HashMap<usize, crops::ImageMap> = top.top_images.iter().map(|&(i, _)| i).zip(top.maps).collect();
         for TopCandidate { image_index, crop, activation } in top.d_top {
             let source = &self.images[image_index];
             let key = region_key(&source.sha256, crop.as_ref());
@@ -429,7 +434,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                 };
                 pixels.insert(key.clone(), img);
             }
-            entries.push(TopEntry { image_index, crop, activation, caption: String::new() });
+            entries.push(TopEntry { image_index, crop, activation, caption: String::new(), map: maps.get(&image_index).cloned() });
             keys.push(key);
         }
         Ok((entries, keys))

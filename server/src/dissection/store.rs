@@ -6,7 +6,8 @@
 use anyhow::Context;
 use dissect::concepts::pipeline::{DissectOptions, NeuronOutcome, NeuronResult};
 use dissect::concepts::ComponentInfo;
-use dissect::crops::Summary;
+use dissect::crops::{ImageMap, Summary};
+use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
 /// What identifies a run for resuming: the same target, set, neurons and settings.
@@ -254,10 +255,13 @@ impl NeuronWriter {
                 (Some(_), Summary::Mean) => (Some(entry.activation as f64), None),
                 (Some(_), Summary::Max) => (None, Some(entry.activation as f64)),
             };
+            // The source image's map, also on a crop's row: the overlay covers the whole image.
+            let map = entry.map.as_ref();
+            let sha256 = &self.image_sha256[entry.image_index];
             sqlx::query(
                 "INSERT INTO top_images (run_neuron_id, rank, image_id, is_crop, crop_x0, crop_y0, crop_x1, crop_y1,
-                     act_mean, act_max, caption_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     act_mean, act_max, caption_id, map_h, map_w, map_f32, map_x0, map_y0, map_x1, map_y1, map_sha256)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(run_neuron_id)
             .bind(rank as i64 + 1)
@@ -270,6 +274,14 @@ impl NeuronWriter {
             .bind(act_mean)
             .bind(act_max)
             .bind(caption_id)
+            .bind(map.map(|m| m.map.height as i64))
+            .bind(map.map(|m| m.map.width as i64))
+            .bind(map.map(|m| m.map.to_le_bytes()))
+            .bind(map.map(|m| m.view.x0 as i64))
+            .bind(map.map(|m| m.view.y0 as i64))
+            .bind(map.map(|m| m.view.x1 as i64))
+            .bind(map.map(|m| m.view.y1 as i64))
+            .bind(map.map(|m| heatmap_key(sha256, m)))
             .execute(&mut *tx)
             .await?;
         }
@@ -361,6 +373,20 @@ impl NeuronWriter {
         }
         Ok(())
     }
+}
+
+/// Content key of a stored map on its image (`top_images.map_sha256`, the heatmap's URL): sha256
+/// over the image's sha256, the map's grid and values, and the region it covers, so a URL never
+/// names two different overlays.
+pub fn heatmap_key(image_sha256: &str, m: &ImageMap) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dnd-studio heatmap map v1\n");
+    h.update(image_sha256.as_bytes());
+    for v in [m.map.height as u64, m.map.width as u64, m.view.x0 as u64, m.view.y0 as u64, m.view.x1 as u64, m.view.y1 as u64] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(m.map.to_le_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Unit statistics of recorded summaries: [mean-summary avg, top, max-summary avg, top].
