@@ -5,7 +5,9 @@
 //!
 //! 1. reference: `GET /healthz` from the same number of concurrent clients (the floor any
 //!    request pays: HTTP, routing, layers and one pooled SQLite read), measured in this run;
-//! 2. load: that many raters each looping page → submit, with varied (sometimes invalid) answers;
+//! 2. load: that many raters each loading their page once (the first task), then looping
+//!    submit → the next task, which the acknowledgement carries (the browser's rater flow), with
+//!    varied (sometimes invalid) answers;
 //! 3. kill -9: another load phase, the server SIGKILLed mid-way, then every acknowledged
 //!    submission looked up in the database file.
 //!
@@ -229,28 +231,29 @@ async fn decode<T: serde::de::DeserializeOwned>(sent: reqwest::Result<reqwest::R
     }
 }
 
-/// One rater: page → submit until `deadline`, the study has nothing left for them, or an error
-/// (a rater never retries here: a retry would blur what was acknowledged when).
+/// One rater: the page once, then submit → next task (from the acknowledgement) until
+/// `deadline`, the study has nothing left for them, or an error (a rater never retries here: a
+/// retry would blur what was acknowledged when).
 async fn rater(http: Client, base: Arc<str>, token: String, seed: u64, phase: u32, deadline: Instant) -> Load {
     let mut out = Load::default();
     let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut n = 0u64;
+    let t = Instant::now();
+    let mut next = match page(&http, &base, &token).await {
+        Step::Ok(p) => p.task,
+        Step::Http(e) => {
+            out.http_errors += 1;
+            out.first_http_error.get_or_insert(format!("page {e}"));
+            return out;
+        }
+        Step::Transport => {
+            out.transport_errors += 1;
+            return out;
+        }
+    };
+    out.page.0.push(t.elapsed());
     while Instant::now() < deadline {
-        let t = Instant::now();
-        let task = match page(&http, &base, &token).await {
-            Step::Ok(p) => p.task,
-            Step::Http(e) => {
-                out.http_errors += 1;
-                out.first_http_error.get_or_insert(format!("page {e}"));
-                break;
-            }
-            Step::Transport => {
-                out.transport_errors += 1;
-                break;
-            }
-        };
-        out.page.0.push(t.elapsed());
-        let Some(task) = task else {
+        let Some(task) = next.take() else {
             out.exhausted = 1;
             break;
         };
@@ -267,6 +270,7 @@ async fn rater(http: Client, base: Arc<str>, token: String, seed: u64, phase: u3
                     ratings: ids.len() as i64,
                     valid: study::stats::is_valid(&sub.ratings, sub.best),
                 });
+                next = ack.next;
             }
             Step::Http(e) => {
                 out.http_errors += 1;
@@ -394,7 +398,7 @@ fn report(size: &Sizing, r: &Phase, load: &Load) {
     support::table_header();
     let row = support::row;
     row("submissions/s", submits, r.per_s(), ">= 2000/s", Some(submits >= TARGET_SUBMITS_PER_S));
-    row("rater requests/s (page + submit)", requests, r.per_s(), "", None);
+    row("requests/s (pages + submits)", requests, r.per_s(), "", None);
     row("submit p50 (ms)", load.submit.ms(50.0), r.latency.ms(50.0), "", None);
     row(
         "submit p99 (ms)",
@@ -403,8 +407,9 @@ fn report(size: &Sizing, r: &Phase, load: &Load) {
         "<= 50 ms",
         Some(load.submit.ms(99.0) <= TARGET_P99_MS),
     );
-    row("page p50 (ms)", load.page.ms(50.0), r.latency.ms(50.0), "", None);
-    row("page p99 (ms)", load.page.ms(99.0), r.latency.ms(99.0), "<= 50 ms", Some(load.page.ms(99.0) <= TARGET_P99_MS));
+    // One page per rater (the first task; the others come with the acknowledgements).
+    row("first page p50 (ms)", load.page.ms(50.0), r.latency.ms(50.0), "", None);
+    row("first page max (ms)", load.page.ms(100.0), r.latency.ms(100.0), "", None);
     row("submit max (ms)", load.submit.ms(100.0), r.latency.ms(100.0), "", None);
     println!();
 }

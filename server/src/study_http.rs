@@ -268,6 +268,18 @@ pub(crate) mod tests {
         let (a, b): (serde_json::Value, serde_json::Value) =
             (serde_json::from_str(&first.body).unwrap(), serde_json::from_str(&retry.body).unwrap());
         assert_eq!((a["response_id"].clone(), b["duplicate"].clone()), (b["response_id"].clone(), serde_json::json!(true)));
+        // The acknowledgement carries the rater's next task (the other neuron), method-blind, and
+        // the rater's page resumes exactly that task.
+        let next = &a["next"];
+        assert_ne!(next["assignment_id"], task["assignment_id"]);
+        assert_eq!((next["number"].as_i64(), next["descriptions"].as_array().map(Vec::len)), (Some(2), Some(2)), "{}", first.body);
+        for word in ["\"method\"", "dnd\"", "\"milan\"", "study_method", "label_id"] {
+            assert!(!first.body.contains(word), "acknowledgement leaks {word}: {}", first.body);
+        }
+        assert_eq!(b["next"]["assignment_id"], next["assignment_id"], "a retry announces the same next task");
+        let resumed = call(&s.app, form("/api/rate/page", None, &format!("token={token}"))).await;
+        let resumed: serde_json::Value = serde_json::from_str(&resumed.body).unwrap();
+        assert_eq!(resumed["task"]["assignment_id"], next["assignment_id"]);
         let again = call(&s.app, submit(good, ids[0], "another-answer-2")).await;
         assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM responses").fetch_one(&s.db).await.unwrap();

@@ -3,14 +3,19 @@
 //! rater who leaves finds the same unfinished task when coming back; a slot held too long by an
 //! absent rater is handed to someone else.
 //!
+//! Choosing a rater's next task happens in the transaction that stores their answer
+//! ([`crate::submit`]), so the acknowledgement carries it; the page only assigns on a first visit
+//! or after a slot was released. What a task shows comes from [`TaskCache`].
+//!
 //! Showing a task is read-only; only choosing a new one writes, in one short transaction that
 //! reads the least-covered items through an index on each item's slot count (kept by triggers,
 //! migrations/0003), so the cost does not grow with the size of the study.
 
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
+use crate::task_cache::TaskCache;
 use crate::tokens::hash_token;
-use crate::types::{RaterPage, RaterTask, TaskDescription, TaskImage};
+use crate::types::{RaterPage, RaterTask};
 use crate::write_gate::WriteTx;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -44,25 +49,62 @@ struct RaterState {
     quota: i64,
     completed: i64,
     given: i64,
-    pending: Option<i64>,
+    pending: Option<Pending>,
 }
 
-async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterState> {
-    let r = sqlx::query(
-        "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
-                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NOT NULL) AS completed,
-                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS given,
-                (SELECT a.id FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NULL
-                    AND a.released_at IS NULL ORDER BY a.position LIMIT 1) AS pending
-         FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.token_hash = ?",
-    )
-    .bind(hash_token(token))
-    .fetch_optional(&mut *db)
-    .await?
-    .ok_or_else(|| StudyError::NotFound("this rater link is not valid".into()))?;
+/// The rater's unfinished task.
+struct Pending {
+    assignment_id: i64,
+    item_id: i64,
+    /// Description ids in this task's display order.
+    order: Vec<i64>,
+}
+
+/// How a rater is named: by the token of their link, or (inside the study's own code, after the
+/// token was checked) by id.
+enum Who<'a> {
+    Token(&'a str),
+    Id(i64),
+}
+
+/// The rater's state, with their unfinished task (if any) joined in.
+macro_rules! rater_state_sql {
+    ($rater:literal) => {
+        concat!(
+            "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
+                    (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NOT NULL) AS completed,
+                    (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS given,
+                    p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
+             FROM raters r JOIN studies s ON s.id = r.study_id
+             LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
+                 AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
+             WHERE ",
+            $rater
+        )
+    };
+}
+
+async fn rater_state(db: &mut SqliteConnection, who: Who<'_>) -> Result<RaterState> {
+    let query = match who {
+        Who::Token(token) => sqlx::query(rater_state_sql!("r.token_hash = ?")).bind(hash_token(token)),
+        Who::Id(id) => sqlx::query(rater_state_sql!("r.id = ?")).bind(id),
+    };
+    let r = query
+        .fetch_optional(&mut *db)
+        .await?
+        .ok_or_else(|| StudyError::NotFound("this rater link is not valid".into()))?;
     if r.get::<Option<String>, _>("revoked_at").is_some() {
         return Err(StudyError::Forbidden("this rater link has been revoked".into()));
     }
+    let pending = match r.get::<Option<i64>, _>("pending") {
+        Some(assignment_id) => Some(Pending {
+            assignment_id,
+            item_id: r.get("pending_item"),
+            order: serde_json::from_str(r.get::<&str, _>("pending_order"))
+                .map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))?,
+        }),
+        None => None,
+    };
     Ok(RaterState {
         rater_id: r.get("id"),
         study_id: r.get("study_id"),
@@ -73,27 +115,31 @@ async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterStat
         quota: r.get("raters_per_item"),
         completed: r.get("completed"),
         given: r.get("given"),
-        pending: r.get("pending"),
+        pending,
     })
 }
 
 /// The rater's page: their current task (resumed or newly assigned) and progress.
 pub async fn rater_page(db: &SqlitePool, token: &str) -> Result<RaterPage> {
+    rater_page_cached(db, &TaskCache::default(), token).await
+}
+
+/// [`rater_page`] with the server's cache of task contents.
+pub async fn rater_page_cached(db: &SqlitePool, cache: &TaskCache, token: &str) -> Result<RaterPage> {
     let mut conn = db.acquire().await?;
-    let mut state = rater_state(&mut conn, token).await?;
-    drop(conn);
-    if state.status == "open" && state.pending.is_none() {
+    let mut state = rater_state(&mut conn, Who::Token(token)).await?;
+    let task = if state.status != "open" {
+        None
+    } else if let Some(pending) = &state.pending {
+        Some(load_task(&mut conn, cache, &state, pending).await?)
+    } else {
+        drop(conn);
         let mut w = WriteTx::begin(db).await?;
         // Read again under the write lock: another tab of this rater may have been faster.
-        state = rater_state(&mut w.tx, token).await?;
-        if state.pending.is_none() {
-            state.pending = assign_next(&mut w.tx, &state).await?;
-        }
+        state = rater_state(&mut w.tx, Who::Token(token)).await?;
+        let task = current_task(&mut w.tx, cache, &mut state).await?;
         w.commit().await?;
-    }
-    let task = match (state.status.as_str(), state.pending) {
-        ("open", Some(id)) => Some(load_task(db, &state, id).await?),
-        _ => None,
+        task
     };
     Ok(RaterPage {
         study_name: state.study_name,
@@ -103,6 +149,33 @@ pub async fn rater_page(db: &SqlitePool, token: &str) -> Result<RaterPage> {
         study_status: state.status,
         task,
     })
+}
+
+/// The task rater `rater_id` is to do next, assigned now if they have none: what an accepted
+/// answer's acknowledgement carries, read and written in the transaction that stores the answer
+/// (so one round trip per task). `None` when nothing is left for them, the study is not open or
+/// their link was revoked.
+pub(crate) async fn next_task(tx: &mut SqliteConnection, cache: &TaskCache, rater_id: i64) -> Result<Option<RaterTask>> {
+    let mut state = match rater_state(tx, Who::Id(rater_id)).await {
+        Ok(state) => state,
+        Err(StudyError::Forbidden(_) | StudyError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    current_task(tx, cache, &mut state).await
+}
+
+/// The pending task of `state`, or a new one (`tx` must be a write transaction).
+async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &mut RaterState) -> Result<Option<RaterTask>> {
+    if state.status != "open" {
+        return Ok(None);
+    }
+    if state.pending.is_none() {
+        state.pending = assign_next(tx, cache, state).await?;
+    }
+    match &state.pending {
+        Some(pending) => Ok(Some(load_task(tx, cache, state, pending).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Up to `DRAW_AMONG` least-covered ordinary items with a free slot whose neuron the rater has
@@ -121,7 +194,7 @@ async fn least_covered(tx: &mut SqliteConnection, s: &RaterState) -> Result<Vec<
     .await?)
 }
 
-async fn assign_next(tx: &mut SqliteConnection, s: &RaterState) -> Result<Option<i64>> {
+async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterState) -> Result<Option<Pending>> {
     let mut ordinary = least_covered(tx, s).await?;
     if ordinary.is_empty() {
         // Slots held too long by absent raters go back to the pool (only needed once every
@@ -162,8 +235,7 @@ async fn assign_next(tx: &mut SqliteConnection, s: &RaterState) -> Result<Option
         (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len())])
     };
     let Some(item_id) = item else { return Ok(None) };
-    let mut descriptions: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM study_descriptions WHERE item_id = ? ORDER BY id").bind(item_id).fetch_all(&mut *tx).await?;
+    let mut descriptions = cache.item(tx, item_id).await?.description_ids();
     // A fresh random order for every task (OS randomness: not predictable from ids).
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).expect("the operating system's random generator is available");
@@ -179,38 +251,11 @@ async fn assign_next(tx: &mut SqliteConnection, s: &RaterState) -> Result<Option
     .bind(serde_json::to_string(&descriptions).expect("ids serialise"))
     .fetch_one(&mut *tx)
     .await?;
-    Ok(Some(id))
+    Ok(Some(Pending { assignment_id: id, item_id, order: descriptions }))
 }
 
-async fn load_task(db: &SqlitePool, s: &RaterState, assignment_id: i64) -> Result<RaterTask> {
-    let a = sqlx::query("SELECT item_id, display_order_json FROM assignments WHERE id = ?")
-        .bind(assignment_id)
-        .fetch_one(db)
-        .await?;
-    let item_id: i64 = a.get("item_id");
-    let order: Vec<i64> = serde_json::from_str(a.get::<&str, _>("display_order_json")).unwrap_or_default();
-    let texts = sqlx::query("SELECT id, text FROM study_descriptions WHERE item_id = ?").bind(item_id).fetch_all(db).await?;
-    let descriptions = order
-        .iter()
-        .filter_map(|id| texts.iter().find(|r| r.get::<i64, _>("id") == *id))
-        .map(|r| TaskDescription { id: r.get("id"), text: r.get("text") })
-        .collect();
-    let images = sqlx::query(
-        "SELECT im.sha256, s.crop_x0, s.crop_y0, s.crop_x1, s.crop_y1 FROM study_item_images s
-         JOIN images im ON im.id = s.image_id WHERE s.item_id = ? ORDER BY s.position",
-    )
-    .bind(item_id)
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| {
-        let crop: Option<i64> = r.get("crop_x0");
-        TaskImage {
-            sha256: r.get("sha256"),
-            crop: crop.map(|x0| [x0, r.get("crop_y0"), r.get("crop_x1"), r.get("crop_y1")]),
-        }
-    })
-    .collect();
+async fn load_task(conn: &mut SqliteConnection, cache: &TaskCache, s: &RaterState, task: &Pending) -> Result<RaterTask> {
+    let content = cache.item(conn, task.item_id).await?;
     // Total = done + this task + what is still open to this rater: the study's items with a free
     // slot (a counter kept by triggers) less those of neurons this rater has had; attention
     // checks count only while ordinary tasks are left, since they only come with those.
@@ -225,15 +270,15 @@ async fn load_task(db: &SqlitePool, s: &RaterState, assignment_id: i64) -> Resul
     .bind(s.study_id)
     .bind(s.rater_id)
     .bind(s.quota)
-    .fetch_one(db)
+    .fetch_one(&mut *conn)
     .await?;
     let ordinary_open = open_items - seen_open;
     let still_open = ordinary_open + if ordinary_open > 0 { checks_open } else { 0 };
     Ok(RaterTask {
-        assignment_id,
+        assignment_id: task.assignment_id,
         number: s.completed + 1,
         total: s.completed + 1 + still_open,
-        images,
-        descriptions,
+        images: content.images.clone(),
+        descriptions: content.in_order(&task.order),
     })
 }

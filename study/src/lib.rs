@@ -30,6 +30,8 @@ pub mod setup;
 #[cfg(feature = "db")]
 pub mod submit;
 #[cfg(feature = "db")]
+pub mod task_cache;
+#[cfg(feature = "db")]
 pub mod tokens;
 #[cfg(feature = "db")]
 mod write_gate;

@@ -5,12 +5,15 @@
 //! Checking needs only reads, done before taking SQLite's write lock; the write is a couple of
 //! statements, and [`SubmissionQueue`] commits the answers that arrive together in one
 //! transaction (group commit), so many raters submitting at once do not queue one transaction
-//! each.
+//! each. The same transaction assigns each rater their next task, which the acknowledgement
+//! carries: a rater needs one round trip per task.
 
+use crate::assign;
 use crate::error::{Result, StudyError};
 use crate::stats::is_valid;
+use crate::task_cache::TaskCache;
 use crate::tokens::hash_token;
-use crate::types::{SubmitAck, Submission};
+use crate::types::{RaterPage, SubmitAck, Submission};
 use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +52,7 @@ fn check_answer(sub: &Submission, shown: &[i64]) -> Result<()> {
 /// An answer that passed every check, ready to be written.
 #[derive(Clone, Debug)]
 struct Checked {
+    rater_id: i64,
     assignment_id: i64,
     study_id: i64,
     item_id: i64,
@@ -69,7 +73,7 @@ enum Prepared {
 /// The acknowledgement, or the conflict, for an assignment that already has a response.
 fn already_answered(response_id: i64, stored_key: &str, key: &str) -> Result<SubmitAck> {
     if stored_key == key {
-        Ok(SubmitAck { response_id, duplicate: true })
+        Ok(SubmitAck { response_id, duplicate: true, next: None })
     } else {
         Err(StudyError::Conflict("this task has already been answered".into()))
     }
@@ -81,7 +85,7 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
         return invalid("the idempotency key must be 8 to 200 characters");
     }
     let row = sqlx::query(
-        "SELECT r.revoked_at, s.status, s.attention_max_rating,
+        "SELECT r.id AS rater_id, r.revoked_at, s.status, s.attention_max_rating,
                 a.id AS assignment_id, a.item_id, a.display_order_json, a.study_id, i.is_attention_check,
                 p.id AS response_id, p.idempotency_key,
                 (SELECT d.id FROM study_descriptions d WHERE d.item_id = a.item_id AND d.is_decoy = 1) AS decoy
@@ -102,6 +106,11 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
     let Some(assignment_id) = row.get::<Option<i64>, _>("assignment_id") else {
         return Err(StudyError::NotFound(format!("task {} is not one of this rater's tasks", sub.assignment_id)));
     };
+    // A malformed answer is refused for what is wrong with it, whether or not the task was
+    // answered meanwhile (a true retry repeats a well-formed answer).
+    let shown: Vec<i64> = serde_json::from_str(row.get::<&str, _>("display_order_json"))
+        .map_err(|e| StudyError::Invalid(format!("stored display order unreadable: {e}")))?;
+    check_answer(sub, &shown)?;
     if let Some(response_id) = row.get::<Option<i64>, _>("response_id") {
         let stored: String = row.get("idempotency_key");
         return already_answered(response_id, &stored, &sub.idempotency_key).map(Prepared::Stored);
@@ -110,15 +119,13 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
     if status != "open" {
         return Err(StudyError::Forbidden(format!("the study is {status} and takes no answers")));
     }
-    let shown: Vec<i64> = serde_json::from_str(row.get::<&str, _>("display_order_json"))
-        .map_err(|e| StudyError::Invalid(format!("stored display order unreadable: {e}")))?;
-    check_answer(sub, &shown)?;
     let attention_failed = (row.get::<i64, _>("is_attention_check") == 1).then(|| {
         let decoy: Option<i64> = row.get("decoy");
         let max: i64 = row.get("attention_max_rating");
         decoy.and_then(|d| sub.ratings.iter().find(|r| r.0 == d)).is_some_and(|r| r.1 > max)
     });
     Ok(Prepared::Write(Checked {
+        rater_id: row.get("rater_id"),
         assignment_id,
         study_id: row.get("study_id"),
         item_id: row.get("item_id"),
@@ -131,9 +138,10 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
     }))
 }
 
-/// Writes `batch` in one transaction; one result per answer, in order. An answer whose task got
-/// a response meanwhile (a concurrent retry) is acknowledged or refused like a late retry.
-async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<SubmitAck>>> {
+/// Writes `batch` in one transaction; one result per answer, in order, each acknowledgement with
+/// its rater's next task (assigned in the same transaction). An answer whose task got a response
+/// meanwhile (a concurrent retry) is acknowledged or refused like a late retry.
+async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> Result<Vec<Result<SubmitAck>>> {
     let mut w = WriteTx::begin(db).await?;
     let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO responses (assignment_id, study_id, item_id, best_description_id, is_valid,
@@ -173,7 +181,7 @@ async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Su
         let earlier = batch[..i].iter().find(|e| e.assignment_id == c.assignment_id);
         out.push(match (id_of(c.assignment_id), earlier) {
             (Some(response_id), Some(first)) => already_answered(response_id, &first.idempotency_key, &c.idempotency_key),
-            (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false }),
+            (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false, next: None }),
             (None, _) => {
                 let (id, key): (i64, String) =
                     sqlx::query_as("SELECT id, idempotency_key FROM responses WHERE assignment_id = ?")
@@ -184,15 +192,27 @@ async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Su
             }
         });
     }
+    for (ack, c) in out.iter_mut().zip(batch) {
+        if let Ok(ack) = ack {
+            ack.next = assign::next_task(&mut w.tx, cache, c.rater_id).await?;
+        }
+    }
     w.commit().await?;
     Ok(out)
 }
 
+/// A retry's acknowledgement, with the rater's current task (as their page would show it).
+async fn with_current_task(db: &SqlitePool, cache: &TaskCache, token: &str, mut ack: SubmitAck) -> Result<SubmitAck> {
+    ack.next = assign::rater_page_cached(db, cache, token).await?.task;
+    Ok(ack)
+}
+
 /// Stores `sub` for the rater with `token`, in a transaction of its own.
 pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<SubmitAck> {
+    let cache = TaskCache::default();
     match prepare(db, token, sub).await? {
-        Prepared::Stored(ack) => Ok(ack),
-        Prepared::Write(c) => write_batch(db, std::slice::from_ref(&c)).await?.remove(0),
+        Prepared::Stored(ack) => with_current_task(db, &cache, token, ack).await,
+        Prepared::Write(c) => write_batch(db, &cache, std::slice::from_ref(&c)).await?.remove(0),
     }
 }
 
@@ -204,6 +224,7 @@ type Job = (Checked, oneshot::Sender<Result<SubmitAck>>);
 #[derive(Clone)]
 pub struct SubmissionQueue {
     db: SqlitePool,
+    cache: TaskCache,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -214,11 +235,13 @@ impl SubmissionQueue {
     pub fn start(db: SqlitePool) -> Self {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * Self::MAX_BATCH);
         let writer_db = db.clone();
+        let cache = TaskCache::default();
+        let writer_cache = cache.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Job> = Vec::with_capacity(Self::MAX_BATCH);
             while queue.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
                 let answers: Vec<Checked> = batch.iter().map(|j| j.0.clone()).collect();
-                match write_batch(&writer_db, &answers).await {
+                match write_batch(&writer_db, &writer_cache, &answers).await {
                     Ok(results) => {
                         for ((_, reply), result) in batch.drain(..).zip(results) {
                             let _ = reply.send(result);
@@ -226,20 +249,25 @@ impl SubmissionQueue {
                     }
                     Err(_) => {
                         for (answer, reply) in batch.drain(..) {
-                            let result = write_batch(&writer_db, std::slice::from_ref(&answer)).await;
+                            let result = write_batch(&writer_db, &writer_cache, std::slice::from_ref(&answer)).await;
                             let _ = reply.send(result.and_then(|mut r| r.remove(0)));
                         }
                     }
                 }
             }
         });
-        SubmissionQueue { db, jobs }
+        SubmissionQueue { db, cache, jobs }
+    }
+
+    /// The rater's page ([`assign::rater_page`]) with this server's cache of task contents.
+    pub async fn page(&self, token: &str) -> Result<RaterPage> {
+        assign::rater_page_cached(&self.db, &self.cache, token).await
     }
 
     /// Checks `sub`, then waits until it is committed (or refused).
     pub async fn submit(&self, token: &str, sub: &Submission) -> Result<SubmitAck> {
         let checked = match prepare(&self.db, token, sub).await? {
-            Prepared::Stored(ack) => return Ok(ack),
+            Prepared::Stored(ack) => return with_current_task(&self.db, &self.cache, token, ack).await,
             Prepared::Write(c) => c,
         };
         let (reply, answer) = oneshot::channel();

@@ -139,6 +139,11 @@ pub struct SubmitAck {
     pub response_id: i64,
     /// True when this exact submission had already been stored (a retry).
     pub duplicate: bool,
+    /// The rater's next task, assigned when the answer was stored (for a retry: their current
+    /// task), so the rater page shows it without asking again; `None` when nothing is left for
+    /// this rater or the study is not open (the rater page then says which).
+    #[serde(default)]
+    pub next: Option<RaterTask>,
 }
 
 /// One method's results in one layer (a row cell group of the paper's Table 3/4).

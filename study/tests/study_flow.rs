@@ -476,3 +476,109 @@ async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
     let rows = study::export::response_rows(&db, study_id).await.unwrap();
     assert!(rows.iter().all(|r| r.label_uses_substitutes == (r.method == "dnd")), "{rows:?}");
 }
+
+/// The neuron behind an assignment (the test may look; raters cannot).
+async fn neuron_of(db: &SqlitePool, assignment_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?")
+        .bind(assignment_id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_acknowledgement_carries_the_next_task_under_the_assignment_rules() {
+    let (_dir, db) = labelled_db().await;
+    let study_id = create(&db, &new_study()).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let tokens = raters::invite(&db, study_id, 3, "").await.unwrap();
+    let queue = submit::SubmissionQueue::start(db.clone());
+    // Three raters at once, each asking for their page once and then living on acknowledgements.
+    let mut runs = Vec::new();
+    for (r, token) in tokens.into_iter().enumerate() {
+        let (db, queue) = (db.clone(), queue.clone());
+        runs.push(tokio::spawn(async move {
+            let mut next = queue.page(&token).await.unwrap().task;
+            let (mut neurons, mut number) = (Vec::new(), 0);
+            while let Some(task) = next {
+                number += 1;
+                assert_eq!(task.number, number, "rater {r}: progress counts every answered task");
+                assert_eq!(task.images.len(), 10);
+                let methods = methods_of(&db, task.assignment_id).await;
+                // The task shows each of its item's descriptions once, by id and text.
+                let mut shown: Vec<i64> = task.descriptions.iter().map(|d| d.id).collect();
+                shown.sort_unstable();
+                let mut stored: Vec<i64> = methods.iter().map(|m| m.0).collect();
+                stored.sort_unstable();
+                assert_eq!(shown, stored);
+                let neuron = neuron_of(&db, task.assignment_id).await;
+                assert!(!neurons.contains(&neuron), "rater {r} got neuron {neuron} twice");
+                neurons.push(neuron);
+                // Leaving and coming back shows the task the last acknowledgement announced.
+                // ("of n" may shrink meanwhile: other raters fill the items.)
+                let resumed = queue.page(&token).await.unwrap().task.unwrap();
+                assert_eq!((resumed.assignment_id, resumed.number, &resumed.descriptions), (task.assignment_id, number, &task.descriptions));
+                let sub = answer(task.assignment_id, &methods, &[("dnd", 4)], "dnd", &format!("ack-next-{r}-{number}"));
+                let ack = queue.submit(&token, &sub).await.unwrap();
+                assert!(!ack.duplicate);
+                // A retry is acknowledged with the same next task, not a second one.
+                let retry = queue.submit(&token, &sub).await.unwrap();
+                let announced = |t: &Option<study::types::RaterTask>| t.as_ref().map(|t| (t.assignment_id, t.number, t.descriptions.clone()));
+                assert_eq!((retry.response_id, retry.duplicate), (ack.response_id, true));
+                assert_eq!(announced(&retry.next), announced(&ack.next));
+                next = ack.next;
+            }
+            (neurons.len(), queue.page(&token).await.unwrap().completed)
+        }));
+    }
+    let mut done = 0;
+    for run in runs {
+        let (tasks, completed) = run.await.unwrap();
+        assert_eq!(tasks as i64, completed);
+        done += tasks;
+    }
+    // 5 neurons × 2 raters, plus one attention check for each rater who had ordinary tasks.
+    let (ordinary, checks): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(i.is_attention_check = 0), 0), COALESCE(SUM(i.is_attention_check = 1), 0)
+         FROM responses p JOIN study_items i ON i.id = p.item_id WHERE p.study_id = ?",
+    )
+    .bind(study_id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(ordinary, 10);
+    assert_eq!(done as i64, ordinary + checks);
+    let coverage: Vec<i64> = sqlx::query_scalar(
+        "SELECT COUNT(p.id) FROM study_items i LEFT JOIN responses p ON p.item_id = i.id
+         WHERE i.study_id = ? AND i.is_attention_check = 0 GROUP BY i.id",
+    )
+    .bind(study_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(coverage, vec![2; 5], "each neuron gets exactly its two distinct raters");
+    // A rater joining now finds every neuron with its two raters.
+    let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
+    assert!(queue.page(&token).await.unwrap().task.is_none(), "nothing left for a fourth rater");
+}
+
+#[tokio::test]
+async fn no_next_task_once_the_study_closes() {
+    let (_dir, db) = labelled_db().await;
+    let study_id = create(&db, &new_study()).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
+    let queue = submit::SubmissionQueue::start(db.clone());
+    let first = queue.page(&token).await.unwrap().task.unwrap();
+    let sub = answer(first.assignment_id, &methods_of(&db, first.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-1");
+    let second = queue.submit(&token, &sub).await.unwrap().next.expect("four neurons are left");
+    assert_eq!(second.number, 2);
+    setup::set_status(&db, study_id, "closed").await.unwrap();
+    let sub = answer(second.assignment_id, &methods_of(&db, second.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-2");
+    let refused = queue.submit(&token, &sub).await.unwrap_err();
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    // The retry of the first answer is still acknowledged, with nothing to do next.
+    let sub = answer(first.assignment_id, &methods_of(&db, first.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-1");
+    let retry = queue.submit(&token, &sub).await.unwrap();
+    assert!(retry.duplicate && retry.next.is_none(), "{retry:?}");
+}

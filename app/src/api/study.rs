@@ -107,14 +107,15 @@ mod guard {
 // Raters
 // ------------------------------------------------------------------------------------------
 
-/// The rater's page: study, instructions, progress and the current task.
+/// The rater's page: study, instructions, progress and the current task (on first load and
+/// when resuming; after that each acknowledgement brings the next task).
 #[server(prefix = "/api", endpoint = "rate/page")]
 pub async fn load_rater_page(token: String) -> Result<RaterPage, ServerFnError> {
-    let db = crate::state::server_context()?.db;
-    study::assign::rater_page(&db, &token).await.map_err(guard::fail)
+    let queue = crate::state::server_context()?.submissions;
+    queue.page(&token).await.map_err(guard::fail)
 }
 
-/// Submits one task; acknowledged only once stored.
+/// Submits one task; acknowledged only once stored, with the rater's next task.
 #[server(prefix = "/api", endpoint = "rate/submit", input = Json)]
 pub async fn submit_task(token: String, submission: study::types::Submission) -> Result<SubmitAck, ServerFnError> {
     let queue = crate::state::server_context()?.submissions;

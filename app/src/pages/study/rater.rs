@@ -4,7 +4,7 @@
 
 use super::readable;
 use super::task::TaskForm;
-use crate::api::study::{load_rater_page, set_worker_id, RaterPage};
+use crate::api::study::{load_rater_page, set_worker_id, RaterPage, RaterTask, SubmitAck};
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -16,25 +16,43 @@ pub fn RatePage() -> impl IntoView {
     let params = use_params_map();
     let token = move || params.read().get("token").unwrap_or_default();
     let page = Resource::new(token, load_rater_page);
-    // After a submission: the next task (or the thank-you).
-    let next = Callback::new(move |()| page.refetch());
+    // After a submission: the next task, which the acknowledgement carries; without one (nothing
+    // left, or the study closed) the page is asked again for the thank-you or the reason.
+    let next_task = RwSignal::new(None::<RaterTask>);
+    let next = Callback::new(move |ack: SubmitAck| match ack.next {
+        Some(task) => next_task.set(Some(task)),
+        None => {
+            next_task.set(None);
+            page.refetch();
+        }
+    });
     view! {
         <Title text="Rating task" />
         <div class="rater-page">
             // Transition: the answered task stays on screen until the next one has arrived.
             <Transition fallback=|| view! { <p>"Loading your task…"</p> }>
-                {move || Suspend::new(async move {
-                    let token = token();
-                    match page.await {
-                        Err(e) => view! {
-                            <h1>"This link does not work"</h1>
-                            <p class="error" role="alert" id="rater-error">{readable(&e)}</p>
-                            <p class="meta">"If you think it should, ask the person who sent it to you."</p>
+                {move || {
+                    // Read here, outside the future, so that a new task re-renders the page.
+                    let acked = next_task.get();
+                    Suspend::new(async move {
+                        let token = token();
+                        match page.await {
+                            Err(e) => view! {
+                                <h1>"This link does not work"</h1>
+                                <p class="error" role="alert" id="rater-error">{readable(&e)}</p>
+                                <p class="meta">"If you think it should, ask the person who sent it to you."</p>
+                            }
+                            .into_any(),
+                            Ok(mut p) => {
+                                if let Some(task) = acked {
+                                    p.completed = task.number - 1;
+                                    p.task = Some(task);
+                                }
+                                view! { <RaterBody page=p token on_submitted=next /> }.into_any()
+                            }
                         }
-                        .into_any(),
-                        Ok(p) => view! { <RaterBody page=p token on_submitted=next /> }.into_any(),
-                    }
-                })}
+                    })
+                }}
             </Transition>
         </div>
     }
@@ -42,7 +60,7 @@ pub fn RatePage() -> impl IntoView {
 }
 
 #[component]
-fn RaterBody(page: RaterPage, token: String, on_submitted: Callback<()>) -> impl IntoView {
+fn RaterBody(page: RaterPage, token: String, on_submitted: Callback<SubmitAck>) -> impl IntoView {
     let RaterPage { study_name, instructions, worker_id, completed, study_status, task } = page;
     let progress = match &task {
         Some(t) => format!("Task {} of {}", t.number, t.total),

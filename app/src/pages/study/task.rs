@@ -9,7 +9,7 @@
 //! the server has acknowledged them.
 
 use super::{browser, readable};
-use crate::api::study::{submit_task, RaterTask, SCALE};
+use crate::api::study::{submit_task, RaterTask, SubmitAck, SCALE};
 use crate::api::ImageRef;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
@@ -90,7 +90,7 @@ fn focus_scale(i: usize, rating: Option<u8>) {
 }
 
 #[component]
-pub fn TaskForm(token: String, task: RaterTask, instructions: String, on_submitted: Callback<()>) -> impl IntoView {
+pub fn TaskForm(token: String, task: RaterTask, instructions: String, on_submitted: Callback<SubmitAck>) -> impl IntoView {
     let RaterTask { assignment_id, images, descriptions, .. } = task;
     let n = descriptions.len();
     let ids = StoredValue::new(descriptions.iter().map(|d| d.id).collect::<Vec<_>>());
@@ -133,7 +133,7 @@ pub fn TaskForm(token: String, task: RaterTask, instructions: String, on_submitt
         spawn_local(async move {
             match submit_task(token.get_value(), submission).await {
                 // Stay "submitting" until the next task replaces this one.
-                Ok(_) => on_submitted.run(()),
+                Ok(ack) => on_submitted.run(ack),
                 Err(e) => {
                     let msg = match &e {
                         ServerFnError::Request(_) => {
