@@ -87,3 +87,55 @@ test('an admin starts a dissection, watches it finish live, and finds its label'
     await b.close();
   }
 });
+
+// A small zip of the real embedded probing images, written by Python's zipfile.
+function probeZip(file) {
+  const assets = process.env.DND_ASSETS || path.join(require('node:os').homedir(), '.cache/dnd-studio/assets');
+  const dir = path.join(assets, 'probe/builtin/skimage');
+  const script = 'import sys, zipfile\n'
+    + 'with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:\n'
+    + '    for f in sys.argv[2:]: z.write(f, "mugs/" + f.rsplit("/", 1)[1])\n';
+  require('node:child_process').execFileSync('python3', ['-c', script, file,
+    ...['coffee.png', 'coffee.txt', 'chelsea.png', 'rocket.jpg'].map((f) => path.join(dir, f))]);
+}
+
+test('an admin uploads a zip of images and sees its registration finish', async () => {
+  const zip = path.join(require('node:os').tmpdir(), `dnd-e2e-upload-${process.pid}.zip`);
+  probeZip(zip);
+  const b = await launch();
+  try {
+    const page = await b.context.newPage();
+    await page.goto(`${BASE_URL}/admin`);
+    await waitForHydration(page);
+    await page.fill('#admin-secret', adminSecret());
+    await page.click('#admin-login');
+    await page.locator('#logout').waitFor();
+
+    await page.goto(`${BASE_URL}/jobs`);
+    await waitForHydration(page);
+    await page.locator('#upload-probe-set-form').waitFor();
+
+    // Not a zip: refused with the reason, nothing queued.
+    await page.setInputFiles('#upload-probe-set-file', { name: 'broken.zip', mimeType: 'application/zip', buffer: Buffer.from('not a zip at all') });
+    await page.click('#upload-probe-set-button');
+    await page.locator('#upload-probe-set-error').waitFor();
+    assert.match(await page.locator('#upload-probe-set-error').innerText(), /not a readable zip archive/);
+
+    await page.fill('#upload-probe-set-name', 'e2e-upload');
+    await page.setInputFiles('#upload-probe-set-file', zip);
+    await page.click('#upload-probe-set-button');
+    await page.locator('#upload-probe-set-done').waitFor({ timeout: 60000 });
+    const id = (await page.locator('#upload-probe-set-done a').innerText()).replace('job #', '');
+    const row = page.locator(`#jobs tr[data-job="${id}"]`);
+    await page.waitForSelector(`#jobs tr[data-job="${id}"][data-status="done"]`, { timeout: 120000 });
+    assert.match(await row.innerText(), /probe set: e2e-upload/);
+    assert.match(await row.locator('.job-message').innerText(), /probing set `e2e-upload`: 3 images, 0 files rejected/);
+    // The new set is offered for dissections, and the upload's job link stays.
+    await page.locator('#job-probe option[value="e2e-upload"]').waitFor({ state: 'attached' });
+    assert.equal(await page.locator('#upload-probe-set-done a').getAttribute('href'), `/jobs/${id}`);
+    assert.equal(b.errors.length, 0, b.errors.join('\n'));
+  } finally {
+    await b.close();
+    fs.rmSync(zip, { force: true });
+  }
+});

@@ -1,6 +1,7 @@
 //! Describe-and-Dissect engine. See `../shared/SPEC.md` for the method and its defaults.
 
 pub mod assets;
+pub mod clip_dissect;
 pub mod concepts;
 pub mod crops;
 pub mod dtop;

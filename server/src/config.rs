@@ -14,6 +14,7 @@ pub struct Config {
     pub admin: AdminSection,
     pub engine: EngineSection,
     pub services: ServicesSection,
+    pub uploads: UploadsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,6 +70,9 @@ pub struct ServicesSection {
     pub images: ImageService,
     /// CLIP image encoder as a TorchScript file (enables Image-Products with CLIP and CLIP-Dissect).
     pub clip_torchscript: Option<PathBuf>,
+    /// CLIP's HF `tokenizer.json`, for the TorchScript's `encode_text` (with `clip_torchscript`,
+    /// enables `dnd clip-dissect`).
+    pub clip_tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -87,6 +91,36 @@ pub struct ImageService {
     pub url: String,
     pub model: String,
     pub api_key: String,
+}
+
+/// Models and zipped probing sets uploaded from `/jobs` (see the README). Uploads are streamed
+/// to disk, so these bound disk use, not memory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsSection {
+    /// Largest zipped probing set accepted, in bytes.
+    pub max_zip_bytes: u64,
+    /// Largest TorchScript model file accepted, in bytes.
+    pub max_model_bytes: u64,
+    /// Most entries a probing-set zip may hold.
+    pub max_files: u64,
+    /// Most bytes a probing-set zip may unpack to, all entries together.
+    pub max_unpacked_bytes: u64,
+    /// Largest uncompressed/compressed size ratio of one zip entry (beyond its first MiB):
+    /// images hardly compress, so a higher ratio is a zip bomb.
+    pub max_ratio: u64,
+}
+
+impl Default for UploadsSection {
+    fn default() -> Self {
+        Self {
+            max_zip_bytes: 2 << 30,
+            max_model_bytes: 4 << 30,
+            max_files: 200_000,
+            max_unpacked_bytes: 20 << 30,
+            max_ratio: 100,
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -124,6 +158,7 @@ impl Default for Config {
             admin: AdminSection::default(),
             engine: EngineSection::default(),
             services: ServicesSection::default(),
+            uploads: UploadsSection::default(),
         }
     }
 }
@@ -214,6 +249,20 @@ impl Config {
         {
             return invalid("services.images.api", "must be openai or automatic1111 when services.images.url is set");
         }
+        if self.services.clip_tokenizer.is_some() && self.services.clip_torchscript.is_none() {
+            return invalid("services.clip_tokenizer", "is only used with services.clip_torchscript, which is not set");
+        }
+        for (key, value) in [
+            ("uploads.max_zip_bytes", self.uploads.max_zip_bytes),
+            ("uploads.max_model_bytes", self.uploads.max_model_bytes),
+            ("uploads.max_files", self.uploads.max_files),
+            ("uploads.max_unpacked_bytes", self.uploads.max_unpacked_bytes),
+            ("uploads.max_ratio", self.uploads.max_ratio),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         Ok(())
     }
 
@@ -297,6 +346,14 @@ mod tests {
         assert!(e.contains("services.llm.url"), "{e}");
         let e = load_str("[admin]\nsecret = \"short\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("admin.secret"), "{e}");
+    }
+
+    #[test]
+    fn clip_tokenizer_needs_clip_torchscript() {
+        let e = load_str("[services]\nclip_tokenizer = \"/t.json\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("services.clip_tokenizer"), "{e}");
+        let c = load_str("[services]\nclip_tokenizer = \"/t.json\"\nclip_torchscript = \"/c.pt\"\n", &[]).unwrap();
+        assert_eq!(c.services.clip_tokenizer.as_deref(), Some(Path::new("/t.json")));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Uploads stream gigabytes: outside the body limit and timeout above, with their own limits.
+        .merge(crate::uploads::router(config, ctx.db.clone(), ctx.jobs.clone()))
 }
 
 /// Server functions answer 500 when their arguments cannot be decoded (wrong encoding, missing

@@ -2,6 +2,7 @@
 
 mod admin_secret;
 mod builtin;
+mod clip_dissect;
 mod config;
 mod db;
 mod dissection;
@@ -16,6 +17,7 @@ mod registry;
 mod shutdown;
 mod study_http;
 mod study_images;
+mod uploads;
 #[cfg(test)]
 mod test_support;
 
@@ -90,6 +92,29 @@ enum Command {
         /// Spatial summary of a map: mean (default) or max.
         #[arg(long, default_value = "mean")]
         summary: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// CLIP-Dissect labels computed natively (soft-WPMI) for a recorded layer; needs
+    /// services.clip_torchscript and services.clip_tokenizer.
+    ClipDissect {
+        /// efficientnet-lite0, efficientnet-lite2, or a TorchScript file (manifest beside it).
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        #[arg(long)]
+        layer: String,
+        /// `builtin` or a folder of images.
+        #[arg(long, default_value = "builtin")]
+        probe: String,
+        /// Concept list, one per line (default: CLIP-Dissect's 20k common English words).
+        #[arg(long)]
+        concepts: Option<PathBuf>,
+        /// Units: `0-49`, `3,7,9` or `random:50` (default: every unit of the layer).
+        #[arg(long)]
+        units: Option<String>,
+        /// Seed of `random:N`.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
@@ -178,6 +203,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch };
             dissection::run_cli(&config, &args)
         }
+        Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => clip_dissect::run_cli(
+            &config,
+            &clip_dissect::ClipDissectArgs { model, layer, probe, concepts, units, seed, batch },
+        ),
         Command::EvaluateFinal { model, layer, examples } => runtime()?.block_on(async {
             let db = db::open(&config.database_path()).await?;
             let report = evaluate::final_layer(&db, &model, &layer, examples).await?;
@@ -261,6 +290,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let db = db::open(&config.database_path()).await?;
     builtin::register(&db, &config.storage.assets_dir).await;
     let ctx = server_context(&config, db.clone())?;
+    app::api::set_clip_configured(clip_dissect::clip_configured(&config.services));
     let shutdown = shutdown::Shutdown::on_signals();
     let runner = jobs::spawn(config.clone(), db.clone(), ctx.jobs.clone(), shutdown.clone());
     {

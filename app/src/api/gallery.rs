@@ -55,6 +55,9 @@ pub struct LayerView {
     pub pages: i64,
     /// Methods with at least one label in this layer, in display order.
     pub methods: Vec<String>,
+    /// How to get CLIP-Dissect labels, when the layer has none.
+    #[serde(default)]
+    pub clip_dissect_note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,9 @@ pub struct NeuronView {
     pub labels: Vec<LabelView>,
     pub prev: Option<i64>,
     pub next: Option<i64>,
+    /// How to get a CLIP-Dissect label, when the neuron has none.
+    #[serde(default)]
+    pub clip_dissect_note: Option<String>,
 }
 
 /// `None` when the model or layer does not exist.
@@ -82,6 +88,27 @@ pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnE
 pub async fn get_neuron(model: String, layer: String, unit: i64) -> Result<Option<NeuronView>, ServerFnError> {
     let db = crate::state::server_context()?.db;
     queries::neuron(&db, &model, &layer, unit).await
+}
+
+/// Whether this server has a CLIP configured for `dnd clip-dissect` (set once at start).
+#[cfg(feature = "ssr")]
+static CLIP_CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "ssr")]
+pub fn set_clip_configured(configured: bool) {
+    CLIP_CONFIGURED.store(configured, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What the comparison view says where CLIP-Dissect has no label for `layer` of `model`.
+#[cfg(feature = "ssr")]
+fn clip_dissect_note(model: &str, layer: &str) -> String {
+    if CLIP_CONFIGURED.load(std::sync::atomic::Ordering::Relaxed) {
+        format!(
+            "No CLIP-Dissect label yet. CLIP is configured on this server: run `dnd clip-dissect --model {model} --layer {layer}`, or import a CLIP-Dissect CSV."
+        )
+    } else {
+        "No CLIP-Dissect label: configure services.clip_torchscript and services.clip_tokenizer and run `dnd clip-dissect`, or import a CLIP-Dissect CSV.".into()
+    }
 }
 
 /// Display order of methods: DnD first, then the compared methods as in the paper's tables.
@@ -277,7 +304,18 @@ mod queries {
         .await
         .map_err(db_error)?;
         methods.sort_by_key(|m| method_order(m));
-        Ok(Some(LayerView { model_name: layer.model_name, layer: layer.summary, neurons, matching, page, pages, methods }))
+        let clip_dissect_note =
+            (!methods.iter().any(|m| m == "clip-dissect")).then(|| super::clip_dissect_note(&q.model, &q.layer));
+        Ok(Some(LayerView {
+            model_name: layer.model_name,
+            layer: layer.summary,
+            neurons,
+            matching,
+            page,
+            pages,
+            methods,
+            clip_dissect_note,
+        }))
     }
 
     pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -> Result<Option<NeuronView>, ServerFnError> {
@@ -303,6 +341,8 @@ mod queries {
         let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
         labels.sort_by_key(|l| (method_order(&l.method), l.source.clone(), l.rank));
         let channels = layer.summary.channels;
+        let clip_dissect_note =
+            (!labels.iter().any(|l| l.method == "clip-dissect")).then(|| super::clip_dissect_note(model, layer_name));
         Ok(Some(NeuronView {
             model_slug: model.to_string(),
             model_name: layer.model_name,
@@ -312,6 +352,7 @@ mod queries {
             labels,
             prev: (unit > 0).then_some(unit - 1),
             next: (unit + 1 < channels).then_some(unit + 1),
+            clip_dissect_note,
         }))
     }
 }

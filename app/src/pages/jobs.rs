@@ -47,6 +47,9 @@ pub fn JobsPage() -> impl IntoView {
     };
     let form = Resource::new(registered, |_| load_job_form());
     let initial = Resource::new(|| (), |_| list_jobs());
+    // Outside the form's Transition: a finished registration re-renders the forms, and the
+    // upload's outcome (its job link) must stay.
+    let uploads = [RwSignal::new(Upload::Idle), RwSignal::new(Upload::Idle)];
     Effect::new(move |_| follow_jobs(live));
     view! {
         <Title text="Jobs · DnD Studio" />
@@ -60,7 +63,12 @@ pub fn JobsPage() -> impl IntoView {
                 match form.await {
                     Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
                     Ok(opts) => match opts.csrf.clone() {
-                        Some(csrf) => view! { <StartForm opts csrf=csrf.clone() live /> <RegisterForms csrf live /> }.into_any(),
+                        Some(csrf) => view! {
+                            <StartForm opts csrf=csrf.clone() live />
+                            <RegisterForms csrf=csrf.clone() live />
+                            <UploadForms csrf live states=uploads />
+                        }
+                        .into_any(),
                         None => view! {
                             <p class="meta" id="jobs-login-hint">
                                 "Starting and cancelling jobs needs the admin session: "
@@ -231,6 +239,137 @@ fn RegisterForms(csrf: String, live: LiveJobs) -> impl IntoView {
                             Ok(id) => view! { <p class="ok">"Queued as " <a href=format!("/jobs/{id}")>{format!("job #{id}")}</a> "."</p> }.into_any(),
                             Err(e) => view! { <p class="error" role="alert" id=format!("{kind}-error")>{e}</p> }.into_any(),
                         })}
+                    </form>
+                }
+            }).collect_view()}
+        </section>
+    }
+    .into_any()
+}
+
+/// Where an upload stands (only the browser moves it past `Idle`).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+enum Upload {
+    Idle,
+    /// Sending; the fraction sent when the browser knows it.
+    Sending(Option<f64>),
+    /// Sent; the server unpacks and checks it.
+    Checking,
+    Queued(i64),
+    Failed(String),
+}
+
+/// Sends `form` (its fields in page order: the CSRF token first) to `url` as multipart, with
+/// the upload's progress in `state`. XMLHttpRequest, because fetch cannot report upload progress.
+#[cfg(feature = "hydrate")]
+fn send_upload(form: web_sys::HtmlFormElement, url: &str, state: RwSignal<Upload>, live: LiveJobs) {
+    use wasm_bindgen::{closure::Closure, JsCast};
+    let failed = |what: &str| state.set(Upload::Failed(format!("The browser could not send the upload ({what}).")));
+    let Ok(data) = web_sys::FormData::new_with_form(&form) else { return failed("reading the form") };
+    let Ok(xhr) = web_sys::XmlHttpRequest::new() else { return failed("XMLHttpRequest") };
+    if xhr.open("POST", url).is_err() {
+        return failed("opening the request");
+    }
+    let on_progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |ev: web_sys::ProgressEvent| {
+        if ev.length_computable() && ev.total() > 0.0 {
+            let sent = ev.loaded() / ev.total();
+            state.set(if sent >= 1.0 { Upload::Checking } else { Upload::Sending(Some(sent)) });
+        }
+    });
+    if let Ok(upload) = xhr.upload() {
+        upload.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+    }
+    let answered = xhr.clone();
+    let on_end = Closure::<dyn FnMut()>::new(move || {
+        let status = answered.status().unwrap_or(0);
+        let text = answered.response_text().ok().flatten().unwrap_or_default();
+        let job = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["job"].as_i64());
+        state.set(match (status, job) {
+            (200, Some(id)) => Upload::Queued(id),
+            (0, _) => Upload::Failed("The connection broke off before the server answered (was the file over the size limit?).".into()),
+            (_, _) if !text.trim().is_empty() => Upload::Failed(text),
+            (code, _) => Upload::Failed(format!("The server refused the upload (HTTP {code}).")),
+        });
+        spawn_local(async move {
+            if let Ok(jobs) = list_jobs().await {
+                live.set(Some(jobs));
+            }
+        });
+    });
+    xhr.set_onloadend(Some(on_end.as_ref().unchecked_ref()));
+    state.set(Upload::Sending(None));
+    if xhr.send_with_opt_form_data(Some(&data)).is_err() {
+        return failed("sending");
+    }
+    // One pair of small callbacks per upload, needed until its request ends.
+    on_progress.forget();
+    on_end.forget();
+}
+
+/// Uploading a zipped probing set, or a TorchScript model with its manifest (admin). The forms
+/// also work as plain multipart posts; hydrated, they show the upload's progress and its job.
+#[component]
+fn UploadForms(csrf: String, live: LiveJobs, states: [RwSignal<Upload>; 2]) -> impl IntoView {
+    let forms: [(&str, &str, &str, &str); 2] = [
+        ("probe-set", "Probing set (zip)", "/api/uploads/probe-set",
+         "A zip of images (sub-folders become labels, <stem>.txt files descriptions); other files are left out."),
+        ("model", "TorchScript model", "/api/uploads/model",
+         "The .pt file and its JSON manifest (tools/export_torchscript.py writes both)."),
+    ];
+    view! {
+        <section class="register upload">
+            <h2>"Upload"</h2>
+            <p class="meta">
+                "Uploads are registered by a job, like the paths above. Size limits are the server's "
+                <code>"uploads.*"</code> " settings (by default a 2 GiB zip unpacking to at most 20 GiB, a 4 GiB model)."
+            </p>
+            {forms.into_iter().zip(states).map(|((key, title, url, what), state)| {
+                let submit = move |ev: SubmitEvent| {
+                    #[cfg(feature = "hydrate")]
+                    {
+                        use wasm_bindgen::JsCast;
+                        if let Some(form) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok()) {
+                            ev.prevent_default();
+                            send_upload(form, url, state, live);
+                        }
+                    }
+                    #[cfg(not(feature = "hydrate"))]
+                    let _ = (&ev, live);
+                };
+                let busy = move || matches!(state.get(), Upload::Sending(_) | Upload::Checking);
+                view! {
+                    <form class="register-form" id=format!("upload-{key}-form") action=url method="post" enctype="multipart/form-data" on:submit=submit>
+                        // First in the form: the server checks it before it stores any file.
+                        <input type="hidden" name="csrf" value=csrf.clone() />
+                        <label for=format!("upload-{key}-name")>{title}</label>
+                        <input type="text" name="name" id=format!("upload-{key}-name") placeholder="name (default: the file's)" />
+                        {if key == "model" {
+                            view! {
+                                <input type="file" name="model" id="upload-model-file" accept=".pt,.pth,.torchscript" required />
+                                <input type="file" name="manifest" id="upload-model-manifest" accept=".json,application/json" required />
+                            }.into_any()
+                        } else {
+                            view! { <input type="file" name="zip" id="upload-probe-set-file" accept=".zip,application/zip" required /> }.into_any()
+                        }}
+                        <button type="submit" id=format!("upload-{key}-button") disabled=busy>"Upload"</button>
+                        <span class="meta">{what}</span>
+                        {move || match state.get() {
+                            Upload::Idle => None,
+                            Upload::Sending(sent) => Some(view! {
+                                <p class="meta" id=format!("upload-{key}-progress")>
+                                    "Uploading… "
+                                    {sent.map(|f| view! { <progress max="100" value=format!("{:.1}", f * 100.0)></progress> {format!(" {:.0} %", f * 100.0)} })}
+                                </p>
+                            }.into_any()),
+                            Upload::Checking => Some(view! {
+                                <p class="meta" id=format!("upload-{key}-progress")>"Uploaded; the server is checking it…"</p>
+                            }.into_any()),
+                            Upload::Queued(id) => Some(view! {
+                                <p class="ok" id=format!("upload-{key}-done")>"Uploaded; registering as " <a href=format!("/jobs/{id}")>{format!("job #{id}")}</a> "."</p>
+                            }.into_any()),
+                            Upload::Failed(e) => Some(view! { <p class="error" role="alert" id=format!("upload-{key}-error")>{e}</p> }.into_any()),
+                        }}
                     </form>
                 }
             }).collect_view()}

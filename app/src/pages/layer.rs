@@ -49,6 +49,7 @@ pub fn LayerPage() -> impl IntoView {
                         let prev = (v.page > 1).then(|| page_link(v.page - 1));
                         let next = (v.page < v.pages).then(|| page_link(v.page + 1));
                         let no_labels = v.methods.is_empty();
+                        let clip_note = v.clip_dissect_note.clone();
                         view! {
                             <nav class="crumbs">
                                 <a href="/">"Models"</a> " › "
@@ -91,6 +92,7 @@ pub fn LayerPage() -> impl IntoView {
                             {no_labels.then(|| view! {
                                 <p class="empty">"No labels for this layer yet: run a dissection or import another method's labels."</p>
                             })}
+                            {clip_note.map(|t| view! { <p class="meta" id="clip-dissect-note">{t}</p> })}
                             <ul class="neuron-grid" id="neurons">
                                 {v.neurons.into_iter().map(|n| {
                                     let href = format!("{base}/{}", n.unit);

@@ -54,6 +54,7 @@ pub fn NeuronPage() -> impl IntoView {
                     Ok(None) => view! { <super::NotFound /> }.into_any(),
                     Ok(Some(n)) => {
                         let layer_href = format!("/m/{}/{}", n.model_slug, n.layer.name);
+                        let clip_note = n.clip_dissect_note.clone();
                         let unit_href = {
                             let base = layer_href.clone();
                             move |u: i64| format!("{base}/{u}")
@@ -99,6 +100,7 @@ pub fn NeuronPage() -> impl IntoView {
                                     </table>
                                 }.into_any()
                             }}
+                            {clip_note.map(|t| view! { <p class="meta" id="clip-dissect-note">{t}</p> })}
                         }
                         .into_any()
                     }
