@@ -3,83 +3,40 @@
 //! oversize bodies, zip bombs, escaping or linked entries, corrupt zips and bad manifests are
 //! refused with the reason, and a refused upload leaves nothing on disk.
 
-use app::api::jobs::JobView;
-use reqwest::{Client, StatusCode};
+mod common;
+
+use common::{client, Server};
+use reqwest::StatusCode;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use zip::write::SimpleFileOptions;
 use zip::CompressionMethod;
 
-const SECRET: &str = "uploads-test-admin-secret";
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 /// Small limits, so that each can be crossed quickly.
 const MAX_ZIP: u64 = 12 << 20;
 const MAX_UNPACKED: u64 = 6 << 20;
 const MAX_FILES: u64 = 40;
 const MAX_MODEL: u64 = 1 << 20;
 
-struct Server {
-    child: Child,
-    base: String,
-    data: PathBuf,
+/// What only these tests ask of the server.
+trait Uploads {
+    async fn upload(&self, path: &str, cookie: Option<&str>, parts: &[Part<'_>]) -> (StatusCode, String);
+    async fn query_i64(&self, sql: &str) -> i64;
+    fn uploaded_files(&self) -> Vec<PathBuf>;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server with small upload limits, so that each can be crossed quickly.
+async fn start(data: &Path) -> Server {
+    let limits = [
+        ("DND__UPLOADS__MAX_ZIP_BYTES", MAX_ZIP.to_string()),
+        ("DND__UPLOADS__MAX_UNPACKED_BYTES", MAX_UNPACKED.to_string()),
+        ("DND__UPLOADS__MAX_FILES", MAX_FILES.to_string()),
+        ("DND__UPLOADS__MAX_MODEL_BYTES", MAX_MODEL.to_string()),
+    ];
+    Server::start_with(data, &limits).await
 }
 
-fn client() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().no_proxy().build().unwrap()
-}
-
-impl Server {
-    async fn start(data: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dnd"))
-            .arg("serve")
-            .env("DND__STORAGE__DATA_DIR", data)
-            .env("DND__STORAGE__ASSETS_DIR", dissect::assets::assets_dir())
-            .env("DND__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("DND__ADMIN__SECRET", SECRET)
-            .env("DND__UPLOADS__MAX_ZIP_BYTES", MAX_ZIP.to_string())
-            .env("DND__UPLOADS__MAX_UNPACKED_BYTES", MAX_UNPACKED.to_string())
-            .env("DND__UPLOADS__MAX_FILES", MAX_FILES.to_string())
-            .env("DND__UPLOADS__MAX_MODEL_BYTES", MAX_MODEL.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dnd serve");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), data: data.to_path_buf() };
-        for _ in 0..600 {
-            if client().get(format!("{}/healthz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("server did not start:\n{}", server.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
-    }
-
-    /// Logs in as admin: (cookie header, CSRF token).
-    async fn login(&self) -> (String, String) {
-        let r = client().post(format!("{}/api/admin/login", self.base)).json(&serde_json::json!({ "secret": SECRET })).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-        let info: serde_json::Value = r.json().await.unwrap();
-        (cookie, info["csrf"].as_str().unwrap().to_string())
-    }
-
+impl Uploads for Server {
     async fn upload(&self, path: &str, cookie: Option<&str>, parts: &[Part<'_>]) -> (StatusCode, String) {
         let (content_type, body) = multipart(parts);
         let mut req = client().post(format!("{}{path}", self.base)).header("content-type", content_type).body(body);
@@ -90,31 +47,8 @@ impl Server {
         (r.status(), r.text().await.unwrap())
     }
 
-    /// Follows `/events/jobs` until job `id` has finished; answers its last state.
-    async fn finished(&self, id: i64) -> JobView {
-        let mut r = client().get(format!("{}/events/jobs", self.base)).send().await.unwrap();
-        let (started, mut buf) = (Instant::now(), String::new());
-        loop {
-            let left = JOB_TIMEOUT.checked_sub(started.elapsed()).unwrap_or_else(|| panic!("job #{id} timed out\n{}", self.log()));
-            let chunk = tokio::time::timeout(left, r.chunk()).await.expect("stream stalled").unwrap().expect("stream ended");
-            buf.push_str(std::str::from_utf8(&chunk).unwrap());
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
-                let jobs: Vec<JobView> = serde_json::from_str(data).unwrap();
-                if let Some(j) = jobs.into_iter().find(|j| j.id == id && j.is_finished()) {
-                    return j;
-                }
-            }
-        }
-    }
-
     async fn query_i64(&self, sql: &str) -> i64 {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(self.data.join("dnd-studio.db"));
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.unwrap();
-        pool.close().await;
-        v
+        common::query_i64(&self.data, sql).await
     }
 
     /// Everything under the upload folders (staging, probing sets, models).
@@ -203,7 +137,7 @@ const DEFLATED: CompressionMethod = CompressionMethod::Deflated;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zip_of_images_becomes_a_registered_probing_set() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path()).await;
+    let s = start(dir.path()).await;
     let (cookie, csrf) = s.login().await;
     let zip = zip_of(&[
         ("photos/cups/coffee.png", skimage("coffee.png"), DEFLATED),
@@ -258,7 +192,7 @@ async fn a_zip_of_images_becomes_a_registered_probing_set() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_zips_name_the_reason_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path()).await;
+    let s = start(dir.path()).await;
     let (cookie, csrf) = s.login().await;
     let good = zip_of(&[("coffee.png", skimage("coffee.png"), STORED)]);
     let upload = |zip: Vec<u8>| vec![Part::Text("csrf", &csrf), Part::Text("name", "refused"), Part::File("zip", "set.zip", zip)];
@@ -369,7 +303,7 @@ fn tiny_manifest() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_and_its_manifest_are_uploaded_and_registered() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path()).await;
+    let s = start(dir.path()).await;
     let (cookie, csrf) = s.login().await;
     let model = |name: &'static str, pt: Vec<u8>, manifest: Vec<u8>| {
         let mut parts = vec![Part::Text("csrf", &csrf)];
