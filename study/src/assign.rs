@@ -29,9 +29,13 @@ const ATTENTION_EVERY: i64 = 5;
 /// items in the same order).
 const DRAW_AMONG: i64 = 16;
 
-/// Neurons this rater has been given already (as a subquery on ?2 = rater id).
-const SEEN_NEURONS: &str =
-    "SELECT j.neuron_id FROM assignments a JOIN study_items j ON j.id = a.item_id WHERE a.rater_id = ?2";
+/// "Rater ?2 has not been shown item `i`'s neuron": one lookup in the set kept by triggers
+/// (migrations/0006), whatever the length of the rater's history.
+macro_rules! unseen_by_rater {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM rater_neurons rn WHERE rn.rater_id = ?2 AND rn.neuron_id = i.neuron_id)"
+    };
+}
 
 /// SQLite date modifier for "now minus the abandonment delay".
 fn abandoned_modifier() -> String {
@@ -72,8 +76,7 @@ macro_rules! rater_state_sql {
     ($rater:literal) => {
         concat!(
             "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
-                    (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NOT NULL) AS completed,
-                    (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS given,
+                    r.tasks_completed AS completed, r.tasks_given AS given,
                     p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
              FROM raters r JOIN studies s ON s.id = r.study_id
              LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
@@ -181,15 +184,16 @@ async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &mut 
 /// Up to `DRAW_AMONG` least-covered ordinary items with a free slot whose neuron the rater has
 /// not seen, as (item id, slots taken).
 async fn least_covered(tx: &mut SqliteConnection, s: &RaterState) -> Result<Vec<(i64, i64)>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(sqlx::query_as(concat!(
         "SELECT i.id, i.slots_taken FROM study_items i
-         WHERE i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3
-           AND i.neuron_id NOT IN ({SEEN_NEURONS})
-         ORDER BY i.slots_taken, i.position LIMIT {DRAW_AMONG}"
-    )))
+         WHERE i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3 AND ",
+        unseen_by_rater!(),
+        " ORDER BY i.slots_taken, i.position LIMIT ?4"
+    ))
     .bind(s.study_id)
     .bind(s.rater_id)
     .bind(s.quota)
+    .bind(DRAW_AMONG)
     .fetch_all(&mut *tx)
     .await?)
 }
@@ -216,10 +220,11 @@ async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterStat
     // An attention check comes among ordinary tasks (never as a rater's only task).
     let check_due = s.given % ATTENTION_EVERY == 2 || (ordinary.is_empty() && s.given > 0);
     let checks: Vec<i64> = if check_due {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT i.id FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1
-               AND i.neuron_id NOT IN ({SEEN_NEURONS}) ORDER BY i.position"
-        )))
+        sqlx::query_scalar(concat!(
+            "SELECT i.id FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+            unseen_by_rater!(),
+            " ORDER BY i.position"
+        ))
         .bind(s.study_id)
         .bind(s.rater_id)
         .fetch_all(&mut *tx)
@@ -257,19 +262,16 @@ async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterStat
 async fn load_task(conn: &mut SqliteConnection, cache: &TaskCache, s: &RaterState, task: &Pending) -> Result<RaterTask> {
     let content = cache.item(conn, task.item_id).await?;
     // Total = done + this task + what is still open to this rater: the study's items with a free
-    // slot (a counter kept by triggers) less those of neurons this rater has had; attention
+    // slot less those of neurons this rater has had (both counters kept by triggers); attention
     // checks count only while ordinary tasks are left, since they only come with those.
-    let (open_items, seen_open, checks_open): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT (SELECT open_items FROM studies WHERE id = ?1),
-                (SELECT COUNT(DISTINCT i.id) FROM assignments a JOIN study_items j ON j.id = a.item_id
-                 JOIN study_items i ON i.neuron_id = j.neuron_id
-                 WHERE a.rater_id = ?2 AND i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3),
-                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1
-                   AND i.neuron_id NOT IN ({SEEN_NEURONS}))"
-    )))
+    let (open_items, seen_open, checks_open): (i64, i64, i64) = sqlx::query_as(concat!(
+        "SELECT s.open_items, r.seen_open_items,
+                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+        unseen_by_rater!(),
+        ") FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = ?2"
+    ))
     .bind(s.study_id)
     .bind(s.rater_id)
-    .bind(s.quota)
     .fetch_one(&mut *conn)
     .await?;
     let ordinary_open = open_items - seen_open;

@@ -316,6 +316,35 @@ async fn bad_submissions_are_rejected_with_a_reason() {
     assert!(sqlx::query("DELETE FROM responses").execute(&db).await.is_err());
 }
 
+/// The per-rater counters kept by triggers (migrations/0006) equal what the rater's history says.
+async fn assert_counters_match_history(db: &SqlitePool) {
+    let rows: Vec<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.id, r.tasks_given, r.tasks_completed, r.seen_open_items,
+                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id),
+                (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id AND a.completed_at IS NOT NULL),
+                (SELECT COUNT(DISTINCT i.id) FROM assignments a JOIN study_items j ON j.id = a.item_id
+                 JOIN study_items i ON i.neuron_id = j.neuron_id JOIN studies s ON s.id = i.study_id
+                 WHERE a.rater_id = r.id AND i.study_id = r.study_id AND i.is_attention_check = 0
+                   AND i.slots_taken < s.raters_per_item)
+         FROM raters r",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty());
+    for (id, given, completed, seen_open, given_h, completed_h, seen_open_h) in rows {
+        assert_eq!((given, completed, seen_open), (given_h, completed_h, seen_open_h), "rater {id}: counters vs history");
+    }
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT a.rater_id, i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id)",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rater_neurons").fetch_one(db).await.unwrap();
+    assert_eq!(kept, seen, "rater_neurons holds exactly the neurons shown to each rater");
+}
+
 #[tokio::test]
 async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_item() {
     let (_dir, db) = labelled_db().await;
@@ -366,6 +395,7 @@ async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_ite
         .await
         .unwrap();
     assert_eq!(origins, vec!["open_link".to_string()]);
+    assert_counters_match_history(&db).await;
 }
 
 #[tokio::test]
@@ -406,6 +436,8 @@ async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
     let completed: Option<String> =
         sqlx::query_scalar("SELECT completed_at FROM assignments WHERE id = ?").bind(a.assignment_id).fetch_one(&db).await.unwrap();
     assert!(completed.is_some(), "a stored response completes its assignment");
+    // Releasing a slot and answering late both moved the counters the way the history did.
+    assert_counters_match_history(&db).await;
 }
 
 #[tokio::test]
@@ -560,6 +592,7 @@ async fn each_acknowledgement_carries_the_next_task_under_the_assignment_rules()
     // A rater joining now finds every neuron with its two raters.
     let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
     assert!(queue.page(&token).await.unwrap().task.is_none(), "nothing left for a fourth rater");
+    assert_counters_match_history(&db).await;
 }
 
 #[tokio::test]
