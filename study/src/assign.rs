@@ -5,11 +5,13 @@
 //!
 //! Choosing a rater's next task happens in the transaction that stores their answer
 //! ([`crate::submit`]), so the acknowledgement carries it; the page only assigns on a first visit
-//! or after a slot was released. What a task shows comes from [`TaskCache`].
+//! or after a slot was released. What a task shows comes from [`TaskCache`], read after the
+//! commit: the single writer only decides (two statements per task).
 //!
 //! Showing a task is read-only; only choosing a new one writes, in one short transaction that
 //! reads the least-covered items through an index on each item's slot count (kept by triggers,
-//! migrations/0003), so the cost does not grow with the size of the study.
+//! migrations/0003) and checks "seen this neuron" per candidate in a per-rater set
+//! (migrations/0006), so the cost grows neither with the study nor with the rater's history.
 
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
@@ -64,34 +66,18 @@ struct Pending {
     order: Vec<i64>,
 }
 
-/// How a rater is named: by the token of their link, or (inside the study's own code, after the
-/// token was checked) by id.
-enum Who<'a> {
-    Token(&'a str),
-    Id(i64),
-}
-
-/// The rater's state, with their unfinished task (if any) joined in.
-macro_rules! rater_state_sql {
-    ($rater:literal) => {
-        concat!(
-            "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
-                    r.tasks_completed AS completed, r.tasks_given AS given,
-                    p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
-             FROM raters r JOIN studies s ON s.id = r.study_id
-             LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
-                 AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
-             WHERE ",
-            $rater
-        )
-    };
-}
-
-async fn rater_state(db: &mut SqliteConnection, who: Who<'_>) -> Result<RaterState> {
-    let query = match who {
-        Who::Token(token) => sqlx::query(rater_state_sql!("r.token_hash = ?")).bind(hash_token(token)),
-        Who::Id(id) => sqlx::query(rater_state_sql!("r.id = ?")).bind(id),
-    };
+/// The rater with link `token`: their state, with their unfinished task (if any) joined in.
+async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterState> {
+    let query = sqlx::query(
+        "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
+                r.tasks_completed AS completed, r.tasks_given AS given,
+                p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
+         FROM raters r JOIN studies s ON s.id = r.study_id
+         LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
+             AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
+         WHERE r.token_hash = ?",
+    )
+    .bind(hash_token(token));
     let r = query
         .fetch_optional(&mut *db)
         .await?
@@ -103,8 +89,7 @@ async fn rater_state(db: &mut SqliteConnection, who: Who<'_>) -> Result<RaterSta
         Some(assignment_id) => Some(Pending {
             assignment_id,
             item_id: r.get("pending_item"),
-            order: serde_json::from_str(r.get::<&str, _>("pending_order"))
-                .map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))?,
+            order: display_order(assignment_id, r.get("pending_order"))?,
         }),
         None => None,
     };
@@ -130,16 +115,16 @@ pub async fn rater_page(db: &SqlitePool, token: &str) -> Result<RaterPage> {
 /// [`rater_page`] with the server's cache of task contents.
 pub async fn rater_page_cached(db: &SqlitePool, cache: &TaskCache, token: &str) -> Result<RaterPage> {
     let mut conn = db.acquire().await?;
-    let mut state = rater_state(&mut conn, Who::Token(token)).await?;
+    let mut state = rater_state(&mut conn, token).await?;
     let task = if state.status != "open" {
         None
     } else if let Some(pending) = &state.pending {
-        Some(load_task(&mut conn, cache, &state, pending).await?)
+        Some(load_task(&mut conn, cache, state.study_id, state.rater_id, state.completed, pending).await?)
     } else {
         drop(conn);
         let mut w = WriteTx::begin(db).await?;
         // Read again under the write lock: another tab of this rater may have been faster.
-        state = rater_state(&mut w.tx, Who::Token(token)).await?;
+        state = rater_state(&mut w.tx, token).await?;
         let task = current_task(&mut w.tx, cache, &mut state).await?;
         w.commit().await?;
         task
@@ -154,17 +139,95 @@ pub async fn rater_page_cached(db: &SqlitePool, cache: &TaskCache, token: &str) 
     })
 }
 
+/// A rater's task as the writer leaves it: which assignment, and what the rater had completed
+/// then. [`show`] turns it into what the rater sees, outside the write transaction.
+pub(crate) struct Assigned {
+    study_id: i64,
+    rater_id: i64,
+    completed: i64,
+    pending: Pending,
+}
+
+/// (`INDEXED BY` on the attention checks: ordered by position, the planner would otherwise walk
+/// the study's unique (study, position) index through every item to find the few checks.)
+///
+/// Everything choosing rater ?2's next task needs, in one read (each statement is a round trip
+/// to SQLite's thread, and this runs inside the single writer for every answer): their state,
+/// their unfinished task, the least-covered items they may get, and the attention checks they
+/// have not had.
+const STATE_FOR_NEXT_TASK: &str = concat!(
+    "SELECT r.revoked_at, s.status, s.raters_per_item, r.tasks_completed, r.tasks_given,
+            p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order,
+            (SELECT json_group_array(json_array(c.id, c.slots_taken)) FROM (
+                SELECT i.id, i.slots_taken FROM study_items i
+                WHERE i.study_id = ?1 AND i.is_attention_check = 0
+                  AND i.slots_taken < (SELECT raters_per_item FROM studies WHERE id = ?1) AND ",
+    unseen_by_rater!(),
+    "           ORDER BY i.slots_taken, i.position LIMIT ?3) c) AS ordinary,
+            (SELECT json_group_array(c.id) FROM (
+                SELECT i.id FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+    unseen_by_rater!(),
+    "           ORDER BY i.position) c) AS checks
+     FROM raters r JOIN studies s ON s.id = r.study_id
+     LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
+         AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
+     WHERE r.id = ?2 AND r.study_id = ?1"
+);
+
 /// The task rater `rater_id` is to do next, assigned now if they have none: what an accepted
-/// answer's acknowledgement carries, read and written in the transaction that stores the answer
-/// (so one round trip per task). `None` when nothing is left for them, the study is not open or
-/// their link was revoked.
-pub(crate) async fn next_task(tx: &mut SqliteConnection, cache: &TaskCache, rater_id: i64) -> Result<Option<RaterTask>> {
-    let mut state = match rater_state(tx, Who::Id(rater_id)).await {
-        Ok(state) => state,
-        Err(StudyError::Forbidden(_) | StudyError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
+/// answer's acknowledgement carries, decided in the transaction that stores the answer (so one
+/// round trip per task) with two statements: [`STATE_FOR_NEXT_TASK`] and the insert. `None` when
+/// nothing is left for them, the study is not open or their link was revoked.
+pub(crate) async fn assign_after_answer(tx: &mut SqliteConnection, study_id: i64, rater_id: i64) -> Result<Option<Assigned>> {
+    let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
+        .bind(study_id)
+        .bind(rater_id)
+        .bind(DRAW_AMONG)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
     };
-    current_task(tx, cache, &mut state).await
+    if r.get::<Option<String>, _>("revoked_at").is_some() || r.get::<&str, _>("status") != "open" {
+        return Ok(None);
+    }
+    let completed: i64 = r.get("tasks_completed");
+    if let Some(assignment_id) = r.get::<Option<i64>, _>("pending") {
+        let order = display_order(assignment_id, r.get("pending_order"))?;
+        let pending = Pending { assignment_id, item_id: r.get("pending_item"), order };
+        return Ok(Some(Assigned { study_id, rater_id, completed, pending }));
+    }
+    let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
+    let ordinary: Vec<(i64, i64)> = serde_json::from_str(r.get("ordinary")).map_err(unreadable)?;
+    let checks: Vec<i64> = serde_json::from_str(r.get("checks")).map_err(unreadable)?;
+    let given: i64 = r.get("tasks_given");
+    let quota: i64 = r.get("raters_per_item");
+    let choice = Choice { study_id, rater_id, given, quota };
+    let pending = match choose(&choice, &ordinary, &checks) {
+        Some(item_id) => Some(insert_assignment(tx, &choice, item_id).await?),
+        // Nothing free: perhaps slots held by absent raters (the slow path, as on a page).
+        None => assign_next(tx, &choice).await?,
+    };
+    Ok(pending.map(|pending| Assigned { study_id, rater_id, completed, pending }))
+}
+
+/// What rater and study a task is being chosen for.
+struct Choice {
+    study_id: i64,
+    rater_id: i64,
+    /// Tasks given to the rater so far (the new one's position).
+    given: i64,
+    quota: i64,
+}
+
+/// Reads a stored display order.
+fn display_order(assignment_id: i64, json: &str) -> Result<Vec<i64>> {
+    serde_json::from_str(json).map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))
+}
+
+/// What the rater sees of an assigned task (reads only: run it after the writer committed).
+pub(crate) async fn show(conn: &mut SqliteConnection, cache: &TaskCache, a: &Assigned) -> Result<RaterTask> {
+    load_task(conn, cache, a.study_id, a.rater_id, a.completed, &a.pending).await
 }
 
 /// The pending task of `state`, or a new one (`tx` must be a write transaction).
@@ -173,17 +236,18 @@ async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &mut 
         return Ok(None);
     }
     if state.pending.is_none() {
-        state.pending = assign_next(tx, cache, state).await?;
+        let choice = Choice { study_id: state.study_id, rater_id: state.rater_id, given: state.given, quota: state.quota };
+        state.pending = assign_next(tx, &choice).await?;
     }
     match &state.pending {
-        Some(pending) => Ok(Some(load_task(tx, cache, state, pending).await?)),
+        Some(pending) => Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
         None => Ok(None),
     }
 }
 
 /// Up to `DRAW_AMONG` least-covered ordinary items with a free slot whose neuron the rater has
 /// not seen, as (item id, slots taken).
-async fn least_covered(tx: &mut SqliteConnection, s: &RaterState) -> Result<Vec<(i64, i64)>> {
+async fn least_covered(tx: &mut SqliteConnection, s: &Choice) -> Result<Vec<(i64, i64)>> {
     Ok(sqlx::query_as(concat!(
         "SELECT i.id, i.slots_taken FROM study_items i
          WHERE i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3 AND ",
@@ -198,7 +262,9 @@ async fn least_covered(tx: &mut SqliteConnection, s: &RaterState) -> Result<Vec<
     .await?)
 }
 
-async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterState) -> Result<Option<Pending>> {
+/// Chooses and assigns the rater's next task, reading the candidates first; frees slots held
+/// too long by absent raters when every item looks full.
+async fn assign_next(tx: &mut SqliteConnection, s: &Choice) -> Result<Option<Pending>> {
     let mut ordinary = least_covered(tx, s).await?;
     if ordinary.is_empty() {
         // Slots held too long by absent raters go back to the pool (only needed once every
@@ -216,12 +282,9 @@ async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterStat
             ordinary = least_covered(tx, s).await?;
         }
     }
-    let mut rng = SplitMix64::new(((s.rater_id as u64) << 20) ^ s.given as u64);
-    // An attention check comes among ordinary tasks (never as a rater's only task).
-    let check_due = s.given % ATTENTION_EVERY == 2 || (ordinary.is_empty() && s.given > 0);
-    let checks: Vec<i64> = if check_due {
+    let checks: Vec<i64> = if check_due(s.given, &ordinary) {
         sqlx::query_scalar(concat!(
-            "SELECT i.id FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+            "SELECT i.id FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
             unseen_by_rater!(),
             " ORDER BY i.position"
         ))
@@ -232,54 +295,75 @@ async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &RaterStat
     } else {
         Vec::new()
     };
-    let item = if !checks.is_empty() {
-        Some(checks[rng.below(checks.len())])
-    } else {
-        let least = ordinary.first().map(|o| o.1);
-        let candidates: Vec<i64> = ordinary.iter().filter(|o| Some(o.1) == least).map(|o| o.0).collect();
-        (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len())])
-    };
-    let Some(item_id) = item else { return Ok(None) };
-    let mut descriptions = cache.item(tx, item_id).await?.description_ids();
-    // A fresh random order for every task (OS randomness: not predictable from ids).
-    let mut seed = [0u8; 8];
-    getrandom::fill(&mut seed).expect("the operating system's random generator is available");
-    SplitMix64::new(u64::from_le_bytes(seed)).shuffle(&mut descriptions);
-    let id: i64 = sqlx::query_scalar(
+    match choose(s, &ordinary, &checks) {
+        Some(item_id) => Ok(Some(insert_assignment(tx, s, item_id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// An attention check comes among ordinary tasks (never as a rater's only task).
+fn check_due(given: i64, ordinary: &[(i64, i64)]) -> bool {
+    given % ATTENTION_EVERY == 2 || (ordinary.is_empty() && given > 0)
+}
+
+/// The item to give: an attention check when one is due and left, else one of the least-covered
+/// ordinary items (`ordinary`: (item id, slots taken), least covered first), at random.
+fn choose(s: &Choice, ordinary: &[(i64, i64)], checks: &[i64]) -> Option<i64> {
+    let mut rng = SplitMix64::new(((s.rater_id as u64) << 20) ^ s.given as u64);
+    if check_due(s.given, ordinary) && !checks.is_empty() {
+        return Some(checks[rng.below(checks.len())]);
+    }
+    let least = ordinary.first().map(|o| o.1);
+    let candidates: Vec<i64> = ordinary.iter().filter(|o| Some(o.1) == least).map(|o| o.0).collect();
+    (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len())])
+}
+
+/// Assigns `item_id` to the rater, its descriptions in a fresh random order for this task
+/// (SQLite's `random()`: a ChaCha20 stream seeded from the operating system, so not predictable
+/// from ids), in one statement.
+async fn insert_assignment(tx: &mut SqliteConnection, s: &Choice, item_id: i64) -> Result<Pending> {
+    let (id, order): (i64, String) = sqlx::query_as(
         "INSERT INTO assignments (study_id, rater_id, item_id, position, display_order_json)
-         VALUES (?, ?, ?, ?, ?) RETURNING id",
+         SELECT ?1, ?2, ?3, ?4, json_group_array(d.id ORDER BY random()) FROM study_descriptions d WHERE d.item_id = ?3
+         RETURNING id, display_order_json",
     )
     .bind(s.study_id)
     .bind(s.rater_id)
     .bind(item_id)
     .bind(s.given)
-    .bind(serde_json::to_string(&descriptions).expect("ids serialise"))
     .fetch_one(&mut *tx)
     .await?;
-    Ok(Some(Pending { assignment_id: id, item_id, order: descriptions }))
+    Ok(Pending { assignment_id: id, item_id, order: display_order(id, &order)? })
 }
 
-async fn load_task(conn: &mut SqliteConnection, cache: &TaskCache, s: &RaterState, task: &Pending) -> Result<RaterTask> {
+async fn load_task(
+    conn: &mut SqliteConnection,
+    cache: &TaskCache,
+    study_id: i64,
+    rater_id: i64,
+    completed: i64,
+    task: &Pending,
+) -> Result<RaterTask> {
     let content = cache.item(conn, task.item_id).await?;
     // Total = done + this task + what is still open to this rater: the study's items with a free
     // slot less those of neurons this rater has had (both counters kept by triggers); attention
     // checks count only while ordinary tasks are left, since they only come with those.
     let (open_items, seen_open, checks_open): (i64, i64, i64) = sqlx::query_as(concat!(
         "SELECT s.open_items, r.seen_open_items,
-                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+                (SELECT COUNT(*) FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
         unseen_by_rater!(),
         ") FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = ?2"
     ))
-    .bind(s.study_id)
-    .bind(s.rater_id)
+    .bind(study_id)
+    .bind(rater_id)
     .fetch_one(&mut *conn)
     .await?;
     let ordinary_open = open_items - seen_open;
     let still_open = ordinary_open + if ordinary_open > 0 { checks_open } else { 0 };
     Ok(RaterTask {
         assignment_id: task.assignment_id,
-        number: s.completed + 1,
-        total: s.completed + 1 + still_open,
+        number: completed + 1,
+        total: completed + 1 + still_open,
         images: content.images.clone(),
         descriptions: content.in_order(&task.order),
     })

@@ -138,10 +138,14 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
     }))
 }
 
-/// Writes `batch` in one transaction; one result per answer, in order, each acknowledgement with
-/// its rater's next task (assigned in the same transaction). An answer whose task got a response
-/// meanwhile (a concurrent retry) is acknowledged or refused like a late retry.
-async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> Result<Vec<Result<SubmitAck>>> {
+/// An acknowledgement and the rater's next task as the writer assigned it (shown by
+/// [`acknowledge`] after the commit).
+type Written = (SubmitAck, Option<assign::Assigned>);
+
+/// Writes `batch` in one transaction; one result per answer, in order, each with its rater's next
+/// task (assigned in the same transaction). An answer whose task got a response meanwhile (a
+/// concurrent retry) is acknowledged or refused like a late retry.
+async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Written>>> {
     let mut w = WriteTx::begin(db).await?;
     let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO responses (assignment_id, study_id, item_id, best_description_id, is_valid,
@@ -175,11 +179,11 @@ async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> R
         });
         ratings.build().execute(&mut *w.tx).await?;
     }
-    let mut out = Vec::with_capacity(batch.len());
+    let mut acks = Vec::with_capacity(batch.len());
     for (i, c) in batch.iter().enumerate() {
         // Two answers to one task in the same batch: the first row of the INSERT won.
         let earlier = batch[..i].iter().find(|e| e.assignment_id == c.assignment_id);
-        out.push(match (id_of(c.assignment_id), earlier) {
+        acks.push(match (id_of(c.assignment_id), earlier) {
             (Some(response_id), Some(first)) => already_answered(response_id, &first.idempotency_key, &c.idempotency_key),
             (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false, next: None }),
             (None, _) => {
@@ -192,13 +196,25 @@ async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> R
             }
         });
     }
-    for (ack, c) in out.iter_mut().zip(batch) {
-        if let Ok(ack) = ack {
-            ack.next = assign::next_task(&mut w.tx, cache, c.rater_id).await?;
-        }
+    let mut out = Vec::with_capacity(batch.len());
+    for (ack, c) in acks.into_iter().zip(batch) {
+        out.push(match ack {
+            Ok(ack) => Ok((ack, assign::assign_after_answer(&mut w.tx, c.study_id, c.rater_id).await?)),
+            Err(e) => Err(e),
+        });
     }
     w.commit().await?;
     Ok(out)
+}
+
+/// The acknowledgement with the next task filled in: what the task shows and "x of n" are read
+/// here, on a pooled connection, so the single writer does not spend its time on them.
+async fn acknowledge(db: &SqlitePool, cache: &TaskCache, (mut ack, next): Written) -> Result<SubmitAck> {
+    if let Some(next) = next {
+        let mut conn = db.acquire().await?;
+        ack.next = Some(assign::show(&mut conn, cache, &next).await?);
+    }
+    Ok(ack)
 }
 
 /// A retry's acknowledgement, with the rater's current task (as their page would show it).
@@ -212,11 +228,11 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
     let cache = TaskCache::default();
     match prepare(db, token, sub).await? {
         Prepared::Stored(ack) => with_current_task(db, &cache, token, ack).await,
-        Prepared::Write(c) => write_batch(db, &cache, std::slice::from_ref(&c)).await?.remove(0),
+        Prepared::Write(c) => acknowledge(db, &cache, write_batch(db, std::slice::from_ref(&c)).await?.remove(0)?).await,
     }
 }
 
-type Job = (Checked, oneshot::Sender<Result<SubmitAck>>);
+type Job = (Checked, oneshot::Sender<Result<Written>>);
 
 /// Answers that arrive together are committed together: one writer task takes whatever is
 /// queued (up to [`SubmissionQueue::MAX_BATCH`]) into one transaction and acknowledges each after
@@ -236,12 +252,11 @@ impl SubmissionQueue {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * Self::MAX_BATCH);
         let writer_db = db.clone();
         let cache = TaskCache::default();
-        let writer_cache = cache.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Job> = Vec::with_capacity(Self::MAX_BATCH);
             while queue.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
                 let answers: Vec<Checked> = batch.iter().map(|j| j.0.clone()).collect();
-                match write_batch(&writer_db, &writer_cache, &answers).await {
+                match write_batch(&writer_db, &answers).await {
                     Ok(results) => {
                         for ((_, reply), result) in batch.drain(..).zip(results) {
                             let _ = reply.send(result);
@@ -249,7 +264,7 @@ impl SubmissionQueue {
                     }
                     Err(_) => {
                         for (answer, reply) in batch.drain(..) {
-                            let result = write_batch(&writer_db, &writer_cache, std::slice::from_ref(&answer)).await;
+                            let result = write_batch(&writer_db, std::slice::from_ref(&answer)).await;
                             let _ = reply.send(result.and_then(|mut r| r.remove(0)));
                         }
                     }
@@ -273,6 +288,7 @@ impl SubmissionQueue {
         let (reply, answer) = oneshot::channel();
         let stopped = || StudyError::Invalid("the server is shutting down; submit again in a moment".into());
         self.jobs.send((checked, reply)).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let written = answer.await.map_err(|_| stopped())??;
+        acknowledge(&self.db, &self.cache, written).await
     }
 }

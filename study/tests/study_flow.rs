@@ -615,3 +615,34 @@ async fn no_next_task_once_the_study_closes() {
     let retry = queue.submit(&token, &sub).await.unwrap();
     assert!(retry.duplicate && retry.next.is_none(), "{retry:?}");
 }
+
+#[tokio::test]
+async fn each_task_shows_its_descriptions_in_its_own_random_order() {
+    let (_dir, db) = labelled_db().await;
+    let mut s = new_study();
+    s.attention_checks = 0;
+    s.raters_per_item = 16;
+    let study_id = create(&db, &s).await.unwrap();
+    setup::set_status(&db, study_id, "open").await.unwrap();
+    let queue = submit::SubmissionQueue::start(db.clone());
+    // Per item (by its description ids), the orders its tasks showed them in.
+    let mut orders: std::collections::HashMap<Vec<i64>, Vec<Vec<i64>>> = Default::default();
+    for (r, token) in raters::invite(&db, study_id, 16, "").await.unwrap().into_iter().enumerate() {
+        // The first task comes from the page, the second from an acknowledgement.
+        let first = queue.page(&token).await.unwrap().task.unwrap();
+        let methods = methods_of(&db, first.assignment_id).await;
+        let ack = queue.submit(&token, &answer(first.assignment_id, &methods, &[], "dnd", &format!("order-answer-{r}"))).await.unwrap();
+        for task in [first, ack.next.unwrap()] {
+            let shown: Vec<i64> = task.descriptions.iter().map(|d| d.id).collect();
+            let mut item: Vec<i64> = methods_of(&db, task.assignment_id).await.iter().map(|m| m.0).collect();
+            item.sort_unstable();
+            let mut sorted = shown.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, item, "each of the item's descriptions once");
+            orders.entry(item).or_default().push(shown);
+        }
+    }
+    // 32 tasks over 5 items of 3 descriptions: an order fixed per item would show one per item.
+    let varied = orders.values().filter(|o| o.iter().any(|x| *x != o[0])).count();
+    assert!(varied >= 3, "items whose tasks showed different orders: {varied} of {}: {orders:?}", orders.len());
+}
