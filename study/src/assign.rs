@@ -15,7 +15,7 @@
 
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
-use crate::task_cache::TaskCache;
+use crate::task_cache::{item_content_columns, TaskCache};
 use crate::tokens::hash_token;
 use crate::types::{RaterPage, RaterTask};
 use crate::write_gate::WriteTx;
@@ -344,20 +344,39 @@ async fn load_task(
     completed: i64,
     task: &Pending,
 ) -> Result<RaterTask> {
-    let content = cache.item(conn, task.item_id).await?;
     // Total = done + this task + what is still open to this rater: the study's items with a free
     // slot less those of neurons this rater has had (both counters kept by triggers); attention
-    // checks count only while ordinary tasks are left, since they only come with those.
-    let (open_items, seen_open, checks_open): (i64, i64, i64) = sqlx::query_as(concat!(
-        "SELECT s.open_items, r.seen_open_items,
-                (SELECT COUNT(*) FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
-        unseen_by_rater!(),
-        ") FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = ?2"
-    ))
-    .bind(study_id)
-    .bind(rater_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    // checks count only while ordinary tasks are left, since they only come with those. An item
+    // not cached yet is read in the same statement (each statement is a trip to SQLite's thread).
+    macro_rules! counts {
+        ($more:expr) => {
+            concat!(
+                "SELECT s.open_items, r.seen_open_items,
+                        (SELECT COUNT(*) FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
+                unseen_by_rater!(),
+                ")",
+                $more,
+                " FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = ?2"
+            )
+        };
+    }
+    let (open_items, seen_open, checks_open, content) = match cache.get(task.item_id) {
+        Some(content) => {
+            let (a, b, c): (i64, i64, i64) =
+                sqlx::query_as(counts!("")).bind(study_id).bind(rater_id).fetch_one(&mut *conn).await?;
+            (a, b, c, content)
+        }
+        None => {
+            let (a, b, c, descriptions, images): (i64, i64, i64, String, String) =
+                sqlx::query_as(counts!(concat!(", ", item_content_columns!("?3"))))
+                    .bind(study_id)
+                    .bind(rater_id)
+                    .bind(task.item_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            (a, b, c, cache.insert_json(task.item_id, &descriptions, &images)?)
+        }
+    };
     let ordinary_open = open_items - seen_open;
     let still_open = ordinary_open + if ordinary_open > 0 { checks_open } else { 0 };
     Ok(RaterTask {

@@ -8,7 +8,6 @@
 
 use crate::error::{Result, StudyError};
 use crate::types::{TaskDescription, TaskImage};
-use sqlx::SqliteConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -34,18 +33,37 @@ impl ItemContent {
     }
 }
 
+/// An item's descriptions and images as two JSON array columns (what [`TaskCache::insert_json`]
+/// reads), for the item id in SQL parameter `$item` (e.g. `"?1"`), so a caller can fetch them in
+/// the same statement as something else.
+macro_rules! item_content_columns {
+    ($item:literal) => {
+        concat!(
+            "(SELECT json_group_array(json_array(id, text)) FROM study_descriptions WHERE item_id = ",
+            $item,
+            "), (SELECT json_group_array(json_array(s.position, im.sha256, s.crop_x0, s.crop_y0, s.crop_x1, s.crop_y1))
+                 FROM study_item_images s JOIN images im ON im.id = s.image_id WHERE s.item_id = ",
+            $item,
+            ")"
+        )
+    };
+}
+pub(crate) use item_content_columns;
+
 #[derive(Clone, Default)]
 pub struct TaskCache {
     items: Arc<Mutex<HashMap<i64, Arc<ItemContent>>>>,
 }
 
 impl TaskCache {
-    /// The content of item `item_id`, read on `conn` (one query) the first time.
-    pub async fn item(&self, conn: &mut SqliteConnection, item_id: i64) -> Result<Arc<ItemContent>> {
-        if let Some(found) = self.items.lock().expect("task cache lock").get(&item_id) {
-            return Ok(found.clone());
-        }
-        let content = Arc::new(load(conn, item_id).await?);
+    /// The content of item `item_id` if it is cached.
+    pub fn get(&self, item_id: i64) -> Option<Arc<ItemContent>> {
+        self.items.lock().expect("task cache lock").get(&item_id).cloned()
+    }
+
+    /// Caches item `item_id` from the two columns of [`item_content_columns`].
+    pub fn insert_json(&self, item_id: i64, descriptions: &str, images: &str) -> Result<Arc<ItemContent>> {
+        let content = Arc::new(parse(item_id, descriptions, images)?);
         let mut items = self.items.lock().expect("task cache lock");
         if items.len() >= MAX_ITEMS {
             items.clear();
@@ -55,21 +73,12 @@ impl TaskCache {
     }
 }
 
-/// Both lists in one row (one round trip to SQLite's thread), as JSON arrays.
-async fn load(conn: &mut SqliteConnection, item_id: i64) -> Result<ItemContent> {
-    let (descriptions, images): (String, String) = sqlx::query_as(
-        "SELECT (SELECT json_group_array(json_array(id, text)) FROM study_descriptions WHERE item_id = ?1),
-                (SELECT json_group_array(json_array(s.position, im.sha256, s.crop_x0, s.crop_y0, s.crop_x1, s.crop_y1))
-                 FROM study_item_images s JOIN images im ON im.id = s.image_id WHERE s.item_id = ?1)",
-    )
-    .bind(item_id)
-    .fetch_one(&mut *conn)
-    .await?;
+fn parse(item_id: i64, descriptions: &str, images: &str) -> Result<ItemContent> {
     let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("item {item_id}: stored content unreadable: {e}"));
-    let mut descriptions: Vec<(i64, String)> = serde_json::from_str(&descriptions).map_err(unreadable)?;
+    let mut descriptions: Vec<(i64, String)> = serde_json::from_str(descriptions).map_err(unreadable)?;
     descriptions.sort_unstable_by_key(|d| d.0);
     type ImageRow = (i64, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-    let mut images: Vec<ImageRow> = serde_json::from_str(&images).map_err(unreadable)?;
+    let mut images: Vec<ImageRow> = serde_json::from_str(images).map_err(unreadable)?;
     images.sort_unstable_by_key(|i| i.0);
     Ok(ItemContent {
         descriptions: descriptions.into_iter().map(|(id, text)| TaskDescription { id, text }).collect(),
