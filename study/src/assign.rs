@@ -15,7 +15,8 @@
 
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
-use crate::task_cache::{item_content_columns, TaskCache};
+use crate::task_cache::{item_content_columns, ItemContent, TaskCache};
+use std::sync::Arc;
 use crate::tokens::hash_token;
 use crate::types::{RaterPage, RaterTask};
 use crate::write_gate::WriteTx;
@@ -64,6 +65,28 @@ struct Pending {
     item_id: i64,
     /// Description ids in this task's display order.
     order: Vec<i64>,
+    /// What the task shows, when its assignment just computed it (else read by [`load_task`]).
+    shown: Option<Shown>,
+}
+
+impl Pending {
+    /// The task as shown, when its assignment computed everything for it.
+    fn ready(&self, completed: i64) -> Option<RaterTask> {
+        let shown = self.shown.as_ref()?;
+        Some(RaterTask {
+            assignment_id: self.assignment_id,
+            number: completed + 1,
+            total: completed + 1 + shown.still_open,
+            images: shown.content.images.clone(),
+            descriptions: shown.content.in_order(&self.order),
+        })
+    }
+}
+
+/// A newly assigned task's content and how many tasks are still open to its rater after it.
+struct Shown {
+    content: Arc<ItemContent>,
+    still_open: i64,
 }
 
 /// The rater with link `token`: their state, with their unfinished task (if any) joined in.
@@ -90,6 +113,7 @@ async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterStat
             assignment_id,
             item_id: r.get("pending_item"),
             order: display_order(assignment_id, r.get("pending_order"))?,
+            shown: None,
         }),
         None => None,
     };
@@ -178,7 +202,12 @@ const STATE_FOR_NEXT_TASK: &str = concat!(
 /// answer's acknowledgement carries, decided in the transaction that stores the answer (so one
 /// round trip per task) with two statements: [`STATE_FOR_NEXT_TASK`] and the insert. `None` when
 /// nothing is left for them, the study is not open or their link was revoked.
-pub(crate) async fn assign_after_answer(tx: &mut SqliteConnection, study_id: i64, rater_id: i64) -> Result<Option<Assigned>> {
+pub(crate) async fn assign_after_answer(
+    tx: &mut SqliteConnection,
+    cache: &TaskCache,
+    study_id: i64,
+    rater_id: i64,
+) -> Result<Option<Assigned>> {
     let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
         .bind(study_id)
         .bind(rater_id)
@@ -194,7 +223,7 @@ pub(crate) async fn assign_after_answer(tx: &mut SqliteConnection, study_id: i64
     let completed: i64 = r.get("tasks_completed");
     if let Some(assignment_id) = r.get::<Option<i64>, _>("pending") {
         let order = display_order(assignment_id, r.get("pending_order"))?;
-        let pending = Pending { assignment_id, item_id: r.get("pending_item"), order };
+        let pending = Pending { assignment_id, item_id: r.get("pending_item"), order, shown: None };
         return Ok(Some(Assigned { study_id, rater_id, completed, pending }));
     }
     let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
@@ -204,9 +233,9 @@ pub(crate) async fn assign_after_answer(tx: &mut SqliteConnection, study_id: i64
     let quota: i64 = r.get("raters_per_item");
     let choice = Choice { study_id, rater_id, given, quota };
     let pending = match choose(&choice, &ordinary, &checks) {
-        Some(item_id) => Some(insert_assignment(tx, &choice, item_id).await?),
+        Some(item_id) => Some(insert_assignment(tx, cache, &choice, item_id).await?),
         // Nothing free: perhaps slots held by absent raters (the slow path, as on a page).
-        None => assign_next(tx, &choice).await?,
+        None => assign_next(tx, cache, &choice).await?,
     };
     Ok(pending.map(|pending| Assigned { study_id, rater_id, completed, pending }))
 }
@@ -225,9 +254,14 @@ fn display_order(assignment_id: i64, json: &str) -> Result<Vec<i64>> {
     serde_json::from_str(json).map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))
 }
 
-/// What the rater sees of an assigned task (reads only: run it after the writer committed).
-pub(crate) async fn show(conn: &mut SqliteConnection, cache: &TaskCache, a: &Assigned) -> Result<RaterTask> {
-    load_task(conn, cache, a.study_id, a.rater_id, a.completed, &a.pending).await
+/// What the rater sees of an assigned task: ready when the writer assigned it just now, else
+/// read on a pooled connection (run it after the writer committed).
+pub(crate) async fn show(db: &SqlitePool, cache: &TaskCache, a: &Assigned) -> Result<RaterTask> {
+    if let Some(ready) = a.pending.ready(a.completed) {
+        return Ok(ready);
+    }
+    let mut conn = db.acquire().await?;
+    load_task(&mut conn, cache, a.study_id, a.rater_id, a.completed, &a.pending).await
 }
 
 /// The pending task of `state`, or a new one (`tx` must be a write transaction).
@@ -237,7 +271,7 @@ async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &mut 
     }
     if state.pending.is_none() {
         let choice = Choice { study_id: state.study_id, rater_id: state.rater_id, given: state.given, quota: state.quota };
-        state.pending = assign_next(tx, &choice).await?;
+        state.pending = assign_next(tx, cache, &choice).await?;
     }
     match &state.pending {
         Some(pending) => Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
@@ -264,7 +298,7 @@ async fn least_covered(tx: &mut SqliteConnection, s: &Choice) -> Result<Vec<(i64
 
 /// Chooses and assigns the rater's next task, reading the candidates first; frees slots held
 /// too long by absent raters when every item looks full.
-async fn assign_next(tx: &mut SqliteConnection, s: &Choice) -> Result<Option<Pending>> {
+async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &Choice) -> Result<Option<Pending>> {
     let mut ordinary = least_covered(tx, s).await?;
     if ordinary.is_empty() {
         // Slots held too long by absent raters go back to the pool (only needed once every
@@ -296,7 +330,7 @@ async fn assign_next(tx: &mut SqliteConnection, s: &Choice) -> Result<Option<Pen
         Vec::new()
     };
     match choose(s, &ordinary, &checks) {
-        Some(item_id) => Ok(Some(insert_assignment(tx, s, item_id).await?)),
+        Some(item_id) => Ok(Some(insert_assignment(tx, cache, s, item_id).await?)),
         None => Ok(None),
     }
 }
@@ -320,20 +354,59 @@ fn choose(s: &Choice, ordinary: &[(i64, i64)], checks: &[i64]) -> Option<i64> {
 
 /// Assigns `item_id` to the rater, its descriptions in a fresh random order for this task
 /// (SQLite's `random()`: a ChaCha20 stream seeded from the operating system, so not predictable
-/// from ids), in one statement.
-async fn insert_assignment(tx: &mut SqliteConnection, s: &Choice, item_id: i64) -> Result<Pending> {
-    let (id, order): (i64, String) = sqlx::query_as(
-        "INSERT INTO assignments (study_id, rater_id, item_id, position, display_order_json)
-         SELECT ?1, ?2, ?3, ?4, json_group_array(d.id ORDER BY random()) FROM study_descriptions d WHERE d.item_id = ?3
-         RETURNING id, display_order_json",
-    )
-    .bind(s.study_id)
-    .bind(s.rater_id)
-    .bind(item_id)
-    .bind(s.given)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Pending { assignment_id: id, item_id, order: display_order(id, &order)? })
+/// from ids), in one statement that also returns what the task shows: the item's content unless
+/// cached, and how many tasks stay open to the rater (see [`load_task`]).
+///
+/// The counts come from `RETURNING`, which SQLite evaluates before the insert's AFTER triggers
+/// run, so they see the counters as they were before this assignment: the rater's open ordinary
+/// items lose the open ordinary item of the new task's neuron (the item itself, or for an
+/// attention check the neuron's ordinary item), and the checks lose those of that neuron. The
+/// study tests compare these totals with ones read afterwards.
+async fn insert_assignment(tx: &mut SqliteConnection, cache: &TaskCache, s: &Choice, item_id: i64) -> Result<Pending> {
+    macro_rules! insert {
+        ($more:expr) => {
+            concat!(
+                "INSERT INTO assignments (study_id, rater_id, item_id, position, display_order_json)
+                 SELECT ?1, ?2, ?3, ?4, json_group_array(d.id ORDER BY random()) FROM study_descriptions d WHERE d.item_id = ?3
+                 RETURNING id, display_order_json,
+                    (SELECT open_items FROM studies WHERE id = ?1) - (SELECT seen_open_items FROM raters WHERE id = ?2)
+                    - (SELECT COUNT(*) FROM study_items o WHERE o.study_id = ?1 AND o.is_attention_check = 0
+                         AND o.neuron_id = (SELECT neuron_id FROM study_items WHERE id = ?3)
+                         AND o.slots_taken < (SELECT raters_per_item FROM studies WHERE id = ?1)),
+                    (SELECT COUNT(*) FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1
+                         AND i.neuron_id <> (SELECT neuron_id FROM study_items WHERE id = ?3) AND ",
+                unseen_by_rater!(),
+                ")",
+                $more
+            )
+        };
+    }
+    let cached = cache.get(item_id);
+    let row = sqlx::query(if cached.is_some() { insert!("") } else { insert!(concat!(", ", item_content_columns!("?3"))) })
+        .bind(s.study_id)
+        .bind(s.rater_id)
+        .bind(item_id)
+        .bind(s.given)
+        .fetch_one(&mut *tx)
+        .await?;
+    let id: i64 = row.get(0);
+    let content = match cached {
+        Some(content) => content,
+        None => cache.insert_json(item_id, row.get(4), row.get(5))?,
+    };
+    let (ordinary_open, checks_open): (i64, i64) = (row.get(2), row.get(3));
+    Ok(Pending {
+        assignment_id: id,
+        item_id,
+        order: display_order(id, row.get(1))?,
+        shown: Some(Shown { content, still_open: still_open(ordinary_open, checks_open) }),
+    })
+}
+
+/// Tasks still open to a rater besides the current one: attention checks count only while
+/// ordinary tasks are left, since they only come with those.
+fn still_open(ordinary_open: i64, checks_open: i64) -> i64 {
+    ordinary_open + if ordinary_open > 0 { checks_open } else { 0 }
 }
 
 async fn load_task(
@@ -345,9 +418,9 @@ async fn load_task(
     task: &Pending,
 ) -> Result<RaterTask> {
     // Total = done + this task + what is still open to this rater: the study's items with a free
-    // slot less those of neurons this rater has had (both counters kept by triggers); attention
-    // checks count only while ordinary tasks are left, since they only come with those. An item
-    // not cached yet is read in the same statement (each statement is a trip to SQLite's thread).
+    // slot less those of neurons this rater has had (both counters kept by triggers), and the
+    // attention checks they have not had. An item not cached yet is read in the same statement
+    // (each statement is a trip to SQLite's thread).
     macro_rules! counts {
         ($more:expr) => {
             concat!(
@@ -359,6 +432,9 @@ async fn load_task(
                 " FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = ?2"
             )
         };
+    }
+    if let Some(ready) = task.ready(completed) {
+        return Ok(ready);
     }
     let (open_items, seen_open, checks_open, content) = match cache.get(task.item_id) {
         Some(content) => {
@@ -377,12 +453,10 @@ async fn load_task(
             (a, b, c, cache.insert_json(task.item_id, &descriptions, &images)?)
         }
     };
-    let ordinary_open = open_items - seen_open;
-    let still_open = ordinary_open + if ordinary_open > 0 { checks_open } else { 0 };
     Ok(RaterTask {
         assignment_id: task.assignment_id,
         number: completed + 1,
-        total: completed + 1 + still_open,
+        total: completed + 1 + still_open(open_items - seen_open, checks_open),
         images: content.images.clone(),
         descriptions: content.in_order(&task.order),
     })

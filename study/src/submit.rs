@@ -145,7 +145,7 @@ type Written = (SubmitAck, Option<assign::Assigned>);
 /// Writes `batch` in one transaction; one result per answer, in order, each with its rater's next
 /// task (assigned in the same transaction). An answer whose task got a response meanwhile (a
 /// concurrent retry) is acknowledged or refused like a late retry.
-async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Written>>> {
+async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> Result<Vec<Result<Written>>> {
     let mut w = WriteTx::begin(db).await?;
     let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO responses (assignment_id, study_id, item_id, best_description_id, is_valid,
@@ -199,7 +199,7 @@ async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Wr
     let mut out = Vec::with_capacity(batch.len());
     for (ack, c) in acks.into_iter().zip(batch) {
         out.push(match ack {
-            Ok(ack) => Ok((ack, assign::assign_after_answer(&mut w.tx, c.study_id, c.rater_id).await?)),
+            Ok(ack) => Ok((ack, assign::assign_after_answer(&mut w.tx, cache, c.study_id, c.rater_id).await?)),
             Err(e) => Err(e),
         });
     }
@@ -207,12 +207,11 @@ async fn write_batch(db: &SqlitePool, batch: &[Checked]) -> Result<Vec<Result<Wr
     Ok(out)
 }
 
-/// The acknowledgement with the next task filled in: what the task shows and "x of n" are read
-/// here, on a pooled connection, so the single writer does not spend its time on them.
+/// The acknowledgement with the next task filled in (for a task assigned before, read here on a
+/// pooled connection rather than in the single writer).
 async fn acknowledge(db: &SqlitePool, cache: &TaskCache, (mut ack, next): Written) -> Result<SubmitAck> {
     if let Some(next) = next {
-        let mut conn = db.acquire().await?;
-        ack.next = Some(assign::show(&mut conn, cache, &next).await?);
+        ack.next = Some(assign::show(db, cache, &next).await?);
     }
     Ok(ack)
 }
@@ -228,7 +227,7 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
     let cache = TaskCache::default();
     match prepare(db, token, sub).await? {
         Prepared::Stored(ack) => with_current_task(db, &cache, token, ack).await,
-        Prepared::Write(c) => acknowledge(db, &cache, write_batch(db, std::slice::from_ref(&c)).await?.remove(0)?).await,
+        Prepared::Write(c) => acknowledge(db, &cache, write_batch(db, &cache, std::slice::from_ref(&c)).await?.remove(0)?).await,
     }
 }
 
@@ -252,11 +251,12 @@ impl SubmissionQueue {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * Self::MAX_BATCH);
         let writer_db = db.clone();
         let cache = TaskCache::default();
+        let writer_cache = cache.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Job> = Vec::with_capacity(Self::MAX_BATCH);
             while queue.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
                 let answers: Vec<Checked> = batch.iter().map(|j| j.0.clone()).collect();
-                match write_batch(&writer_db, &answers).await {
+                match write_batch(&writer_db, &writer_cache, &answers).await {
                     Ok(results) => {
                         for ((_, reply), result) in batch.drain(..).zip(results) {
                             let _ = reply.send(result);
@@ -264,7 +264,7 @@ impl SubmissionQueue {
                     }
                     Err(_) => {
                         for (answer, reply) in batch.drain(..) {
-                            let result = write_batch(&writer_db, std::slice::from_ref(&answer)).await;
+                            let result = write_batch(&writer_db, &writer_cache, std::slice::from_ref(&answer)).await;
                             let _ = reply.send(result.and_then(|mut r| r.remove(0)));
                         }
                     }

@@ -188,6 +188,11 @@ async fn a_whole_study_gives_the_hand_computed_table() {
             let sub = answer(task.assignment_id, &methods, plans[r].0, best, &format!("task-key-{r}-{n}"));
             let ack = submit::submit(&db, token, &sub).await.unwrap();
             assert!(!ack.duplicate);
+            // The next task the acknowledgement announces is the one the page then shows, with
+            // the same progress (counted when it was assigned, and when it was read back).
+            let page = assign::rater_page(&db, token).await.unwrap().task;
+            let progress = |t: &Option<study::types::RaterTask>| t.as_ref().map(|t| (t.assignment_id, t.number, t.total));
+            assert_eq!(progress(&ack.next), progress(&page), "rater {r} after task {n}");
             // A retry of the same submission is acknowledged again, not stored twice.
             let again = submit::submit(&db, token, &sub).await.unwrap();
             assert_eq!((again.response_id, again.duplicate), (ack.response_id, true));
