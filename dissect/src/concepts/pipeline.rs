@@ -9,7 +9,7 @@
 
 use super::providers::{CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder};
 use super::scoring::{order_by, score_concepts, top_distinct, ConceptScores, ScoringFunction};
-use super::summarize::{candidates_batch, Candidates, SummarizeOptions};
+use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
 use crate::model::TargetModel;
@@ -267,7 +267,8 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    /// The chunk's outcomes; none when cancelled before its LLM stage (the longest one).
+    /// The chunk's outcomes; none when cancelled before or during its LLM stage (the longest one;
+    /// a cancel waits for the LLM round in progress).
     fn run_chunk(&self, units: &[usize], caches: &mut Caches, times: &mut StageTimes) -> Vec<NeuronOutcome> {
         // Each neuron moves through the stages; `Err` holds its failure.
         struct Work {
@@ -343,7 +344,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             .map(|(i, w)| (i, w.top.iter().map(|e| e.caption.clone()).collect()))
             .collect();
         let neurons: Vec<(&[String], u64)> = asking.iter().map(|(i, c)| (c.as_slice(), work[*i].unit as u64)).collect();
-        let answers = candidates_batch(self.providers.llm.as_ref(), &neurons, &self.options.summarize, &mut caches.simplified);
+        let stop = || self.cancelled();
+        let Some(answers) =
+            candidates_batch_until(self.providers.llm.as_ref(), &neurons, &self.options.summarize, &mut caches.simplified, &stop)
+        else {
+            return Vec::new();
+        };
         for ((i, _), answer) in asking.iter().zip(answers) {
             let w = &mut work[*i];
             match answer {

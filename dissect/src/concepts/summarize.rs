@@ -194,6 +194,19 @@ pub fn candidates_batch(
     opts: &SummarizeOptions,
     simplified_cache: &mut HashMap<String, String>,
 ) -> Vec<ProviderResult<Candidates>> {
+    candidates_batch_until(llm, neurons, opts, simplified_cache, &|| false).expect("never stopped")
+}
+
+/// [`candidates_batch`] that gives up (`None`) when `stop` says so before a round, so a cancelled
+/// run waits for one round of LLM requests at most, not all three. Simplifications already
+/// answered stay cached.
+pub fn candidates_batch_until(
+    llm: &dyn ChatModel,
+    neurons: &[(&[String], u64)],
+    opts: &SummarizeOptions,
+    simplified_cache: &mut HashMap<String, String>,
+    stop: &dyn Fn() -> bool,
+) -> Option<Vec<ProviderResult<Candidates>>> {
     // Round 1: simplifications of the captions not seen before.
     let mut failed_captions: HashMap<&str, ProviderError> = HashMap::new();
     if opts.simplify {
@@ -205,7 +218,8 @@ pub fn candidates_batch(
         }
         let requests: Vec<ChatRequest> =
             new.iter().map(|c| simplify_request(c, opts, opts.seed.wrapping_add(text_seed(c)))).collect();
-        for (c, answer) in new.into_iter().zip(llm.complete_batch(&requests)) {
+        let answers = if requests.is_empty() { Vec::new() } else { llm.complete_batch(&requests) };
+        for (c, answer) in new.into_iter().zip(answers) {
             match answer {
                 Ok(answer) => {
                     let answer = clean_answer(&answer);
@@ -248,6 +262,9 @@ pub fn candidates_batch(
         }
         pending.push(Ok(Pending { simplified, first }));
     }
+    if stop() {
+        return None;
+    }
     let raw_answers = llm.complete_batch(&requests);
 
     // Round 3: SPEC: a comma list is merged by asking once more.
@@ -260,11 +277,14 @@ pub fn candidates_batch(
             }
         }
     }
+    if !merges.is_empty() && stop() {
+        return None;
+    }
     let merge_requests: Vec<ChatRequest> = merges.iter().map(|(_, r)| r.clone()).collect();
     let merged: HashMap<usize, ProviderResult<String>> =
         merges.iter().map(|(i, _)| *i).zip(llm.complete_batch(&merge_requests)).collect();
 
-    pending
+    let out = pending
         .into_iter()
         .map(|p| {
             let p = p?;
@@ -296,7 +316,8 @@ pub fn candidates_batch(
             }
             Ok(Candidates { labels, simplified: p.simplified, answers, fell_back })
         })
-        .collect()
+        .collect();
+    Some(out)
 }
 
 /// Seed of a neuron's summary calls: call `i` uses this + 100 + i, its shuffles this ^ 0x5eed.
@@ -523,6 +544,23 @@ mod tests {
         let llm = Scripted::new(&["dogs, cats", "pets", "birds", "kites"]);
         let alone = candidates(&llm, &a, &o, 0, &mut HashMap::new()).unwrap();
         assert_eq!(alone, *out[0].as_ref().unwrap());
+    }
+
+    #[test]
+    fn a_stop_between_rounds_asks_no_further_round() {
+        let llm = Rounds { inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites"]), rounds: Mutex::new(vec![]) };
+        let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
+        let (a, b) = (caps(&["a photo of dog", "a photo of cat"]), caps(&["a photo of bird", "a photo of kite"]));
+        let mut cache = HashMap::new();
+        // Stopped once the simplifications are answered (as a cancel arriving during round 1).
+        let stop = || !llm.rounds.lock().unwrap().is_empty();
+        assert!(candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &stop).is_none());
+        assert_eq!(*llm.rounds.lock().unwrap(), vec![4], "no summaries asked after the stop");
+        assert_eq!(cache.len(), 4, "the answered simplifications are kept");
+        // Without a stop, the same call runs all its rounds.
+        let out = candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &|| false).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(*llm.rounds.lock().unwrap(), vec![4, 4, 1], "cached captions are not simplified again");
     }
 
     #[test]
