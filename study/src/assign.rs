@@ -5,8 +5,9 @@
 //!
 //! Choosing a rater's next task happens in the transaction that stores their answer
 //! ([`crate::submit`]), so the acknowledgement carries it; the page only assigns on a first visit
-//! or after a slot was released. What a task shows comes from [`TaskCache`], read after the
-//! commit: the single writer only decides (two statements per task).
+//! or after a slot was released. The insert that assigns a task also returns what it shows (the
+//! item's content unless [`TaskCache`] holds it, and "x of n"), so the single writer spends two
+//! statements per task and the acknowledgement needs no further read.
 //!
 //! Showing a task is read-only; only choosing a new one writes, in one short transaction that
 //! reads the least-covered items through an index on each item's slot count (kept by triggers,
@@ -16,11 +17,11 @@
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
 use crate::task_cache::{item_content_columns, ItemContent, TaskCache};
-use std::sync::Arc;
 use crate::tokens::hash_token;
 use crate::types::{RaterPage, RaterTask};
 use crate::write_gate::WriteTx;
 use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::sync::Arc;
 
 /// An unfinished assignment older than this no longer holds its slot.
 pub const ABANDONED_AFTER_MINUTES: i64 = 30;
@@ -53,9 +54,7 @@ struct RaterState {
     study_name: String,
     instructions: String,
     status: String,
-    quota: i64,
     completed: i64,
-    given: i64,
     pending: Option<Pending>,
 }
 
@@ -92,8 +91,8 @@ struct Shown {
 /// The rater with link `token`: their state, with their unfinished task (if any) joined in.
 async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterState> {
     let query = sqlx::query(
-        "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status, s.raters_per_item,
-                r.tasks_completed AS completed, r.tasks_given AS given,
+        "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status,
+                r.tasks_completed AS completed,
                 p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
          FROM raters r JOIN studies s ON s.id = r.study_id
          LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
@@ -124,9 +123,7 @@ async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterStat
         study_name: r.get("name"),
         instructions: r.get("instructions"),
         status: r.get("status"),
-        quota: r.get("raters_per_item"),
         completed: r.get("completed"),
-        given: r.get("given"),
         pending,
     })
 }
@@ -149,7 +146,7 @@ pub async fn rater_page_cached(db: &SqlitePool, cache: &TaskCache, token: &str) 
         let mut w = WriteTx::begin(db).await?;
         // Read again under the write lock: another tab of this rater may have been faster.
         state = rater_state(&mut w.tx, token).await?;
-        let task = current_task(&mut w.tx, cache, &mut state).await?;
+        let task = current_task(&mut w.tx, cache, &state).await?;
         w.commit().await?;
         task
     };
@@ -172,15 +169,13 @@ pub(crate) struct Assigned {
     pending: Pending,
 }
 
-/// (`INDEXED BY` on the attention checks: ordered by position, the planner would otherwise walk
-/// the study's unique (study, position) index through every item to find the few checks.)
-///
 /// Everything choosing rater ?2's next task needs, in one read (each statement is a round trip
 /// to SQLite's thread, and this runs inside the single writer for every answer): their state,
-/// their unfinished task, the least-covered items they may get, and the attention checks they
-/// have not had.
+/// their unfinished task, up to ?3 least-covered items they may get, and the attention checks
+/// they have not had. (`INDEXED BY` on the checks: ordered by position, the planner would
+/// otherwise walk the study's unique (study, position) index through every item to find them.)
 const STATE_FOR_NEXT_TASK: &str = concat!(
-    "SELECT r.revoked_at, s.status, s.raters_per_item, r.tasks_completed, r.tasks_given,
+    "SELECT r.revoked_at, s.status, r.tasks_completed, r.tasks_given,
             p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order,
             (SELECT json_group_array(json_array(c.id, c.slots_taken)) FROM (
                 SELECT i.id, i.slots_taken FROM study_items i
@@ -198,46 +193,70 @@ const STATE_FOR_NEXT_TASK: &str = concat!(
      WHERE r.id = ?2 AND r.study_id = ?1"
 );
 
-/// The task rater `rater_id` is to do next, assigned now if they have none: what an accepted
-/// answer's acknowledgement carries, decided in the transaction that stores the answer (so one
-/// round trip per task) with two statements: [`STATE_FOR_NEXT_TASK`] and the insert. `None` when
-/// nothing is left for them, the study is not open or their link was revoked.
-pub(crate) async fn assign_after_answer(
+/// The task rater `rater_id` is to do next, assigned now if they have none (`tx` must be a write
+/// transaction): what an accepted answer's acknowledgement carries, decided in the transaction
+/// that stores the answer (so one round trip per task), and what a first visit gets. Usually two
+/// statements: [`STATE_FOR_NEXT_TASK`] and the insert. `None` when nothing is left for them, the
+/// study is not open or their link was revoked.
+pub(crate) async fn assign_next_task(
     tx: &mut SqliteConnection,
     cache: &TaskCache,
     study_id: i64,
     rater_id: i64,
 ) -> Result<Option<Assigned>> {
-    let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
-        .bind(study_id)
-        .bind(rater_id)
-        .bind(DRAW_AMONG)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if r.get::<Option<String>, _>("revoked_at").is_some() || r.get::<&str, _>("status") != "open" {
-        return Ok(None);
+    let mut swept = false;
+    loop {
+        let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
+            .bind(study_id)
+            .bind(rater_id)
+            .bind(DRAW_AMONG)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if r.get::<Option<String>, _>("revoked_at").is_some() || r.get::<&str, _>("status") != "open" {
+            return Ok(None);
+        }
+        let completed: i64 = r.get("tasks_completed");
+        if let Some(assignment_id) = r.get::<Option<i64>, _>("pending") {
+            let order = display_order(assignment_id, r.get("pending_order"))?;
+            let pending = Pending { assignment_id, item_id: r.get("pending_item"), order, shown: None };
+            return Ok(Some(Assigned { study_id, rater_id, completed, pending }));
+        }
+        let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
+        let ordinary: Vec<(i64, i64)> = serde_json::from_str(r.get("ordinary")).map_err(unreadable)?;
+        if ordinary.is_empty() && !swept {
+            // Every item looks full: slots held too long by absent raters go back to the pool
+            // (rare, so not worth a statement on every task), then choose again.
+            swept = true;
+            if release_abandoned(tx, study_id).await? > 0 {
+                continue;
+            }
+        }
+        let checks: Vec<i64> = serde_json::from_str(r.get("checks")).map_err(unreadable)?;
+        let choice = Choice { study_id, rater_id, given: r.get("tasks_given") };
+        let pending = match choose(&choice, &ordinary, &checks) {
+            Some(item_id) => Some(insert_assignment(tx, cache, &choice, item_id).await?),
+            None => None,
+        };
+        return Ok(pending.map(|pending| Assigned { study_id, rater_id, completed, pending }));
     }
-    let completed: i64 = r.get("tasks_completed");
-    if let Some(assignment_id) = r.get::<Option<i64>, _>("pending") {
-        let order = display_order(assignment_id, r.get("pending_order"))?;
-        let pending = Pending { assignment_id, item_id: r.get("pending_item"), order, shown: None };
-        return Ok(Some(Assigned { study_id, rater_id, completed, pending }));
-    }
-    let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
-    let ordinary: Vec<(i64, i64)> = serde_json::from_str(r.get("ordinary")).map_err(unreadable)?;
-    let checks: Vec<i64> = serde_json::from_str(r.get("checks")).map_err(unreadable)?;
-    let given: i64 = r.get("tasks_given");
-    let quota: i64 = r.get("raters_per_item");
-    let choice = Choice { study_id, rater_id, given, quota };
-    let pending = match choose(&choice, &ordinary, &checks) {
-        Some(item_id) => Some(insert_assignment(tx, cache, &choice, item_id).await?),
-        // Nothing free: perhaps slots held by absent raters (the slow path, as on a page).
-        None => assign_next(tx, cache, &choice).await?,
-    };
-    Ok(pending.map(|pending| Assigned { study_id, rater_id, completed, pending }))
+}
+
+/// Hands the slots of study `study_id` held longer than the abandonment delay back to the pool;
+/// how many were released.
+async fn release_abandoned(tx: &mut SqliteConnection, study_id: i64) -> Result<u64> {
+    let released = sqlx::query(
+        "UPDATE assignments SET released_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+         WHERE study_id = ? AND completed_at IS NULL AND released_at IS NULL
+           AND assigned_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?)",
+    )
+    .bind(study_id)
+    .bind(abandoned_modifier())
+    .execute(&mut *tx)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 /// What rater and study a task is being chosen for.
@@ -246,7 +265,6 @@ struct Choice {
     rater_id: i64,
     /// Tasks given to the rater so far (the new one's position).
     given: i64,
-    quota: i64,
 }
 
 /// Reads a stored display order.
@@ -265,73 +283,20 @@ pub(crate) async fn show(db: &SqlitePool, cache: &TaskCache, a: &Assigned) -> Re
 }
 
 /// The pending task of `state`, or a new one (`tx` must be a write transaction).
-async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &mut RaterState) -> Result<Option<RaterTask>> {
+async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &RaterState) -> Result<Option<RaterTask>> {
     if state.status != "open" {
         return Ok(None);
     }
-    if state.pending.is_none() {
-        let choice = Choice { study_id: state.study_id, rater_id: state.rater_id, given: state.given, quota: state.quota };
-        state.pending = assign_next(tx, cache, &choice).await?;
-    }
-    match &state.pending {
-        Some(pending) => Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
-        None => Ok(None),
-    }
-}
-
-/// Up to `DRAW_AMONG` least-covered ordinary items with a free slot whose neuron the rater has
-/// not seen, as (item id, slots taken).
-async fn least_covered(tx: &mut SqliteConnection, s: &Choice) -> Result<Vec<(i64, i64)>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT i.id, i.slots_taken FROM study_items i
-         WHERE i.study_id = ?1 AND i.is_attention_check = 0 AND i.slots_taken < ?3 AND ",
-        unseen_by_rater!(),
-        " ORDER BY i.slots_taken, i.position LIMIT ?4"
-    ))
-    .bind(s.study_id)
-    .bind(s.rater_id)
-    .bind(s.quota)
-    .bind(DRAW_AMONG)
-    .fetch_all(&mut *tx)
-    .await?)
-}
-
-/// Chooses and assigns the rater's next task, reading the candidates first; frees slots held
-/// too long by absent raters when every item looks full.
-async fn assign_next(tx: &mut SqliteConnection, cache: &TaskCache, s: &Choice) -> Result<Option<Pending>> {
-    let mut ordinary = least_covered(tx, s).await?;
-    if ordinary.is_empty() {
-        // Slots held too long by absent raters go back to the pool (only needed once every
-        // item looks full, so the sweep is rare).
-        let released = sqlx::query(
-            "UPDATE assignments SET released_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
-             WHERE study_id = ? AND completed_at IS NULL AND released_at IS NULL
-               AND assigned_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?)",
-        )
-        .bind(s.study_id)
-        .bind(abandoned_modifier())
-        .execute(&mut *tx)
-        .await?;
-        if released.rows_affected() > 0 {
-            ordinary = least_covered(tx, s).await?;
-        }
-    }
-    let checks: Vec<i64> = if check_due(s.given, &ordinary) {
-        sqlx::query_scalar(concat!(
-            "SELECT i.id FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
-            unseen_by_rater!(),
-            " ORDER BY i.position"
-        ))
-        .bind(s.study_id)
-        .bind(s.rater_id)
-        .fetch_all(&mut *tx)
-        .await?
-    } else {
-        Vec::new()
+    let a = match &state.pending {
+        Some(pending) => return Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
+        None => match assign_next_task(tx, cache, state.study_id, state.rater_id).await? {
+            Some(a) => a,
+            None => return Ok(None),
+        },
     };
-    match choose(s, &ordinary, &checks) {
-        Some(item_id) => Ok(Some(insert_assignment(tx, cache, s, item_id).await?)),
-        None => Ok(None),
+    match a.pending.ready(a.completed) {
+        Some(task) => Ok(Some(task)),
+        None => Ok(Some(load_task(tx, cache, a.study_id, a.rater_id, a.completed, &a.pending).await?)),
     }
 }
 

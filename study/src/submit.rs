@@ -199,7 +199,7 @@ async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> R
     let mut out = Vec::with_capacity(batch.len());
     for (ack, c) in acks.into_iter().zip(batch) {
         out.push(match ack {
-            Ok(ack) => Ok((ack, assign::assign_after_answer(&mut w.tx, cache, c.study_id, c.rater_id).await?)),
+            Ok(ack) => Ok((ack, assign::assign_next_task(&mut w.tx, cache, c.study_id, c.rater_id).await?)),
             Err(e) => Err(e),
         });
     }
