@@ -33,6 +33,13 @@ async fn create(db: &SqlitePool, s: &NewStudy) -> Result<i64, StudyError> {
     setup::create_study(db, &FixedImages { db: db.clone() }, s).await
 }
 
+/// Creates `s` and opens it to raters.
+async fn create_open(db: &SqlitePool, s: &NewStudy) -> i64 {
+    let study_id = create(db, s).await.unwrap();
+    setup::set_status(db, study_id, "open").await.unwrap();
+    study_id
+}
+
 fn err_text(e: StudyError) -> String {
     e.to_string()
 }
@@ -266,8 +273,7 @@ async fn a_whole_study_gives_the_hand_computed_table() {
 #[tokio::test]
 async fn bad_submissions_are_rejected_with_a_reason() {
     let (_dir, db) = labelled_db().await;
-    let study_id = create(&db, &new_study()).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &new_study()).await;
     let tokens = raters::invite(&db, study_id, 2, "").await.unwrap();
     let task = assign::rater_page(&db, &tokens[0]).await.unwrap().task.unwrap();
     let methods = methods_of(&db, task.assignment_id).await;
@@ -355,8 +361,7 @@ async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_ite
     let (_dir, db) = labelled_db().await;
     let mut s = new_study();
     s.attention_checks = 0;
-    let study_id = create(&db, &s).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &s).await;
     let link = raters::open_link(&db, study_id).await.unwrap();
     assert_eq!(raters::open_link(&db, study_id).await.unwrap(), link, "the open link is stable");
     assert!(matches!(raters::claim_open_link(&db, "wrong").await.unwrap_err(), StudyError::NotFound(_)));
@@ -408,8 +413,7 @@ async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
     let (_dir, db) = labelled_db().await;
     let mut s = NewStudy::with_defaults("slots", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
     s.raters_per_item = 1;
-    let study_id = create(&db, &s).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &s).await;
     let t = raters::invite(&db, study_id, 3, "").await.unwrap();
     let a = assign::rater_page(&db, &t[0]).await.unwrap().task.unwrap();
     let b = assign::rater_page(&db, &t[1]).await.unwrap().task.unwrap();
@@ -448,8 +452,7 @@ async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
 #[tokio::test]
 async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() {
     let (_dir, db) = labelled_db().await;
-    let study_id = create(&db, &new_study()).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &new_study()).await;
     let tokens = raters::invite(&db, study_id, 2, "").await.unwrap();
     let queue = submit::SubmissionQueue::start(db.clone());
     let mut subs = Vec::new();
@@ -497,8 +500,7 @@ async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
     .unwrap();
     sqlx::query("UPDATE labels SET run_id = ?, import_id = NULL WHERE method = 'dnd'").bind(run).execute(&db).await.unwrap();
     let s = NewStudy::with_defaults("honest", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
-    let study_id = create(&db, &s).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &s).await;
     let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
     let task = assign::rater_page(&db, &token).await.unwrap().task.unwrap();
     let sub = answer(task.assignment_id, &methods_of(&db, task.assignment_id).await, &[("dnd", 4)], "dnd", "honest-answer-1");
@@ -526,8 +528,7 @@ async fn neuron_of(db: &SqlitePool, assignment_id: i64) -> i64 {
 #[tokio::test]
 async fn each_acknowledgement_carries_the_next_task_under_the_assignment_rules() {
     let (_dir, db) = labelled_db().await;
-    let study_id = create(&db, &new_study()).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &new_study()).await;
     let tokens = raters::invite(&db, study_id, 3, "").await.unwrap();
     let queue = submit::SubmissionQueue::start(db.clone());
     // Three raters at once, each asking for their page once and then living on acknowledgements.
@@ -603,8 +604,7 @@ async fn each_acknowledgement_carries_the_next_task_under_the_assignment_rules()
 #[tokio::test]
 async fn no_next_task_once_the_study_closes() {
     let (_dir, db) = labelled_db().await;
-    let study_id = create(&db, &new_study()).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &new_study()).await;
     let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
     let queue = submit::SubmissionQueue::start(db.clone());
     let first = queue.page(&token).await.unwrap().task.unwrap();
@@ -627,8 +627,7 @@ async fn each_task_shows_its_descriptions_in_its_own_random_order() {
     let mut s = new_study();
     s.attention_checks = 0;
     s.raters_per_item = 16;
-    let study_id = create(&db, &s).await.unwrap();
-    setup::set_status(&db, study_id, "open").await.unwrap();
+    let study_id = create_open(&db, &s).await;
     let queue = submit::SubmissionQueue::start(db.clone());
     // Per item (by its description ids), the orders its tasks showed them in.
     let mut orders: std::collections::HashMap<Vec<i64>, Vec<Vec<i64>>> = Default::default();
