@@ -86,67 +86,6 @@ fn tensor_literal(t: &Tensor) -> String {
     format!("torch.reshape(torch.tensor([{}], dtype=6), [{}])", items.join(", "), shape.join(", "))
 }
 
-// ---------------------------------------------------------------------------------------------
-// A minimal TorchScript archive writer (stored zip entries).
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn write_zip(path: &Path, entries: &[(String, Vec<u8>)]) {
-    let mut out: Vec<u8> = Vec::new();
-    let mut central: Vec<u8> = Vec::new();
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let crc = crc32(data);
-        let len = data.len() as u32;
-        // Local file header: version 2.0, no flags, stored, 1980-01-01.
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        for v in [20u16, 0, 0, 0, 0x21] {
-            out.extend(v.to_le_bytes());
-        }
-        for v in [crc, len, len] {
-            out.extend(v.to_le_bytes());
-        }
-        out.extend((name.len() as u16).to_le_bytes());
-        out.extend(0u16.to_le_bytes());
-        out.extend(name.as_bytes());
-        out.extend(data);
-        // Central directory record.
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        for v in [20u16, 20, 0, 0, 0, 0x21] {
-            central.extend(v.to_le_bytes());
-        }
-        for v in [crc, len, len] {
-            central.extend(v.to_le_bytes());
-        }
-        for v in [name.len() as u16, 0, 0, 0, 0] {
-            central.extend(v.to_le_bytes());
-        }
-        central.extend(0u32.to_le_bytes());
-        central.extend(offset.to_le_bytes());
-        central.extend(name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    let cd_size = central.len() as u32;
-    out.extend(central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    for v in [0u16, 0, entries.len() as u16, entries.len() as u16] {
-        out.extend(v.to_le_bytes());
-    }
-    out.extend(cd_size.to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    std::fs::write(path, out).unwrap();
-}
-
 /// Writes a TorchScript archive for a module class `TinyNet` with a `training` attribute (saved
 /// as `True`, as a module exported from Python in training mode would be) and the given
 /// `forward` (signature line and body, indented by 2 and 4 spaces).
@@ -154,19 +93,9 @@ fn write_torchscript(path: &Path, forward: &str) {
     let code = format!(
         "class TinyNet(Module):\n  __parameters__ = []\n  __buffers__ = []\n  training : bool\n{forward}"
     );
-    // data.pkl: protocol 2; GLOBAL '__torch__ TinyNet', EMPTY_TUPLE, NEWOBJ, {'training': True}, BUILD.
-    let mut data = b"\x80\x02c__torch__\nTinyNet\nq\x00)\x81}(X".to_vec();
-    data.extend(8u32.to_le_bytes());
-    data.extend(b"training\x88ubq\x01.");
-    write_zip(
-        path,
-        &[
-            ("tinynet/data.pkl".into(), data),
-            ("tinynet/code/__torch__.py".into(), code.into_bytes()),
-            ("tinynet/constants.pkl".into(), b"\x80\x02).".to_vec()),
-            ("tinynet/version".into(), b"3\n".to_vec()),
-        ],
-    );
+    // The archive layout (data.pkl, code, constants.pkl, version in a stored zip) is the one the
+    // CLIP-Dissect test stand-in uses.
+    dissect::clip_dissect::testing::write_torchscript_archive(path, "TinyNet", true, &code).unwrap();
 }
 
 /// The TinyNet as TorchScript returning (conv1, conv2, logits). In training mode the logits are

@@ -1,6 +1,6 @@
 //! A tiny stand-in for CLIP, written without Python, for tests and demos of CLIP-Dissect: a
-//! TorchScript archive (a zip of `code/__torch__.py`, `data.pkl`, `constants.pkl`, `version`;
-//! see `tests/torchscript.rs`) whose methods have CLIP's interface, and a WordLevel
+//! TorchScript archive (a stored zip of `code/__torch__.py`, `data.pkl`, `constants.pkl` and
+//! `version`, also used by `tests/torchscript.rs`) whose methods have CLIP's interface, and a WordLevel
 //! `tokenizer.json` with CLIP's special tokens.
 //!
 //! * `encode_image(image: N×3×H×W) -> N×D`: the image's mean colour (per normalised channel)
@@ -47,17 +47,26 @@ pub fn write_fake_clip(path: &Path, dim: usize, image_proj: &[f32], token_table:
         literal(image_proj, dim),
         literal(token_table, dim),
     );
-    // data.pkl: protocol 2; GLOBAL '__torch__ FakeClip', EMPTY_TUPLE, NEWOBJ, {'training': False}, BUILD.
-    let mut data = b"\x80\x02c__torch__\nFakeClip\nq\x00)\x81}(X".to_vec();
+    write_torchscript_archive(path, "FakeClip", false, &code)
+}
+
+/// Writes a TorchScript archive of one module class `class` with no parameters, a `training`
+/// attribute saved as `training`, and `code` as its `code/__torch__.py` (the class definition).
+pub fn write_torchscript_archive(path: &Path, class: &str, training: bool, code: &str) -> std::io::Result<()> {
+    // data.pkl: protocol 2; GLOBAL '__torch__ <class>', EMPTY_TUPLE, NEWOBJ, {'training': <bool>}, BUILD.
+    let mut data: Vec<u8> = b"\x80\x02c__torch__\n".iter().copied().chain(class.bytes()).chain(*b"\nq\x00)\x81}(X").collect();
     data.extend(8u32.to_le_bytes());
-    data.extend(b"training\x89ubq\x01.");
+    data.extend(b"training");
+    data.push(if training { 0x88 } else { 0x89 });
+    data.extend(b"ubq\x01.");
+    let dir = class.to_lowercase();
     write_zip(
         path,
         &[
-            ("fakeclip/data.pkl", data),
-            ("fakeclip/code/__torch__.py", code.into_bytes()),
-            ("fakeclip/constants.pkl", b"\x80\x02).".to_vec()),
-            ("fakeclip/version", b"3\n".to_vec()),
+            (format!("{dir}/data.pkl"), data),
+            (format!("{dir}/code/__torch__.py"), code.as_bytes().to_vec()),
+            (format!("{dir}/constants.pkl"), b"\x80\x02).".to_vec()),
+            (format!("{dir}/version"), b"3\n".to_vec()),
         ],
     )
 }
@@ -99,7 +108,7 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 /// A zip of stored (uncompressed) entries, as TorchScript archives are.
-fn write_zip(path: &Path, entries: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+fn write_zip(path: &Path, entries: &[(String, Vec<u8>)]) -> std::io::Result<()> {
     let (mut out, mut central) = (Vec::new(), Vec::new());
     for (name, data) in entries {
         let offset = out.len() as u32;
