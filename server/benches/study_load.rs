@@ -11,8 +11,9 @@
 //! 3. kill -9: another load phase, the server SIGKILLed mid-way, then every acknowledged
 //!    submission looked up in the database file.
 //!
-//! Sizing (env): `DND_LOAD_RATERS` (64), `DND_LOAD_ITEMS` (20000), `DND_LOAD_SECS` (8),
-//! `DND_LOAD_REF_SECS` (3), `DND_LOAD_KILL_AFTER_MS` (2000), `DND_LOAD_CHECKS` (2 attention checks).
+//! Sizing (env): `DND_LOAD_RATERS` (64), `DND_LOAD_ITEMS` (40000: one rater per item, so at
+//! ~2,700 submissions/s enough for both phases), `DND_LOAD_SECS` (8), `DND_LOAD_REF_SECS` (3),
+//! `DND_LOAD_KILL_AFTER_MS` (2000), `DND_LOAD_CHECKS` (2 attention checks).
 //! Exits non-zero when an acknowledged submission is missing, when the server answers a rater
 //! with an error status, or when set-up fails; the throughput/latency targets are reported, not
 //! enforced, because the numbers depend on the host.
@@ -43,7 +44,7 @@ impl Sizing {
     fn from_env() -> Self {
         Sizing {
             common: support::Sizing::from_env("DND_LOAD_RATERS"),
-            items: env_u64("DND_LOAD_ITEMS", 20000).max(8) as usize,
+            items: env_u64("DND_LOAD_ITEMS", 40000).max(8) as usize,
             kill_after: Duration::from_millis(env_u64("DND_LOAD_KILL_AFTER_MS", 2000)),
             attention_checks: env_u64("DND_LOAD_CHECKS", 2) as i64,
         }

@@ -30,8 +30,14 @@ pub const ABANDONED_AFTER_MINUTES: i64 = 30;
 const ATTENTION_EVERY: i64 = 5;
 
 /// Least-covered items a new task is drawn from at random (so raters do not all walk the
-/// items in the same order).
-const DRAW_AMONG: i64 = 16;
+/// items in the same order). A literal in the SQL, not a bound `LIMIT ?`: SQLite plans a LIMIT
+/// around its parameter's value, so every new binding would make it parse and plan the
+/// statement again (that re-preparation was an eighth of the server's CPU under load).
+macro_rules! draw_among {
+    () => {
+        "16"
+    };
+}
 
 /// "Rater ?2 has not been shown item `i`'s neuron": one lookup in the set kept by triggers
 /// (migrations/0006), whatever the length of the rater's history.
@@ -171,7 +177,7 @@ pub(crate) struct Assigned {
 
 /// Everything choosing rater ?2's next task needs, in one read (each statement is a round trip
 /// to SQLite's thread, and this runs inside the single writer for every answer): their state,
-/// their unfinished task, up to ?3 least-covered items they may get, and the attention checks
+/// their unfinished task, up to `draw_among!()` least-covered items they may get, and the attention checks
 /// they have not had. (`INDEXED BY` on the checks: ordered by position, the planner would
 /// otherwise walk the study's unique (study, position) index through every item to find them.)
 const STATE_FOR_NEXT_TASK: &str = concat!(
@@ -182,7 +188,9 @@ const STATE_FOR_NEXT_TASK: &str = concat!(
                 WHERE i.study_id = ?1 AND i.is_attention_check = 0
                   AND i.slots_taken < (SELECT raters_per_item FROM studies WHERE id = ?1) AND ",
     unseen_by_rater!(),
-    "           ORDER BY i.slots_taken, i.position LIMIT ?3) c) AS ordinary,
+    "           ORDER BY i.slots_taken, i.position LIMIT ",
+    draw_among!(),
+    ") c) AS ordinary,
             (SELECT json_group_array(c.id) FROM (
                 SELECT i.id FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
     unseen_by_rater!(),
@@ -209,7 +217,6 @@ pub(crate) async fn assign_next_task(
         let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
             .bind(study_id)
             .bind(rater_id)
-            .bind(DRAW_AMONG)
             .fetch_optional(&mut *tx)
             .await?
         else {
