@@ -92,6 +92,9 @@ test('jump to unit, and arrow keys move between units once hydrated', async () =
 test('labels export as JSON and in the method\'s CSV format, and re-import', async () => {
   importLabels('layer,unit,description\nclassifier,3,"sharks, in water"\n', ['--method', 'milan', '--source', 'export-test']);
   const base = `${BASE_URL}/export/efficientnet-lite0/classifier?method=milan&source=export-test`;
+  // The layer page links this source's export (a named source is not the method's default one).
+  const layerPage = await (await fetch(`${BASE_URL}/m/efficientnet-lite0/classifier`)).text();
+  assert.ok(layerPage.includes('/export/efficientnet-lite0/classifier?method=milan&amp;source=export-test&amp;format=json'));
   const json = await (await fetch(`${base}&format=json`)).json();
   assert.equal(json.labels.length, 1);
   assert.deepEqual([json.labels[0].unit, json.labels[0].text], [3, 'sharks, in water']);

@@ -125,7 +125,16 @@ async fn export_labels(
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
     };
     if labels.is_empty() {
-        return (StatusCode::NOT_FOUND, format!("no current `{}` labels for {model}/{layer}", q.method)).into_response();
+        let from = if q.source.is_empty() { String::new() } else { format!(" from source `{}`", q.source) };
+        let mut msg = format!("no current `{}` labels{from} for {model}/{layer}", q.method);
+        // Labels of another source are one parameter away: name them.
+        if let Ok(others) = export::sources(&state.ctx.db, &model, &layer, &q.method).await {
+            if !others.is_empty() {
+                let named: Vec<String> = others.iter().map(|s| if s.is_empty() { "(none)".into() } else { format!("`{s}`") }).collect();
+                msg += &format!("; its `{}` labels come from source {} (ask with &source=…)", q.method, named.join(", "));
+            }
+        }
+        return (StatusCode::NOT_FOUND, msg).into_response();
     }
     let stem = format!("{model}_{layer}_{}", q.method);
     match q.format.as_deref().unwrap_or("json") {

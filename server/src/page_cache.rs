@@ -489,10 +489,21 @@ mod tests {
         assert!(past.contains("page 1 of 1"));
         let none = page(&s.app, "/m/toy/block3?q=nothing-like-this&page=3", "miss").await;
         assert!(none.contains("0 of 8 neurons") && none.contains("page 1 of 1") && grid_units(&none).is_empty());
-        // Methods with a current label in the layer get export links.
+        // Each method and source with a current label in the layer gets export links, and each
+        // link exports that source's labels (the second DnD source's only label is unit 0's).
         for m in ["dnd", "clip-dissect", "milan"] {
             assert!(all.contains(&format!("/export/toy/block3?method={m}&amp;format=json")), "{m}");
         }
+        assert!(all.contains("class=\"export\">DnD (alt)<"), "{all}");
+        let alt = get(&s.app, "/export/toy/block3?method=dnd&source=alt&format=json").await;
+        assert!(all.contains("/export/toy/block3?method=dnd&amp;source=alt&amp;format=json"), "{all}");
+        let labels: serde_json::Value = serde_json::from_str(&alt.body).unwrap();
+        let texts: Vec<&str> = labels["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["alternative view"]);
+        // Asking for a source the layer lacks names the ones it has.
+        let none = get(&s.app, "/export/toy/block3?method=dnd&source=other&format=json").await;
+        assert_eq!(none.status, StatusCode::NOT_FOUND);
+        assert!(none.body.contains("from source (none), `alt`"), "{}", none.body);
     }
 
     #[tokio::test]

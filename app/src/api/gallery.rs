@@ -53,11 +53,19 @@ pub struct LayerView {
     pub matching: i64,
     pub page: i64,
     pub pages: i64,
-    /// Methods with at least one label in this layer, in display order.
-    pub methods: Vec<String>,
+    /// Each method and source with a current label in this layer, in display order (one export
+    /// each: a natively computed CLIP-Dissect run or a named import is a source of its own).
+    pub sources: Vec<LabelSource>,
     /// How to get CLIP-Dissect labels, when the layer has none.
     #[serde(default)]
     pub clip_dissect_note: Option<String>,
+}
+
+/// One method's labels from one source (an import's or a run's name; empty for the usual one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelSource {
+    pub method: String,
+    pub source: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,18 +302,27 @@ mod queries {
                 NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) }
             })
             .collect();
-        // Methods with a current label in this layer: one index probe per method.
-        let mut methods: Vec<String> = sqlx::query_scalar(
-            "SELECT m.column1 FROM (VALUES ('dnd'), ('clip-dissect'), ('milan'), ('netdissect'), ('falcon'), ('other')) m
-             WHERE EXISTS (SELECT 1 FROM labels lb WHERE lb.layer_id = ? AND lb.method = m.column1 AND lb.is_current = 1)",
+        // Each method's sources with a current label in this layer, walked along the
+        // (layer, method, source) index: one probe per method and per source found.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "WITH RECURSIVE src(method, source_name) AS (
+                 SELECT m.column1, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = m.column1
+                                    AND lb.is_current = 1 ORDER BY lb.source_name LIMIT 1)
+                 FROM (VALUES ('dnd'), ('clip-dissect'), ('milan'), ('netdissect'), ('falcon'), ('other')) m
+                 UNION ALL
+                 SELECT s.method, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = s.method
+                                   AND lb.is_current = 1 AND lb.source_name > s.source_name ORDER BY lb.source_name LIMIT 1)
+                 FROM src s WHERE s.source_name IS NOT NULL)
+             SELECT method, source_name FROM src WHERE source_name IS NOT NULL",
         )
         .bind(layer.id)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        methods.sort_by_key(|m| method_order(m));
+        let mut sources: Vec<LabelSource> = rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect();
+        sources.sort_by(|a, b| (method_order(&a.method), &a.source).cmp(&(method_order(&b.method), &b.source)));
         let clip_dissect_note =
-            (!methods.iter().any(|m| m == "clip-dissect")).then(|| super::clip_dissect_note(&q.model, &q.layer));
+            (!sources.iter().any(|s| s.method == "clip-dissect")).then(|| super::clip_dissect_note(&q.model, &q.layer));
         Ok(Some(LayerView {
             model_name: layer.model_name,
             layer: layer.summary,
@@ -313,7 +330,7 @@ mod queries {
             matching,
             page,
             pages,
-            methods,
+            sources,
             clip_dissect_note,
         }))
     }

@@ -48,7 +48,7 @@ pub fn LayerPage() -> impl IntoView {
                         };
                         let prev = (v.page > 1).then(|| page_link(v.page - 1));
                         let next = (v.page < v.pages).then(|| page_link(v.page + 1));
-                        let no_labels = v.methods.is_empty();
+                        let no_labels = v.sources.is_empty();
                         let clip_note = v.clip_dissect_note.clone();
                         view! {
                             <nav class="crumbs">
@@ -77,11 +77,17 @@ pub fn LayerPage() -> impl IntoView {
                                 {format!(" · page {} of {}", v.page, v.pages)}
                             </p>
                             {(!no_labels).then(|| {
-                                let links = v.methods.iter().map(|m| {
-                                    let base = format!("/export/{}/{}?method={m}", req.model, req.layer);
+                                let links = v.sources.iter().map(|s| {
+                                    let m = &s.method;
+                                    let mut base = format!("/export/{}/{}?method={m}", req.model, req.layer);
+                                    let mut title = method_title(m).to_string();
+                                    if !s.source.is_empty() {
+                                        base += &format!("&source={}", urlencode(&s.source));
+                                        title += &format!(" ({})", s.source);
+                                    }
                                     view! {
                                         <span class="export">
-                                            {method_title(m)} ": "
+                                            {title} ": "
                                             <a href=format!("{base}&format=json") download="">"JSON"</a> " · "
                                             <a href=format!("{base}&format={}", csv_format(m)) download="">"CSV"</a>
                                         </span>
@@ -139,7 +145,7 @@ fn csv_format(method: &str) -> &'static str {
     }
 }
 
-/// Minimal query-string escaping for the filter text in pager links.
+/// Minimal query-string escaping for the filter text in pager links and label sources.
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -23,6 +23,21 @@ pub struct ExportedLabel {
     pub provenance: Option<serde_json::Value>,
 }
 
+/// The sources `method` has current labels from in one layer (what `source=` may name).
+pub async fn sources(db: &SqlitePool, model_slug: &str, layer: &str, method: &str) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT lb.source_name FROM labels lb
+         JOIN layers l ON l.id = lb.layer_id JOIN models m ON m.id = l.model_id
+         WHERE m.slug = ? AND l.name = ? AND lb.method = ? AND lb.is_current = 1
+         ORDER BY lb.source_name",
+    )
+    .bind(model_slug)
+    .bind(layer)
+    .bind(method)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Current labels of `method` (and `source`) for one layer, ordered by unit then rank.
 pub async fn load(
     db: &SqlitePool,
