@@ -166,7 +166,12 @@ pub fn run(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<ClipDissec
     let import_id = rt.block_on(async {
         let db = crate::db::open(&config.database_path()).await?;
         crate::builtin::register(&db, assets).await;
-        let (model_id, _) = crate::dissection::register_loaded_model(&db, &loaded, &args.model, assets).await?;
+        // The model, layer and probing set, and the layer's recording (which this run may have
+        // made), so a rating study on the layer finds its top images.
+        let (model_id, _, set_row) =
+            crate::dissection::register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set).await?;
+        let layers = std::slice::from_ref(&args.layer);
+        crate::dissection::note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording).await?;
         let id = if labelled.is_empty() {
             None
         } else {
@@ -345,7 +350,27 @@ mod tests {
             seed: 0,
             batch: 32,
         };
+        // The run notes the layer's recording in the database, as `dnd record` does (here the
+        // row is dropped first, so only the run can bring it back).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let caches = |config: &Config| {
+            rt.block_on(async {
+                let db = crate::db::open(&config.database_path()).await.unwrap();
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM activation_caches WHERE layer_name = 'stage2' AND status = 'complete'")
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+                n
+            })
+        };
+        assert_eq!(caches(&config), 1);
+        rt.block_on(async {
+            let db = crate::db::open(&config.database_path()).await.unwrap();
+            sqlx::query("DELETE FROM activation_caches").execute(&db).await.unwrap();
+        });
+        assert_eq!(caches(&config), 0);
         let r = run(&config, &args).unwrap();
+        assert_eq!(caches(&config), 1);
         assert_eq!(r.forwarded, 0, "the recording of `dnd record` is reused");
         assert_eq!((r.text_origin, r.image_origin), (Origin::Computed, Origin::Computed));
         assert!(r.images_used > 100, "{} images", r.images_used);
@@ -353,7 +378,6 @@ mod tests {
         assert!(r.constant.is_empty(), "stage2 has no constant unit: {:?}", r.constant);
         assert_eq!(r.provenance, "computed natively, CLIP = fake-clip.pt, concepts = colours.txt (3)");
 
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let stored: Vec<(i64, String, f64, String)> = rt.block_on(async {
             let db = crate::db::open(&config.database_path()).await.unwrap();
             sqlx::query_as(

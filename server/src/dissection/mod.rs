@@ -54,17 +54,32 @@ pub fn record_cli(config: &Config, model_spec: &str, probe_spec: &str, layers: &
     let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
     let (_, recording) = engine_cli::record(&loaded, &set, layers, &activation_dir(config), batch)?;
     engine_cli::print_record_summary(&set, &recording, started);
-    for (name, sums) in layers.iter().zip(&recording.layers) {
-        rt.block_on(async {
-            let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = ?")
-                .bind(model_id)
-                .bind(name)
-                .fetch_one(&db)
-                .await?;
-            note_activation_cache(&db, model_id, layer_id, set_row.id, &loaded, &set, name, sums.channels, config).await
-        })?;
-    }
+    rt.block_on(note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording))?;
     rt.block_on(db.close());
+    Ok(())
+}
+
+/// Notes the activation cache of each of `layers` just recorded (`recording`, in the same order)
+/// for the registered model and probing set: what rating studies find top images through.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn note_recorded_layers(
+    db: &SqlitePool,
+    config: &Config,
+    model_id: i64,
+    probe_set_id: i64,
+    loaded: &LoadedModel,
+    set: &ScannedSet,
+    layers: &[String],
+    recording: &dissect::record::Recording,
+) -> anyhow::Result<()> {
+    for (name, sums) in layers.iter().zip(&recording.layers) {
+        let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = ?")
+            .bind(model_id)
+            .bind(name)
+            .fetch_one(db)
+            .await?;
+        note_activation_cache(db, model_id, layer_id, probe_set_id, loaded, set, name, sums.channels, config).await?;
+    }
     Ok(())
 }
 
@@ -390,7 +405,7 @@ pub async fn register_folder_set(db: &SqlitePool, root: &Path) -> anyhow::Result
 }
 
 /// Model, layer and probing-set ids, registering the model and the set when new.
-async fn register_target(
+pub(crate) async fn register_target(
     db: &SqlitePool,
     loaded: &LoadedModel,
     model_spec: &str,
