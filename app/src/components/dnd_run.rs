@@ -170,28 +170,12 @@ fn TopImages(top: Vec<TopImageView>, summary: String, spatial: bool) -> impl Int
         <h3>"Top activating images (D_top)"</h3>
         <div class="top-toggles">
             {any_map.then(|| view! {
-                <label class="crop-toggle">
-                    <input
-                        type="checkbox"
-                        id="show-heatmap"
-                        prop:checked=move || show_heatmap.get()
-                        on:change=move |ev| show_heatmap.set(event_target_checked(&ev))
-                    />
-                    " Show activation heatmap"
-                    <span class="meta">" (whole images; red = where the unit fired most)"</span>
-                </label>
+                <ViewToggle id="show-heatmap" on=show_heatmap label=" Show activation heatmap"
+                    note=" (whole images; red = where the unit fired most)" />
             })}
             {any_crop.then(|| view! {
-                <label class="crop-toggle">
-                    <input
-                        type="checkbox"
-                        id="show-crop-regions"
-                        prop:checked=move || show_regions.get()
-                        on:change=move |ev| show_regions.set(event_target_checked(&ev))
-                    />
-                    " Show crop regions"
-                    <span class="meta">" (whole images with the attention crop outlined)"</span>
-                </label>
+                <ViewToggle id="show-crop-regions" on=show_regions label=" Show crop regions"
+                    note=" (whole images with the attention crop outlined)" />
             })}
         </div>
         {no_maps}
@@ -200,6 +184,18 @@ fn TopImages(top: Vec<TopImageView>, summary: String, spatial: bool) -> impl Int
         </ol>
     }
     .into_any()
+}
+
+/// A checkbox switching one way of showing D_top on or off.
+#[component]
+fn ViewToggle(id: &'static str, on: RwSignal<bool>, label: &'static str, note: &'static str) -> impl IntoView {
+    view! {
+        <label class="crop-toggle">
+            <input type="checkbox" id=id prop:checked=move || on.get() on:change=move |ev| on.set(event_target_checked(&ev)) />
+            {label}
+            <span class="meta">{note}</span>
+        </label>
+    }
 }
 
 /// Pixel size of an image of `w`×`h` served at thumbnail width `target` (never enlarged).
