@@ -25,4 +25,20 @@ async function waitForHydration(page) {
   await page.waitForSelector('body[data-hydrated="true"]', { timeout: 30000 });
 }
 
-module.exports = { BASE_URL, launch, waitForHydration };
+// The admin secret of the server under test (written into its data folder at first start).
+function adminSecret() {
+  return fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'admin-secret'), 'utf8').trim();
+}
+
+// A new page of `browser` (from launch()) logged in as the admin, on /admin.
+async function adminPage(browser) {
+  const page = await browser.context.newPage();
+  await page.goto(`${BASE_URL}/admin`);
+  await waitForHydration(page);
+  await page.fill('#admin-secret', adminSecret());
+  await page.click('#admin-login');
+  await page.locator('#logout').waitFor();
+  return page;
+}
+
+module.exports = { BASE_URL, launch, waitForHydration, adminSecret, adminPage };

@@ -5,15 +5,11 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BASE_URL, launch, waitForHydration } = require('./browser.cjs');
+const { BASE_URL, launch, waitForHydration, adminPage } = require('./browser.cjs');
 
 const MODEL = 'efficientnet-lite0';
 const LAYER = 'stage5';
 const UNIT = '5';
-
-function adminSecret() {
-  return fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'admin-secret'), 'utf8').trim();
-}
 
 test('the queue is public, starting a job is not', async () => {
   const res = await fetch(`${BASE_URL}/jobs`);
@@ -35,13 +31,7 @@ test('the queue is public, starting a job is not', async () => {
 test('an admin starts a dissection, watches it finish live, and finds its label', async () => {
   const b = await launch();
   try {
-    const page = await b.context.newPage();
-    await page.goto(`${BASE_URL}/admin`);
-    await waitForHydration(page);
-    await page.fill('#admin-secret', adminSecret());
-    await page.click('#admin-login');
-    await page.locator('#logout').waitFor();
-
+    const page = await adminPage(b);
     await page.goto(`${BASE_URL}/jobs`);
     await waitForHydration(page);
     await page.locator('#start-job').waitFor();
@@ -104,13 +94,7 @@ test('an admin uploads a zip of images and sees its registration finish', async 
   probeZip(zip);
   const b = await launch();
   try {
-    const page = await b.context.newPage();
-    await page.goto(`${BASE_URL}/admin`);
-    await waitForHydration(page);
-    await page.fill('#admin-secret', adminSecret());
-    await page.click('#admin-login');
-    await page.locator('#logout').waitFor();
-
+    const page = await adminPage(b);
     await page.goto(`${BASE_URL}/jobs`);
     await waitForHydration(page);
     await page.locator('#upload-probe-set-form').waitFor();

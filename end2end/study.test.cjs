@@ -10,7 +10,7 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { BASE_URL, launch, waitForHydration } = require('./browser.cjs');
+const { BASE_URL, launch, waitForHydration, adminSecret } = require('./browser.cjs');
 
 const MODEL = 'efficientnet-lite0';
 const LAYER = 'stage6';
@@ -44,10 +44,6 @@ function dnd(args) {
     stdio: ['ignore', 'pipe', 'pipe'],
     maxBuffer: 1 << 26,
   });
-}
-
-function adminSecret() {
-  return fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'admin-secret'), 'utf8').trim();
 }
 
 // Which method wrote a description the rater page shows (the page itself never says).
