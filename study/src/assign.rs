@@ -47,6 +47,15 @@ macro_rules! unseen_by_rater {
     };
 }
 
+/// Joins rater `r`'s unfinished task as `p` (none: NULL columns): their earliest assignment
+/// neither completed nor released.
+macro_rules! join_pending_task {
+    () => {
+        " LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
+             AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1) "
+    };
+}
+
 /// SQLite date modifier for "now minus the abandonment delay".
 fn abandoned_modifier() -> String {
     format!("-{ABANDONED_AFTER_MINUTES} minutes")
@@ -96,15 +105,14 @@ struct Shown {
 
 /// The rater with link `token`: their state, with their unfinished task (if any) joined in.
 async fn rater_state(db: &mut SqliteConnection, token: &str) -> Result<RaterState> {
-    let query = sqlx::query(
+    let query = sqlx::query(concat!(
         "SELECT r.id, r.study_id, r.revoked_at, r.worker_id, s.name, s.instructions, s.status,
                 r.tasks_completed AS completed,
                 p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order
-         FROM raters r JOIN studies s ON s.id = r.study_id
-         LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
-             AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
-         WHERE r.token_hash = ?",
-    )
+         FROM raters r JOIN studies s ON s.id = r.study_id",
+        join_pending_task!(),
+        "WHERE r.token_hash = ?"
+    ))
     .bind(hash_token(token));
     let r = query
         .fetch_optional(&mut *db)
@@ -177,9 +185,10 @@ pub(crate) struct Assigned {
 
 /// Everything choosing rater ?2's next task needs, in one read (each statement is a round trip
 /// to SQLite's thread, and this runs inside the single writer for every answer): their state,
-/// their unfinished task, up to `draw_among!()` least-covered items they may get, and the attention checks
-/// they have not had. (`INDEXED BY` on the checks: ordered by position, the planner would
-/// otherwise walk the study's unique (study, position) index through every item to find them.)
+/// their unfinished task, up to `draw_among!()` least-covered items they may get, and the
+/// attention checks they have not had. (`INDEXED BY` on the checks: ordered by position, the
+/// planner would otherwise walk the study's unique (study, position) index through every item
+/// to find them.)
 const STATE_FOR_NEXT_TASK: &str = concat!(
     "SELECT r.revoked_at, s.status, r.tasks_completed, r.tasks_given,
             p.id AS pending, p.item_id AS pending_item, p.display_order_json AS pending_order,
@@ -195,10 +204,9 @@ const STATE_FOR_NEXT_TASK: &str = concat!(
                 SELECT i.id FROM study_items i INDEXED BY study_items_open WHERE i.study_id = ?1 AND i.is_attention_check = 1 AND ",
     unseen_by_rater!(),
     "           ORDER BY i.position) c) AS checks
-     FROM raters r JOIN studies s ON s.id = r.study_id
-     LEFT JOIN assignments p ON p.id = (SELECT a.id FROM assignments a WHERE a.rater_id = r.id
-         AND a.completed_at IS NULL AND a.released_at IS NULL ORDER BY a.position LIMIT 1)
-     WHERE r.id = ?2 AND r.study_id = ?1"
+     FROM raters r JOIN studies s ON s.id = r.study_id",
+    join_pending_task!(),
+    "WHERE r.id = ?2 AND r.study_id = ?1"
 );
 
 /// The task rater `rater_id` is to do next, assigned now if they have none (`tx` must be a write
@@ -294,16 +302,13 @@ async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &Rate
     if state.status != "open" {
         return Ok(None);
     }
-    let a = match &state.pending {
-        Some(pending) => return Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
+    // (load_task returns a just-assigned task as its insert computed it, without reading.)
+    match &state.pending {
+        Some(pending) => Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
         None => match assign_next_task(tx, cache, state.study_id, state.rater_id).await? {
-            Some(a) => a,
-            None => return Ok(None),
+            Some(a) => Ok(Some(load_task(tx, cache, a.study_id, a.rater_id, a.completed, &a.pending).await?)),
+            None => Ok(None),
         },
-    };
-    match a.pending.ready(a.completed) {
-        Some(task) => Ok(Some(task)),
-        None => Ok(Some(load_task(tx, cache, a.study_id, a.rater_id, a.completed, &a.pending).await?)),
     }
 }
 
