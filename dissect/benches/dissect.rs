@@ -8,9 +8,10 @@
 //! as a per-neuron implementation would. The paper's figure (~38.8 s per neuron on a V100,
 //! dominated by LLM calls and diffusion) is printed for context only.
 
-use dissect::concepts::embedded::{embedded_providers, EmbeddedOptions, HeldOutImage};
+use dissect::concepts::embedded::{embedded_providers, EmbeddedOptions};
 use dissect::concepts::pipeline::{DissectOptions, LayerDissector, Providers, StageTimes};
 use dissect::model::{EfficientNetLite, LoadOptions, TargetModel, Variant};
+use dissect::partition::Partition;
 use dissect::probe::{scan, ImageLimits};
 use dissect::record::{record_layers, ImageSource, RecordOptions};
 use std::time::Instant;
@@ -51,7 +52,9 @@ fn main() {
     let record_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let providers: Providers = embedded_providers(HeldOutImage::split_of_set(&set, 0, 0.3), &EmbeddedOptions::default()).expect("embedded default");
+    let partition = Partition::of_set(&set, 0, 0.3);
+    let d_probe = partition.d_probe(&rec.layers[0]);
+    let providers: Providers = embedded_providers(partition.concept_pool(&set), &EmbeddedOptions::default()).expect("embedded default");
     println!("loading the embedded components: {:.1} s (not counted per neuron)", t.elapsed().as_secs_f64());
 
     let dissect = |units: &[usize], chunk: usize| {
@@ -60,7 +63,7 @@ fn main() {
             layer,
             images: &images,
             descriptions: &descriptions,
-            summaries: &rec.layers[0],
+            summaries: &d_probe,
             providers: providers.clone(),
             options: DissectOptions { chunk, ..DissectOptions::default() },
             cancel: None,

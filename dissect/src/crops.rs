@@ -1,4 +1,4 @@
-//! Attention crops and D_top (SPEC "Step 1 — probing set augmentation").
+//! Attention crops and D_top (docs/method.md, "Step 1").
 //!
 //! For each of a neuron's top-K images: upsample its activation map (bilinear) to a square working
 //! frame, threshold it with Otsu's method, take the bounding boxes of the external contours of the
@@ -27,15 +27,15 @@ use imageproc::contours::{find_contours, BorderType};
 use std::cmp::Ordering;
 use tch::Tensor;
 
-/// SPEC Step 1.1 / 1.7: images kept per neuron, before and after adding crops.
+/// Step 1.1 / 1.7: images kept per neuron, before and after adding crops.
 pub const K: usize = 10;
-/// SPEC Step 1.5: at most this many crops per image.
+/// Step 1.5: at most this many crops per image.
 pub const MAX_CROPS: usize = 4;
-/// SPEC Step 1.5: a box is accepted only if its IoU with every accepted box is ≤ this.
+/// Step 1.5: a box is accepted only if its IoU with every accepted box is ≤ this.
 pub const IOU_MAX: f64 = 0.5;
-/// SPEC Step 1.5: a box is accepted only if its IoU with the whole image is < this.
+/// Step 1.5: a box is accepted only if its IoU with the whole image is < this.
 pub const FULL_IMAGE_IOU_MAX: f64 = 0.8;
-/// SPEC Step 1.2: default side of the square working frame (the released code's 375×375).
+/// Step 1.2: default side of the square working frame (the released code's 375×375).
 pub const WORKING_SIZE: u32 = 375;
 /// Largest accepted working size: imageproc's Otsu sums `level × count` in `u32`, which stays
 /// exact up to about 4100² pixels.
@@ -43,10 +43,10 @@ pub const MAX_WORKING_SIZE: u32 = 4096;
 /// Crops per forward pass in [`crop_activations`].
 pub const CROP_BATCH: usize = 32;
 
-/// How a neuron's activation map is reduced to one number, `g` in the SPEC.
+/// How a neuron's activation map is reduced to one number, `g` in docs/method.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Summary {
-    /// Spatial mean (the SPEC default).
+    /// Spatial mean (the default).
     #[default]
     Mean,
     /// Spatial maximum.
@@ -270,12 +270,15 @@ fn otsu_on(bytes: Vec<u8>) -> u8 {
     imageproc::contrast::otsu_level(&GrayImage::from_raw(n, 1, bytes).expect("1×n buffer"))
 }
 
-/// Otsu's threshold of `values` (SPEC Step 1.3: maximise `w_b·w_f·(μ_b−μ_f)²`). Foreground is
+/// Otsu's threshold of `values` (Step 1.3: maximise `w_b·w_f·(μ_b−μ_f)²`). Foreground is
 /// `v ≥ threshold`; `None` for a constant map, which has no foreground.
 ///
 /// Quantisation: imageproc's `otsu_level` works on 8-bit images, so the values are first
-/// rescaled linearly to 0–255 (min → 0, max → 255, rounded) — exactly what the released code does
-/// before OpenCV's Otsu. The optimum is therefore searched over 255 candidate levels; level `L`
+/// rescaled linearly to 0–255 (min → 0, max → 255, rounded). This departs from the released DnD
+/// code on purpose (docs/method.md, "Departures"): it upsamples bicubically and multiplies the raw
+/// map by 255 before OpenCV's Otsu, so maps whose values exceed 1 saturate and the crops depend on
+/// the layer's scale. Min-max after bilinear upsampling gives the same boxes for a map and any
+/// positive multiple of it. The optimum is searched over 255 candidate levels; level `L`
 /// (background = quantised value ≤ `L`) maps back to `min + (L + ½)·(max − min)/255`, the value
 /// where rounding moves from bin `L` to `L + 1`.
 pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
@@ -318,7 +321,7 @@ pub fn external_boxes(mask: &GrayImage) -> Vec<CropBox> {
         .collect()
 }
 
-/// SPEC Step 1.5: sort by area, largest first (ties keep their order), accept a box if its IoU
+/// Step 1.5: sort by area, largest first (ties keep their order), accept a box if its IoU
 /// with every accepted box is ≤ [`IOU_MAX`] and its IoU with the whole `width`×`height` frame is
 /// < [`FULL_IMAGE_IOU_MAX`]; stop at [`MAX_CROPS`].
 pub fn select_boxes(mut boxes: Vec<CropBox>, width: u32, height: u32) -> Vec<CropBox> {
@@ -431,7 +434,7 @@ impl<'a> TopImage<'a> {
 }
 
 /// Crop boxes (source pixels) for each of a neuron's top images, in the order given. Only
-/// convolutional layers get crops: a linear or classifier unit has no spatial map (SPEC Step 1.6
+/// convolutional layers get crops: a linear or classifier unit has no spatial map (Step 1.6
 /// "the final (classification) layer gets no crops"), so every image gets an empty list.
 pub fn neuron_crops(layer: &LayerInfo, p: &Preprocess, top: &[TopImage<'_>], working_size: u32) -> Vec<Vec<CropBox>> {
     top.iter()
@@ -439,7 +442,7 @@ pub fn neuron_crops(layer: &LayerInfo, p: &Preprocess, top: &[TopImage<'_>], wor
         .collect()
 }
 
-/// SPEC Step 1.6: the crop cut from the source and resized (bilinear) to the working size, as the
+/// Step 1.6: the crop cut from the source and resized (bilinear) to the working size, as the
 /// released code stores it; the model's own preprocessing then applies on top, as for any
 /// probing image.
 pub fn crop_image(source: &RgbImage, b: &CropBox, working_size: u32) -> RgbImage {
@@ -510,7 +513,7 @@ pub struct TopCandidate {
     pub activation: f32,
 }
 
-/// SPEC Step 1.7: the best `k` of probing images ∪ crops by activation, highest first. Ties go to
+/// Step 1.7: the best `k` of probing images ∪ crops by activation, highest first. Ties go to
 /// the lower image index, then the full image before its crops, then the order given (stable).
 /// NaN activations rank last.
 pub fn rerank_top(candidates: &[TopCandidate], k: usize) -> Vec<TopCandidate> {
@@ -589,6 +592,22 @@ mod tests {
         let mask = foreground_mask(&v, 100, 1).unwrap();
         assert_eq!(mask.pixels().filter(|p| p.0[0] > 0).count(), 5);
         assert!(v.iter().zip(mask.pixels()).all(|(&x, m)| (x >= t) == (m.0[0] > 0)));
+    }
+
+    #[test]
+    fn crops_do_not_depend_on_the_scale_of_the_map() {
+        // A blob on a 7×7 map: raw × 255 would saturate it at ×4; min-max rescaling does not.
+        let values: Vec<f32> = (0..49).map(|i| {
+            let (x, y) = ((i % 7) as f32 - 2.0, (i / 7) as f32 - 4.0);
+            (-(x * x + y * y) / 3.0).exp() * 0.8 + 0.05 * ((i * 7 % 5) as f32)
+        }).collect();
+        let boxes = attention_boxes(&ActivationMap::new(7, 7, values.clone()), 64);
+        assert!(!boxes.is_empty());
+        // Powers of two scale floats exactly, so any difference would be the method's, not rounding.
+        for scale in [0.25f32, 4.0, 1024.0] {
+            let scaled = values.iter().map(|v| v * scale).collect();
+            assert_eq!(attention_boxes(&ActivationMap::new(7, 7, scaled), 64), boxes, "×{scale}");
+        }
     }
 
     #[test]

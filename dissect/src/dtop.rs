@@ -1,4 +1,4 @@
-//! SPEC Step 1 for one neuron, end to end: its top-K probing images by the chosen summary, their
+//! Step 1 (docs/method.md) for one neuron, end to end: its top-K probing images by the chosen summary, their
 //! attention crops, the crops' own activations, and the re-ranked top-K of images ∪ crops
 //! (D_top: what gets captioned and shown to raters).
 
@@ -40,7 +40,7 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
     let top_images = top_k(summaries, unit, k, summary);
     let originals = top_images.iter().map(|&(i, a)| TopCandidate { image_index: i, crop: None, activation: a });
     if info.kind != LayerKind::Conv || top_images.is_empty() {
-        // SPEC: a classifier (or any non-spatial) layer gets no crops.
+        // As in the paper, a classifier (or any non-spatial) layer gets no crops.
         let crops = vec![Vec::new(); top_images.len()];
         let d_top = crops::rerank_top(&originals.collect::<Vec<_>>(), k);
         return Ok(NeuronTop { unit, top_images, crops, d_top, pictures: Vec::new(), maps: Vec::new() });

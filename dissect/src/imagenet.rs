@@ -27,9 +27,90 @@ pub fn short_name(line: &str) -> &str {
     line.split(',').next().unwrap_or(line).trim()
 }
 
+/// The synonyms of a class line, lower-case ("tabby", "tabby cat").
+pub fn synonyms(class: usize) -> Vec<String> {
+    class_names()[class].split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
+}
+
+/// `class` and every class that shares one of its names (ImageNet has two "crane"s, two
+/// "maillot"s, …): what a leak-free caption of unit `class` may not name.
+pub fn classes_sharing_a_name(class: usize) -> Vec<usize> {
+    let own = synonyms(class);
+    (0..NUM_CLASSES).filter(|&c| c == class || synonyms(c).iter().any(|s| own.contains(s))).collect()
+}
+
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-').filter(|w| !w.is_empty())
+}
+
+/// Whether `text` names any of `classes` (a synonym as whole words, case-insensitive).
+pub fn names_any(text: &str, classes: &[usize]) -> bool {
+    redact(text, classes) != text
+}
+
+/// `text` with every whole-word mention of a name of `classes` replaced by "something"
+/// (case-insensitive; longer names first, so "tabby cat" goes before "tabby").
+pub fn redact(text: &str, classes: &[usize]) -> String {
+    let mut names: Vec<Vec<String>> =
+        classes.iter().flat_map(|&c| synonyms(c)).map(|n| words(&n).map(str::to_string).collect::<Vec<_>>()).filter(|n| !n.is_empty()).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    // Word spans of the text (byte ranges), compared lower-case.
+    let spans: Vec<(usize, usize)> = {
+        let mut v = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices() {
+            let in_word = c.is_alphanumeric() || c == '\'' || c == '-';
+            match (in_word, start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    v.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            v.push((s, text.len()));
+        }
+        v
+    };
+    let lower: Vec<String> = spans.iter().map(|&(a, b)| text[a..b].to_lowercase()).collect();
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < spans.len() {
+        let hit = names.iter().find(|n| i + n.len() <= spans.len() && n.iter().zip(&lower[i..]).all(|(a, b)| a == b));
+        match hit {
+            Some(n) => {
+                out.push_str(&text[copied..spans[i].0]);
+                out.push_str("something");
+                copied = spans[i + n.len() - 1].1;
+                i += n.len();
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leak_free_names_cover_synonyms_and_classes_sharing_a_name() {
+        // 134 is the bird crane, 517 the machine.
+        assert_eq!(short_names()[134], "crane");
+        assert_eq!(classes_sharing_a_name(134), vec![134, 517]);
+        assert_eq!(classes_sharing_a_name(967), vec![967]);
+        assert!(synonyms(281).contains(&"tabby cat".to_string()));
+        assert!(names_any("A Tabby Cat on a sofa", &[281]));
+        assert!(names_any("an espresso, with foam", &[967]));
+        assert!(!names_any("a cup of coffee", &[967]), "coffee is not one of espresso's names");
+        assert!(!names_any("a tabbyish toy", &[281]), "whole words only");
+        assert_eq!(redact("A Tabby Cat and a tabby, asleep.", &[281]), "A something and a something, asleep.");
+        assert_eq!(redact("no names here", &[281]), "no names here");
+    }
 
     #[test]
     fn thousand_classes_in_standard_order() {

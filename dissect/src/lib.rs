@@ -1,4 +1,5 @@
-//! Describe-and-Dissect engine. See `../shared/SPEC.md` for the method and its defaults.
+//! Describe-and-Dissect engine. The method, its defaults and where this implementation departs
+//! from the paper are described in `docs/method.md`.
 
 pub mod assets;
 pub mod clip_dissect;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod imagenet;
 pub mod llm;
 pub mod model;
+pub mod partition;
 pub mod preprocess;
 pub mod probe;
 pub mod record;

@@ -92,33 +92,58 @@ pub enum ProbeError {
     Empty { root: PathBuf, rejected: usize, exts: String },
 }
 
-/// Which side of the held-out split an image falls on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which part of a probing set an image belongs to (docs/method.md, "Splits").
+///
+/// The held-out fraction of a set is cut in two: the concept pool, which the embedded
+/// concept-image source retrieves from in Step 3, and the evaluation split, which no step of the
+/// method sees and on which label quality is measured. A neuron's D_probe (and so its D_top) is
+/// the probe split only, so its own top images can never come back as its concept images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Split {
-    /// Used to record activations and pick D_top.
+    /// D_probe: recorded, ranked, cropped and captioned for D_top.
     Probe,
-    /// Reserved as the pool the concept step may retrieve from.
-    HeldOut,
+    /// The pool Step 3 may retrieve concept images from.
+    ConceptPool,
+    /// Seen by no step of the method; used to measure labels.
+    Evaluation,
 }
 
 impl Split {
+    /// The name used in exports and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Split::Probe => "probe",
-            Split::HeldOut => "heldout",
+            Split::ConceptPool => "concept_pool",
+            Split::Evaluation => "evaluation",
+        }
+    }
+
+    /// The value of `probe_set_images.split`: the database knows only probe and held-out (both
+    /// held-out parts are derived again from the hash, seed and fraction the set row keeps).
+    pub fn stored_as(self) -> &'static str {
+        match self {
+            Split::Probe => "probe",
+            Split::ConceptPool | Split::Evaluation => "heldout",
         }
     }
 }
 
 /// Deterministic split by content hash and seed: the same image always lands on the same side,
-/// whatever its path or the order of the folder listing.
+/// whatever its path or the order of the folder listing. A fraction `f` of the images is held
+/// out; the lower half of it is the evaluation split, the upper half the concept pool.
 pub fn split_of(sha256: &str, seed: u64, heldout_fraction: f64) -> Split {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
     h.update(sha256.as_bytes());
     let d = h.finalize();
     let x = u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
-    if x < heldout_fraction { Split::HeldOut } else { Split::Probe }
+    if x >= heldout_fraction {
+        Split::Probe
+    } else if x < heldout_fraction / 2.0 {
+        Split::Evaluation
+    } else {
+        Split::ConceptPool
+    }
 }
 
 /// Walks `root` recursively and inspects every image-named file (header only: cheap).
@@ -360,12 +385,14 @@ mod tests {
     #[test]
     fn split_is_deterministic_and_close_to_the_fraction() {
         let hashes: Vec<String> = (0..2000).map(|i| hex::encode(Sha256::digest(format!("{i}")))).collect();
-        let held = hashes.iter().filter(|h| split_of(h, 7, 0.3) == Split::HeldOut).count();
-        assert!((500..700).contains(&held), "{held} of 2000 held out");
+        let count = |split: Split, seed| hashes.iter().filter(|h| split_of(h, seed, 0.3) == split).count();
+        let (pool, eval) = (count(Split::ConceptPool, 7), count(Split::Evaluation, 7));
+        assert!((500..700).contains(&(pool + eval)), "{} of 2000 held out", pool + eval);
+        assert!((220..380).contains(&pool) && (220..380).contains(&eval), "pool {pool}, evaluation {eval}");
         assert!(hashes.iter().all(|h| split_of(h, 7, 0.3) == split_of(h, 7, 0.3)));
-        assert_ne!(
-            hashes.iter().filter(|h| split_of(h, 7, 0.3) == Split::HeldOut).collect::<Vec<_>>(),
-            hashes.iter().filter(|h| split_of(h, 8, 0.3) == Split::HeldOut).collect::<Vec<_>>()
-        );
+        let held = |seed| hashes.iter().filter(|h| split_of(h, seed, 0.3) != Split::Probe).collect::<Vec<_>>();
+        assert_ne!(held(7), held(8));
+        assert_eq!(Split::ConceptPool.stored_as(), Split::Evaluation.stored_as());
+        assert_eq!(split_of(&hashes[0], 7, 0.0), Split::Probe, "nothing held out at fraction 0");
     }
 }

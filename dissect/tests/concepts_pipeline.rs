@@ -1,6 +1,6 @@
 //! Steps 1–3 end to end on the real built-in networks and the real built-in probing images:
 //! EfficientNet-Lite0 as the target, EfficientNet-Lite2 as the embedded captioner and image
-//! encoder, concept images retrieved from the held-out split. The LLM and text encoder here are
+//! encoder, concept images retrieved from the concept pool of the probing set's partition. The LLM and text encoder here are
 //! small deterministic stand-ins so this test pins the pipeline's own behaviour; the real
 //! embedded LLM and text encoder have their own tests and are exercised in `embedded_default.rs`.
 
@@ -14,6 +14,7 @@ use dissect::concepts::shared_model::share;
 use dissect::concepts::summarize::SUMMARIZE_INSTRUCTION;
 use dissect::concepts::{ChatModel, ChatRequest, ComponentInfo, ProviderError, ProviderResult, Role, TextEncoder};
 use dissect::model::{LoadOptions, TargetModel, Variant};
+use dissect::partition::Partition;
 use dissect::probe::{self, ImageLimits, Split};
 use dissect::record::{record_layers, ImageSource, RecordOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +67,9 @@ impl TextEncoder for TrigramEncoder {
             })
             .collect())
     }
+    fn duplicate_cosine(&self) -> f32 {
+        0.9
+    }
 }
 
 struct FailingLlm;
@@ -92,18 +96,18 @@ fn dissects_real_neurons_with_crops_captions_retrieval_and_scores() {
 
     let lite2 = share(common::load(Variant::Lite2, LoadOptions::default()));
     let text: Arc<dyn TextEncoder> = Arc::new(TrigramEncoder);
-    let pool: Vec<PoolImage> = set
-        .images
-        .iter()
-        .filter(|i| probe::split_of(&i.sha256, 0, 0.3) == Split::HeldOut)
-        .map(|i| PoolImage {
-            key: i.sha256.clone(),
-            path: root.join(&i.rel_path),
-            name: i.rel_path.clone(),
-            text: i.description.clone().unwrap_or_else(|| i.label.clone().unwrap_or_default()),
+    let partition = Partition::of_set(&set, 0, 0.3);
+    let d_probe = partition.d_probe(rec.layer("stage6").unwrap());
+    let pool: Vec<PoolImage> = partition
+        .concept_pool(&set)
+        .into_iter()
+        .map(|h| {
+            let label = h.name.split('/').next().unwrap_or_default().to_string();
+            PoolImage { key: h.key, path: h.path, name: h.name, text: h.description.unwrap_or(label) }
         })
         .collect();
-    assert!(pool.len() > 100, "held-out pool of the built-in set: {}", pool.len());
+    assert!(pool.len() > 60, "concept pool of the built-in set: {}", pool.len());
+    let probe_rows = partition.rows(Split::Probe);
     let llm = Arc::new(FirstCaptionLlm { calls: AtomicUsize::new(0) });
     let providers = Providers {
         captioner: Arc::new(ClassifierCaptioner::new(lite2.clone()).unwrap()),
@@ -120,7 +124,7 @@ fn dissects_real_neurons_with_crops_captions_retrieval_and_scores() {
         layer,
         images: &images,
         descriptions: &descriptions,
-        summaries: rec.layer("stage6").unwrap(),
+        summaries: &d_probe,
         providers: providers.clone(),
         options: opts.clone(),
         cancel: None,
@@ -143,10 +147,21 @@ fn dissects_real_neurons_with_crops_captions_retrieval_and_scores() {
         assert_eq!(r.top.len(), 10);
         assert!(r.top.windows(2).all(|w| w[0].activation >= w[1].activation));
         assert!(r.top.iter().all(|e| !e.caption.is_empty()));
-        // The unit's strongest probing image is at least as strong as its recorded summary.
-        let column = rec.layer("stage6").unwrap().column(r.unit, dissect::crops::Summary::Mean);
+        // D_top comes from D_probe only, and the unit's strongest D_probe image is at least as
+        // strong as its recorded summary.
+        assert!(r.top.iter().all(|e| probe_rows.contains(&e.image_index)), "D_top holds a held-out image");
+        let column = d_probe.summaries().column(r.unit, dissect::crops::Summary::Mean);
         let best_probe = column.filter(|v| !v.is_nan()).fold(f32::MIN, f32::max);
         assert!(r.top[0].activation >= best_probe - 1e-4);
+        // Step 3 is not circular: none of the neuron's own top images is a concept image.
+        let own: Vec<&str> = r.top.iter().map(|e| set.images[e.image_index].sha256.as_str()).collect();
+        for c in &r.concepts {
+            assert!(c.images.iter().all(|i| !own.contains(&i.key.as_str())), "{}: a D_top image came back as a concept image", c.label);
+        }
+        // A crop is captioned from its own pixels: never with its image's description.
+        for e in r.top.iter().filter(|e| e.crop.is_some()) {
+            assert!(e.caption.starts_with("a photo of"), "crop caption {:?} carries a description", e.caption);
+        }
 
         assert!(!r.concepts.is_empty());
         let best = r.best.expect("a best concept");
@@ -199,6 +214,8 @@ fn classifier_units_get_no_crops_and_a_class_related_label() {
     let target = common::load(Variant::Lite0, LoadOptions::default());
     let classifier = target.layer_index("classifier").unwrap();
     let rec = record_layers(&target, &images, &[classifier], &RecordOptions::default(), &mut |_| {}).unwrap();
+    // Every image probes here (the pool below is the whole set): this test is about crops.
+    let d_probe = Partition::all_probe(set.images.len()).d_probe(&rec.layers[0]);
     let lite2 = share(common::load(Variant::Lite2, LoadOptions::default()));
     let text: Arc<dyn TextEncoder> = Arc::new(TrigramEncoder);
     let pool: Vec<PoolImage> = set
@@ -223,7 +240,7 @@ fn classifier_units_get_no_crops_and_a_class_related_label() {
         layer: classifier,
         images: &images,
         descriptions: &descriptions,
-        summaries: &rec.layers[0],
+        summaries: &d_probe,
         providers,
         options: DissectOptions::default(),
         cancel: None,
@@ -236,4 +253,15 @@ fn classifier_units_get_no_crops_and_a_class_related_label() {
     let coffee = set.images.iter().position(|i| i.rel_path.starts_with("skimage/coffee")).unwrap();
     assert_eq!(r.top[0].image_index, coffee, "the coffee photo is the espresso unit's top image");
     assert!(r.top[0].caption.contains("espresso") || r.top[0].caption.contains("coffee"), "{}", r.top[0].caption);
+    assert!(r.top.iter().any(|e| e.caption.contains("espresso")), "the leaky captioner names the class");
+
+    // Leak-free: the same unit's captions never name its class; the other units' are untouched.
+    let leak_free = LayerDissector { options: DissectOptions { leak_free: true, ..DissectOptions::default() }, ..dissector };
+    let mut out = Vec::new();
+    leak_free.run::<()>(&[967, 504], &mut |_| {}, &mut |o| Ok(out.push(o))).unwrap();
+    let NeuronOutcome::Done(r) = &out[0] else { panic!("{:?}", out[0]) };
+    assert!(r.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[967])), "{:?}", r.top.iter().map(|e| &e.caption).collect::<Vec<_>>());
+    assert!(r.candidates.labels.iter().all(|l| !l.contains("espresso")), "{:?}", r.candidates.labels);
+    let NeuronOutcome::Done(other) = &out[1] else { panic!("{:?}", out[1]) };
+    assert!(other.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[504])), "unit 504 (coffee mug) withholds its own class");
 }

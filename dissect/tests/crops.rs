@@ -1,4 +1,4 @@
-//! Attention crops (SPEC Step 1): synthetic maps with known blobs, and a real neuron of the
+//! Attention crops (docs/method.md, Step 1): synthetic maps with known blobs, and a real neuron of the
 //! built-in EfficientNet-Lite0 on the built-in probing images (assets of `scripts/setup.sh`).
 
 mod common;
@@ -189,7 +189,7 @@ fn real_neuron_crops_of_lite0() {
     for ((t, m), boxes) in top.iter().zip(&top_maps).zip(&crops) {
         let (w, h) = images[t.image_index].dimensions();
         assert!(boxes.len() <= MAX_CROPS, "{boxes:?}");
-        // SPEC's rules hold exactly in the working frame, where they are applied …
+        // The paper's rules hold exactly in the working frame, where they are applied …
         let working = attention_boxes(m, WORKING_SIZE);
         assert_eq!(working.len(), boxes.len());
         let full = CropBox::full(WORKING_SIZE, WORKING_SIZE);

@@ -31,8 +31,8 @@ fn request(messages: Vec<ChatMessage>, temperature: f32, max_tokens: usize, seed
     ChatRequest { messages, temperature, max_tokens, seed }
 }
 
-/// The pipeline's own summarize request (the paper's prompt and two few-shot examples, SPEC.md
-/// Step 2B) for `captions`, with a 16-token cap as in ASSETS.md's measurements.
+/// The pipeline's own summarize request (the paper's prompt and the project's two few-shot
+/// examples, docs/method.md Step 2) for `captions`, with a 16-token cap.
 fn summarize(captions: &[&str], temperature: f32, seed: u64) -> ChatRequest {
     let captions: Vec<String> = captions.iter().map(|c| c.to_string()).collect();
     let opts = SummarizeOptions { temperature, max_tokens: 16, ..SummarizeOptions::default() };

@@ -548,7 +548,7 @@ fn captioner_sends_data_urls_and_keeps_input_order() {
     let inputs: Vec<CaptionInput<'_>> = images
         .iter()
         .zip(&keys)
-        .map(|(image, key)| CaptionInput { key, image, description: None })
+        .map(|(image, key)| CaptionInput { key, image, description: None, withheld_classes: &[] })
         .collect();
     let captions = captioner.caption(&inputs).unwrap();
     let expected: Vec<String> =
@@ -583,8 +583,8 @@ fn captions_are_cached_by_image_key() {
     let a = solid(20, 10, 1);
     let b = solid(22, 12, 2);
     let inputs = [
-        CaptionInput { key: "aa11", image: &a, description: None },
-        CaptionInput { key: "bb22", image: &b, description: None },
+        CaptionInput { key: "aa11", image: &a, description: None, withheld_classes: &[] },
+        CaptionInput { key: "bb22", image: &b, description: None, withheld_classes: &[] },
     ];
     let first = captioner.caption(&inputs).unwrap();
     assert_eq!(server.count(), 2);
@@ -592,7 +592,7 @@ fn captions_are_cached_by_image_key() {
     assert_eq!(second, first[..1]);
     assert_eq!(server.count(), 2, "cached caption");
     // Images without a key are identified by their pixels.
-    let unkeyed = [CaptionInput { key: "", image: &a, description: None }];
+    let unkeyed = [CaptionInput { key: "", image: &a, description: None, withheld_classes: &[] }];
     captioner.caption(&unkeyed).unwrap();
     captioner.caption(&unkeyed).unwrap();
     assert_eq!(server.count(), 3);
@@ -609,7 +609,7 @@ fn large_images_are_downscaled_before_upload() {
     .unwrap();
     let big = solid(200, 100, 9);
     let caption =
-        captioner.caption(&[CaptionInput { key: "cc33", image: &big, description: None }]);
+        captioner.caption(&[CaptionInput { key: "cc33", image: &big, description: None, withheld_classes: &[] }]);
     assert_eq!(caption.unwrap(), vec!["a 64x32 picture".to_string()]);
 }
 
@@ -631,7 +631,7 @@ fn a_failed_caption_fails_the_batch() {
     let img = solid(8, 8, 3);
     let inputs: Vec<_> = ["a1", "a2", "a3"]
         .iter()
-        .map(|k| CaptionInput { key: k, image: &img, description: None })
+        .map(|k| CaptionInput { key: k, image: &img, description: None, withheld_classes: &[] })
         .collect();
     let err = captioner.caption(&inputs).unwrap_err();
     assert!(matches!(err, ProviderError::Http { status: 422, .. }), "{err:?}");

@@ -146,6 +146,42 @@ fn related_labels_are_closer_than_unrelated_ones() {
     }
 }
 
+/// Each model's stated top-3 duplicate threshold is the one its calibration pairs give, and the
+/// paper's CLIP threshold (0.81) would keep most paraphrases of these encoders apart.
+#[test]
+fn duplicate_thresholds_are_calibrated() {
+    use dissect::text_encoder::calibration::{best_threshold, pair_cosines, DISTINCT, PARAPHRASES};
+    // Every model is calibrated (and printed) before any is checked, so one run shows them all.
+    let calibrated: Vec<(TextModel, f32, f64, f64)> = TextModel::ALL
+        .into_iter()
+        .map(|model| {
+            let enc = load(model);
+            let para = pair_cosines(&PARAPHRASES, |t| enc.embed(t)).unwrap();
+            let dist = pair_cosines(&DISTINCT, |t| enc.embed(t)).unwrap();
+            let (threshold, accuracy) = best_threshold(&para, &dist);
+            let right = para.iter().filter(|&&c| c > 0.81).count() + dist.iter().filter(|&&c| c <= 0.81).count();
+            let clip_accuracy = right as f64 / (para.len() + dist.len()) as f64;
+            println!(
+                "{}: calibrated {threshold:.3} (accuracy {accuracy:.3}; {clip_accuracy:.3} at CLIP's 0.81); stated {}",
+                model.name(),
+                model.duplicate_cosine()
+            );
+            (model, threshold, accuracy, clip_accuracy)
+        })
+        .collect();
+    for (model, threshold, accuracy, clip_accuracy) in calibrated {
+        assert!(accuracy >= 0.85, "{}: the pairs separate ({accuracy})", model.name());
+        assert!(accuracy > clip_accuracy, "{}: calibration beats CLIP's threshold", model.name());
+        assert!(
+            (model.duplicate_cosine() - threshold).abs() < 0.02,
+            "{}: stated threshold {} but the calibration gives {threshold:.3}",
+            model.name(),
+            model.duplicate_cosine()
+        );
+        assert_eq!(TextEncoder::duplicate_cosine(load(model)), model.duplicate_cosine());
+    }
+}
+
 #[test]
 fn embeddings_are_unit_length_with_the_model_dimension() {
     for (model, dim) in [(TextModel::MiniLmL6V2, 384), (TextModel::MpnetBaseV2, 768)] {

@@ -284,7 +284,7 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
         order.sort_by(|&a, &b| options.scoring.of(&concept_entries[b].scores).total_cmp(&options.scoring.of(&concept_entries[a].scores)));
         let result = NeuronResult {
             unit: u,
-            candidates: Candidates { labels: labels.clone(), simplified, answers: Vec::new(), fell_back: false },
+            candidates: Candidates { labels: labels.clone(), simplified, answers: Vec::new(), fell_back: false, support: Vec::new() },
             best: Some(order[0]),
             top3: order[..3].to_vec(),
             concepts: concept_entries,

@@ -8,8 +8,30 @@ use sqlx::SqlitePool;
 use std::path::Path;
 
 pub const BUILTIN_SET_SLUG: &str = "builtin";
-/// Fraction of the built-in set kept aside as the pool concept images are retrieved from.
+/// Fraction of the built-in set held out (docs/method.md, "Splits"): half of it is the concept
+/// pool Step 3 retrieves from, half the evaluation split no step sees.
 pub const BUILTIN_HELDOUT_FRACTION: f64 = 0.3;
+
+/// The built-in set's category folders (Tux Paint's stamp categories) and the class text each
+/// stands for: the classes of `dnd quality`'s neurons-as-classifiers AUROC. The other folders
+/// (skimage, opencv, …) are named after where their images come from, not what they show.
+pub const CATEGORY_FOLDERS: [(&str, &str); 15] = [
+    ("animals", "animals"),
+    ("clothes", "clothes"),
+    ("food", "food"),
+    ("hobbies", "hobbies"),
+    ("household", "household objects"),
+    ("medical", "medical supplies"),
+    ("military", "military"),
+    ("naturalforces", "natural forces"),
+    ("people", "people"),
+    ("plants", "plants"),
+    ("seasonal", "seasonal holiday decorations"),
+    ("space", "outer space"),
+    ("sports", "sports"),
+    ("town", "town buildings"),
+    ("vehicles", "vehicles"),
+];
 
 pub async fn register(db: &SqlitePool, assets_dir: &Path) {
     let probe_root = assets_dir.join("probe/builtin");

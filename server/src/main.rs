@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
-    /// Show one neuron's top images, their attention crops and the re-ranked D_top (SPEC Step 1).
+    /// Show one neuron's top images, their attention crops and the re-ranked D_top (docs/method.md, Step 1).
     Crops {
         #[arg(long, default_value = "efficientnet-lite0")]
         model: String,
@@ -94,6 +94,11 @@ enum Command {
         summary: String,
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// On a classifier layer: captions of unit c never name class c, so the embedded
+        /// captioner (itself an ImageNet classifier) cannot read out the answer. Labels are stored
+        /// under the source "leak-free", beside the ordinary ones.
+        #[arg(long)]
+        leak_free: bool,
     },
     /// CLIP-Dissect labels computed natively (soft-WPMI) for a recorded layer; needs
     /// services.clip_torchscript and services.clip_tokenizer.
@@ -118,15 +123,45 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
-    /// Final-layer evaluation: mean mpnet cosine between each method's label and the class name.
+    /// Final-layer evaluation: mean mpnet cosine between each method's label and the class's
+    /// synonym line, over all labelled units and over the units whose class the probing set covers.
     EvaluateFinal {
         #[arg(long, default_value = "efficientnet-lite0")]
         model: String,
         #[arg(long, default_value = "classifier")]
         layer: String,
+        /// The probing set coverage is decided on: `builtin` or a folder.
+        #[arg(long, default_value = "builtin")]
+        probe: String,
         /// How many neurons to show side by side.
         #[arg(long, default_value_t = 10)]
         examples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Label quality of every method with labels on a model, measured on images no step saw:
+    /// final-layer cosine (all and covered units), simulation score per layer, neurons as
+    /// classifiers (AUROC). See docs/method.md, "Measuring labels".
+    Quality {
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        /// `builtin` or a folder: the set whose evaluation split is measured on.
+        #[arg(long, default_value = "builtin")]
+        probe: String,
+        /// Layer to measure (repeatable; default: every layer with labels).
+        #[arg(long = "layer")]
+        layers: Vec<String>,
+        /// A labelled image folder, one sub-folder per class, for the AUROC (default: the
+        /// probing set's evaluation images, one class per folder).
+        #[arg(long)]
+        classes: Option<PathBuf>,
+        /// How many classifier neurons to show side by side.
+        #[arg(long, default_value_t = 10)]
+        examples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Import another method's labels (CLIP-Dissect, MILAN, NetDissect-Lite tally, FALCON, DnD CSV).
     ImportLabels {
@@ -161,12 +196,13 @@ fn init_logging() {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_env("DND_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // Logs go to stderr, so a command's own output (`dnd quality --json`) can be piped.
     // DND_LOG_FORMAT=json gives one JSON object per line (request logs included).
     if std::env::var("DND_LOG_FORMAT").as_deref() == Ok("json") {
-        fmt().with_env_filter(filter).json().init();
+        fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
     } else {
         let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        fmt().with_env_filter(filter).with_ansi(color).init();
+        fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color).init();
     }
 }
 
@@ -195,25 +231,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => runtime()?.block_on(serve(config)),
         Command::Record { model, probe, layers, batch } => dissection::record_cli(&config, &model, &probe, &layers, batch),
-        Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch } => {
+        Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free } => {
             let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
                 format!("--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products")
             })?;
             let summary = parse_summary(&summary)?;
-            let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch };
+            let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free };
             dissection::run_cli(&config, &args)
         }
         Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => clip_dissect::run_cli(
             &config,
             &clip_dissect::ClipDissectArgs { model, layer, probe, concepts, units, seed, batch },
         ),
-        Command::EvaluateFinal { model, layer, examples } => runtime()?.block_on(async {
-            let db = db::open(&config.database_path()).await?;
-            let report = evaluate::final_layer(&db, &model, &layer, examples).await?;
-            evaluate::store(&db, &report).await?;
-            evaluate::print(&report);
-            anyhow::Ok(())
-        }),
+        Command::EvaluateFinal { model, layer, probe, examples, json } => {
+            evaluate::evaluate_final_cli(&config, &model, &probe, &layer, examples, json)
+        }
+        Command::Quality { model, probe, layers, classes, examples, json } => {
+            evaluate::quality_cli(&config, &evaluate::QualityArgs { model, probe, layers, classes, examples, json })
+        }
         Command::Crops { model, probe, layer, unit, summary } => {
             let summary = parse_summary(&summary)?;
             let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;

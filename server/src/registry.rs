@@ -108,7 +108,7 @@ async fn store_probe_set(db: &SqlitePool, spec: &ProbeSetSpec, set: &ScannedSet)
         .bind(&img.rel_path)
         .bind(&img.label)
         .bind(&img.description)
-        .bind(split.as_str())
+        .bind(split.stored_as())
         .bind(position as i64)
         .execute(&mut *tx)
         .await?;

@@ -155,6 +155,35 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
         1
     );
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM activation_caches WHERE status = 'complete' AND layer_name = 'classifier'"), 1);
+    // D_top is drawn from the probe split only, the same images the rating study shows …
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM top_images t JOIN run_neurons rn ON rn.id = t.run_neuron_id
+             JOIN dissection_runs r ON r.id = rn.run_id
+             JOIN probe_set_images p ON p.probe_set_id = r.probe_set_id AND p.image_id = t.image_id
+             WHERE p.split = 'probe'"
+        ),
+        20,
+        "every D_top image is a probe-split image"
+    );
+    // … so no neuron's own top image comes back as one of its concept images (Step 3 is no check otherwise).
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM concept_images ci JOIN candidate_concepts c ON c.id = ci.concept_id
+             JOIN top_images t ON t.run_neuron_id = c.run_neuron_id AND t.image_id = ci.image_id"
+        ),
+        0
+    );
+    // The split and the top-3 threshold are part of the run's recorded settings.
+    assert!(query_i64(&db, "SELECT json_extract(settings_json, '$.partition.probe') FROM dissection_runs") > 300);
+    assert!(query_i64(&db, "SELECT json_extract(settings_json, '$.partition.evaluation') FROM dissection_runs") > 40);
+    assert_eq!(
+        query_i64(&db, "SELECT CAST(ROUND(json_extract(settings_json, '$.duplicate_label_cosine') * 100) AS INTEGER) FROM dissection_runs"),
+        63,
+        "MiniLM's calibrated threshold"
+    );
 
     // Simulate a kill after the first neuron: the run is unfinished and 985 not done.
     exec(&db, "UPDATE dissection_runs SET status = 'running', finished_at = NULL");
@@ -167,6 +196,40 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM dissection_runs"), 1);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM labels WHERE method = 'dnd' AND rank = 1 AND is_current = 1"), 2);
+
+    // The quality report measures these labels on images no step saw.
+    let o = dnd(dir.path(), &["quality", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let p = &report["partition"];
+    let evaluation = p["evaluation"].as_u64().unwrap();
+    assert!(evaluation > 40 && p["concept_pool"].as_u64().unwrap() > 40, "{p}");
+    assert_eq!(report["evaluation_images"].as_u64(), Some(evaluation));
+    let final_layer = &report["final_layer"];
+    let dnd_final = &final_layer["methods"][0];
+    assert_eq!(dnd_final["method"], "dnd");
+    assert_eq!(dnd_final["all"]["n"], 2, "{final_layer}");
+    let cosine = dnd_final["all"]["mean"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&cosine), "{cosine}");
+    // Coverage is decided on D_probe: some classes, far from all 1000.
+    let coverage = &final_layer["coverage"];
+    assert_eq!(coverage["images"], p["probe"], "{coverage}");
+    let covered = coverage["classes"].as_array().unwrap().len();
+    assert!((1..200).contains(&covered), "{covered} covered classes");
+    let layer = &report["layers"][0];
+    assert_eq!(layer["layer"], "classifier");
+    let m = &layer["methods"][0];
+    assert_eq!(m["units"], 2);
+    let sim = m["simulation"]["mean"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&sim), "{m}");
+    assert!(m["simulation_chance"]["n"].as_u64().unwrap() >= 1, "{m}");
+    assert!(!report["classes"].as_array().unwrap().is_empty(), "evaluation images come in category folders");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM evaluations WHERE kind = 'final_layer_cosine'"), 1);
+
+    // A labelled folder that is not one fails before any work, naming the flag.
+    let o = dnd(dir.path(), &["quality", "--classes", "/nonexistent/classes"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--classes /nonexistent/classes"), "{}", text(&o));
 }
 
 #[test]
@@ -178,4 +241,8 @@ fn dissect_rejects_bad_neuron_specs_before_any_work() {
     assert!(out.contains("--neurons unit 40 is outside the layer, which has units 0-39"), "{out}");
     let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--scoring", "median"]);
     assert!(text(&o).contains("--scoring `median`: expected mean, topk-squared"), "{}", text(&o));
+    let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--leak-free"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--leak-free applies to a classifier layer"), "{}", text(&o));
+    assert_eq!(query_i64(&dir.path().join("dnd-studio.db"), "SELECT COUNT(*) FROM dissection_runs"), 0, "no run was opened");
 }

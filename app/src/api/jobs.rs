@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 use serde::{Deserialize, Serialize};
 
-/// The scoring functions a dissection can use (SPEC.md), as the engine names them.
+/// The scoring functions a dissection can use (docs/method.md), as the engine names them.
 pub const SCORING_FUNCTIONS: [&str; 4] = ["topk-squared-image-products", "topk-squared", "image-products", "mean"];
 
 /// Largest number of neurons one job may ask for (a whole layer of the built-in models fits).

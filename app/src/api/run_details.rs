@@ -141,6 +141,11 @@ pub struct RunDetails {
     /// Whether the run's layer has spatial activation maps (a conv layer), i.e. could have heatmaps.
     pub spatial: bool,
     pub uses_substitutes: bool,
+    /// Which images D_top was drawn from, as recorded by the run ("402 probe-split images; 89
+    /// concept pool, 86 evaluation held out"); `None` for runs that predate the split record.
+    pub d_probe: Option<String>,
+    /// Whether the captions withheld each unit's own class (a leak-free run).
+    pub leak_free: bool,
     pub components: Vec<ComponentView>,
     pub top: Vec<TopImageView>,
     pub candidates: Vec<CandidateView>,
@@ -196,6 +201,33 @@ pub(crate) mod queries {
         note: Option<String>,
     }
 
+    /// What the run's settings JSON says about its images (the engine's `DissectOptions`).
+    #[derive(Deserialize, Default)]
+    pub struct StoredSettings {
+        partition: Option<StoredPartition>,
+        #[serde(default)]
+        leak_free: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct StoredPartition {
+        probe: u64,
+        concept_pool: u64,
+        evaluation: u64,
+    }
+
+    impl StoredSettings {
+        pub fn d_probe(&self) -> Option<String> {
+            self.partition.as_ref().map(|p| {
+                format!("{} probe-split images ({} held out as the concept pool, {} for evaluation)", p.probe, p.concept_pool, p.evaluation)
+            })
+        }
+
+        pub fn leak_free(&self) -> bool {
+            self.leak_free
+        }
+    }
+
     /// Every role of a run, in the method's order; a role the provenance does not record shows
     /// as not recorded, never as the paper's component.
     pub fn components(mut stored: HashMap<String, StoredComponent>) -> Vec<ComponentView> {
@@ -223,7 +255,7 @@ pub(crate) mod queries {
 
         let done = sqlx::query(
             "SELECT rn.id AS run_neuron_id, r.id AS run_id, r.status, r.finished_at, r.summary, r.scoring, r.top_k,
-                    r.uses_substitutes, r.provenance_json, l.kind AS layer_kind
+                    r.uses_substitutes, r.provenance_json, r.settings_json, l.kind AS layer_kind
              FROM run_neurons rn JOIN dissection_runs r ON r.id = rn.run_id JOIN layers l ON l.id = r.layer_id
              WHERE rn.neuron_id = ? AND rn.status = 'done' AND r.method = 'dnd'
              ORDER BY rn.run_id DESC LIMIT 1",
@@ -330,6 +362,10 @@ pub(crate) mod queries {
             .try_get::<sqlx::types::Json<HashMap<String, StoredComponent>>, _>("provenance_json")
             .map(|j| j.0)
             .unwrap_or_default();
+        let settings = run
+            .try_get::<sqlx::types::Json<StoredSettings>, _>("settings_json")
+            .map(|j| j.0)
+            .unwrap_or_default();
         Ok(Some(NeuronRunView {
             done: Some(RunDetails {
                 run_id: run.get("run_id"),
@@ -340,6 +376,8 @@ pub(crate) mod queries {
                 top_k: run.get("top_k"),
                 spatial: run.get::<String, _>("layer_kind") == "conv",
                 uses_substitutes: run.get::<i64, _>("uses_substitutes") == 1,
+                d_probe: settings.d_probe(),
+                leak_free: settings.leak_free(),
                 components: components(provenance),
                 top,
                 candidates: candidates.into_iter().map(|(_, c)| c).collect(),

@@ -76,6 +76,12 @@ fn RunBody(run: RunDetails) -> impl IntoView {
         run.summary,
         scoring_title(&scoring)
     );
+    if let Some(d_probe) = &run.d_probe {
+        facts.push_str(&format!(" · drawn from {d_probe}"));
+    }
+    if run.leak_free {
+        facts.push_str(" · leak-free: captions never name the unit's own class");
+    }
     if run.run_status != "done" {
         facts.push_str(&format!(" · run {} (this neuron is finished)", run.run_status));
     } else if let Some(t) = &run.finished_at {

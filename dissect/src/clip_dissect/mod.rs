@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
 /// CLIP-Dissect's default concept set: 20,000 common English words, one per line
-/// (`data/20k.txt` of the CLIP-Dissect repository, = `../shared/fixtures/concepts_20k.txt`).
+/// (`data/20k.txt` of the CLIP-Dissect repository, kept beside this file).
 pub const DEFAULT_CONCEPTS: &str = include_str!("concepts_20k.txt");
 pub const DEFAULT_CONCEPTS_NAME: &str = "concepts_20k.txt";
 

@@ -126,3 +126,33 @@ impl ClipTextEncoder {
         Ok(Tensor::cat(&parts, 0))
     }
 }
+
+/// CLIP's text encoder as the pipeline's text encoder (retrieval and top-3 dedup) when CLIP is
+/// configured: the paper's own choice for the top-3, with its threshold.
+impl crate::concepts::TextEncoder for ClipTextEncoder {
+    fn info(&self) -> crate::concepts::ComponentInfo {
+        crate::concepts::ComponentInfo::paper_kind(
+            crate::concepts::Role::TextEncoder,
+            format!("CLIP text encoder ({})", self.path.display()),
+        )
+    }
+
+    fn embed(&self, texts: &[&str]) -> crate::concepts::ProviderResult<Vec<Vec<f32>>> {
+        let err = |e: ClipDissectError| crate::concepts::ProviderError::Local {
+            component: "CLIP text encoder".into(),
+            reason: e.to_string(),
+        };
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = self.encode(texts, &mut |_, _| {}).map_err(err)?;
+        let dim = t.size()[1] as usize;
+        let flat = Vec::<f32>::try_from(t.contiguous().view([-1]))
+            .map_err(|e| err(ClipDissectError::Input(e.to_string())))?;
+        Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+
+    fn duplicate_cosine(&self) -> f32 {
+        crate::concepts::scoring::CLIP_DUPLICATE_LABEL_COSINE
+    }
+}

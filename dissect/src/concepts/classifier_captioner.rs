@@ -10,6 +10,8 @@ use crate::imagenet;
 
 /// Below this top-1 probability the caption names the two most likely classes.
 const CONFIDENT: f32 = 0.5;
+/// Classes read beyond the two a caption names, for skipping withheld ones (leak-free mode).
+const WITHHELD_SPARE: usize = 6;
 
 pub struct ClassifierCaptioner {
     model: SharedModel,
@@ -64,11 +66,20 @@ impl Captioner for ClassifierCaptioner {
         }
         let pictures: Vec<&image::RgbImage> = images.iter().map(|i| i.image).collect();
         let logits = forward_images(&self.model, &pictures, self.classifier_layer).map_err(|e| self.error(e))?;
+        // A few more than the two a caption names, so withheld classes can be skipped.
         let mut tops = Vec::with_capacity(images.len());
         for batch in &logits {
-            tops.extend(crate::model::top_k(batch, 2));
+            tops.extend(crate::model::top_k(batch, 2 + WITHHELD_SPARE));
         }
-        Ok(tops.iter().zip(images).map(|(top, input)| render_caption(top, input.description)).collect())
+        Ok(tops
+            .iter()
+            .zip(images)
+            .map(|(top, input)| {
+                let allowed: Vec<(usize, f32)> =
+                    top.iter().copied().filter(|(c, _)| !input.withheld_classes.contains(c)).take(2).collect();
+                render_caption(&allowed, input.description)
+            })
+            .collect())
     }
 }
 

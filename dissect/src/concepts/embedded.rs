@@ -39,30 +39,14 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// A held-out image before it has a text: its description if the set has one.
+/// A concept-pool image before it has a text: its description if the set has one
+/// ([`crate::partition::Partition::concept_pool`] lists them).
 #[derive(Debug, Clone)]
 pub struct HeldOutImage {
     pub key: String,
     pub path: PathBuf,
     pub name: String,
     pub description: Option<String>,
-}
-
-impl HeldOutImage {
-    /// The held-out split of a scanned probing set (SPEC: concept images never come from the
-    /// images that produced the candidates).
-    pub fn split_of_set(set: &crate::probe::ScannedSet, split_seed: u64, heldout_fraction: f64) -> Vec<HeldOutImage> {
-        set.images
-            .iter()
-            .filter(|i| crate::probe::split_of(&i.sha256, split_seed, heldout_fraction) == crate::probe::Split::HeldOut)
-            .map(|i| HeldOutImage {
-                key: i.sha256.clone(),
-                path: set.root.join(&i.rel_path),
-                name: i.rel_path.clone(),
-                description: i.description.clone(),
-            })
-            .collect()
-    }
 }
 
 /// Loads EfficientNet-Lite2, the text encoder and the LLM, and builds the retrieval pool from
@@ -103,7 +87,7 @@ pub fn pool_texts(held_out: Vec<HeldOutImage>, captioner: &dyn Captioner) -> Res
         }
     }
     let inputs: Vec<CaptionInput> =
-        to_caption.iter().map(|(h, img)| CaptionInput { key: &h.key, image: img, description: None }).collect();
+        to_caption.iter().map(|(h, img)| CaptionInput { key: &h.key, image: img, description: None, withheld_classes: &[] }).collect();
     let captions = captioner.caption(&inputs)?;
     for ((h, _), text) in to_caption.into_iter().zip(captions) {
         pool.push(PoolImage { key: h.key, path: h.path, name: h.name, text });

@@ -1,4 +1,4 @@
-//! Steps 2 and 3 of the method (SPEC.md): candidate concepts from captions of `D_top`, and the
+//! Steps 2 and 3 of the method (docs/method.md): candidate concepts from captions of `D_top`, and the
 //! selection of the concept whose own images make the neuron fire most.
 
 pub mod classifier_captioner;

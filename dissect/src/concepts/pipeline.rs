@@ -8,13 +8,14 @@
 //! stage and reason while the run goes on.
 
 use super::providers::{CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder};
-use super::scoring::{order_by, score_concepts, top_distinct, ConceptScores, ScoringFunction};
+use super::scoring::{order_with_ties, score_concepts, top_distinct, ConceptScores, ScoringFunction, TieBreak};
 use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
-use crate::model::TargetModel;
+use crate::model::{LayerKind, TargetModel};
 use crate::preprocess::{image_to_tensor, load_rgb, stack_batch};
-use crate::record::{ActivationSummaries, ImageSource};
+use crate::partition::{DProbe, PartitionInfo};
+use crate::record::ImageSource;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,6 +66,16 @@ pub struct DissectOptions {
     pub summarize: SummarizeOptions,
     /// Neurons per chunk: bigger chunks share more concept images per forward pass.
     pub chunk: usize,
+    /// How the probing set was split (D_probe, concept pool, evaluation), for provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionInfo>,
+    /// The top-3 near-duplicate cosine used; `None` until a run fills in its text encoder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_label_cosine: Option<f32>,
+    /// Leak-free mode (docs/method.md, "Measuring labels"): on an ImageNet classifier layer, the
+    /// captions of unit c never name class c (or a class sharing one of its names).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leak_free: bool,
 }
 
 impl Default for DissectOptions {
@@ -76,6 +87,9 @@ impl Default for DissectOptions {
             scoring: ScoringFunction::default(),
             summarize: SummarizeOptions::default(),
             chunk: 8,
+            partition: None,
+            duplicate_label_cosine: None,
+            leak_free: false,
         }
     }
 }
@@ -228,8 +242,8 @@ pub struct LayerDissector<'a, M: TargetModel + ?Sized> {
     pub images: &'a [ImageSource],
     /// Dataset descriptions per probing image (same order as `images`).
     pub descriptions: &'a [Option<String>],
-    /// The layer's recorded summaries over `images`.
-    pub summaries: &'a ActivationSummaries,
+    /// The layer's recording over `images`, restricted to D_probe: D_top is ranked on it.
+    pub summaries: &'a DProbe,
     pub providers: Providers,
     pub options: DissectOptions,
     pub cancel: Option<Arc<AtomicBool>>,
@@ -261,6 +275,18 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             }
         }
         Ok(times)
+    }
+
+    /// The ImageNet classes `unit`'s captions may not name: in leak-free mode on a 1000-way
+    /// classifier layer, its own class and the classes sharing a name with it; else none.
+    fn withheld_classes(&self, unit: usize) -> Vec<usize> {
+        let layer = &self.model.layers()[self.layer];
+        let classifier = layer.kind == LayerKind::Classifier && layer.channels == crate::imagenet::NUM_CLASSES;
+        if self.options.leak_free && classifier {
+            crate::imagenet::classes_sharing_a_name(unit)
+        } else {
+            Vec::new()
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -295,27 +321,44 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         times.crops += t.elapsed();
 
         // Step 2A: captions of every D_top image not captioned before, in one call.
+        // A crop is described from its own pixels only: its image's description would undo Step 1.
+        // In leak-free mode a unit's captions withhold its class, so they are cached per withheld set.
         let t = Instant::now();
-        let mut wanted: Vec<(String, usize)> = Vec::new();
+        struct Wanted<'d> {
+            caption_key: String,
+            region_key: String,
+            description: Option<&'d str>,
+            withheld: Vec<usize>,
+        }
+        let mut wanted: Vec<Wanted> = Vec::new();
         for w in work.iter().filter(|w| w.state.is_ok()) {
+            let withheld = self.withheld_classes(w.unit);
             for (key, e) in w.top_keys.iter().zip(&w.top) {
-                if !caches.captions.contains_key(key) && !wanted.iter().any(|(k, _)| k == key) {
-                    wanted.push((key.clone(), e.image_index));
+                let caption_key = caption_key(key, &withheld);
+                if !caches.captions.contains_key(&caption_key) && !wanted.iter().any(|x| x.caption_key == caption_key) {
+                    let description = match e.crop {
+                        Some(_) => None,
+                        None => self.descriptions.get(e.image_index).and_then(|d| d.as_deref()),
+                    };
+                    wanted.push(Wanted { caption_key, region_key: key.clone(), description, withheld: withheld.clone() });
                 }
             }
         }
         let inputs: Vec<CaptionInput> = wanted
             .iter()
-            .map(|(key, index)| CaptionInput {
-                key,
-                image: &pixels[key],
-                description: self.descriptions.get(*index).and_then(|d| d.as_deref()),
+            .map(|x| CaptionInput {
+                key: &x.region_key,
+                image: &pixels[&x.region_key],
+                description: x.description,
+                withheld_classes: &x.withheld,
             })
             .collect();
         match self.providers.captioner.caption(&inputs) {
             Ok(captions) => {
-                for ((key, _), c) in wanted.iter().zip(captions) {
-                    caches.captions.insert(key.clone(), c);
+                for (x, c) in wanted.iter().zip(captions) {
+                    // Whatever the captioner did, a withheld name never reaches the LLM.
+                    let c = if x.withheld.is_empty() { c } else { crate::imagenet::redact(&c, &x.withheld) };
+                    caches.captions.insert(x.caption_key.clone(), c);
                 }
             }
             Err(e) => {
@@ -325,8 +368,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             }
         }
         for w in work.iter_mut().filter(|w| w.state.is_ok()) {
+            let withheld = self.withheld_classes(w.unit);
             for (key, e) in w.top_keys.iter().zip(w.top.iter_mut()) {
-                e.caption = caches.captions.get(key).cloned().unwrap_or_default();
+                e.caption = caches.captions.get(&caption_key(key, &withheld)).cloned().unwrap_or_default();
             }
         }
         times.captions += t.elapsed();
@@ -418,7 +462,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     /// D_top of `unit` with pixels loaded into `pixels` under each entry's key.
     fn top_of(&self, unit: usize, pixels: &mut HashMap<String, RgbImage>) -> Result<(Vec<TopEntry>, Vec<String>), String> {
         let top: NeuronTop =
-            neuron_top(self.model, self.images, self.summaries, self.layer, unit, self.options.summary, self.options.top_k)
+            neuron_top(self.model, self.images, self.summaries.summaries(), self.layer, unit, self.options.summary, self.options.top_k)
                 .map_err(|e| e.to_string())?;
         let mut entries = Vec::with_capacity(top.d_top.len());
         let mut keys = Vec::with_capacity(top.d_top.len());
@@ -512,10 +556,11 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         let img_emb: Vec<Vec<Vec<f32>>> =
             image_keys.iter().map(|keys| keys.iter().map(|k| caches.embeddings[k].clone()).collect()).collect();
         let scores = score_concepts(&activations, &top_emb, &img_emb);
-        let order = order_by(&scores, self.options.scoring);
+        let order = order_with_ties(&scores, self.options.scoring, &TieBreak { support: &candidates.support, labels: &labels });
         let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
         let text_emb = self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
-        let top3 = top_distinct(&order, &text_emb, 3);
+        let threshold = self.options.duplicate_label_cosine.unwrap_or_else(|| self.providers.text_encoder.duplicate_cosine());
+        let top3 = top_distinct(&order, &text_emb, 3, threshold);
 
         let concepts = labels
             .into_iter()
@@ -537,6 +582,15 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             .collect();
         Ok(NeuronResult { unit, top, candidates, concepts, best: order.first().copied(), top3 })
     }
+}
+
+/// Cache key of a caption: the region's key, plus the withheld classes when there are any.
+fn caption_key(region_key: &str, withheld: &[usize]) -> String {
+    if withheld.is_empty() {
+        return region_key.to_string();
+    }
+    let ids: Vec<String> = withheld.iter().map(usize::to_string).collect();
+    format!("{region_key} withholding {}", ids.join(","))
 }
 
 /// Identity of a D_top entry: the image hash, plus the crop box for a crop.

@@ -1,4 +1,4 @@
-//! The five swappable components of Steps 2–3 (SPEC.md), as small traits, plus the record of which
+//! The five swappable components of Steps 2–3 (docs/method.md), as small traits, plus the record of which
 //! concrete component produced a label ([`ComponentInfo`]) so the UI and exports can say whether it
 //! is the paper's component or an offline substitute.
 //!
@@ -82,8 +82,13 @@ pub struct CaptionInput<'a> {
     /// the cache key for its caption.
     pub key: &'a str,
     pub image: &'a RgbImage,
-    /// The dataset's own description of the image, when the probing set has one.
+    /// The dataset's own description of the image, when the probing set has one. Never set for
+    /// a crop: a crop is described from its own pixels (docs/method.md, "Step 2").
     pub description: Option<&'a str>,
+    /// ImageNet classes the caption may not name (leak-free mode, when describing classifier
+    /// unit c: c and the classes sharing a name with it). A captioner that can, avoids them; the
+    /// pipeline redacts any name that still appears.
+    pub withheld_classes: &'a [usize],
 }
 
 /// Step 2A: image → one caption.
@@ -165,6 +170,10 @@ pub trait TextEncoder: Send + Sync {
     fn info(&self) -> ComponentInfo;
     /// One L2-normalised vector per text, all of the same length.
     fn embed(&self, texts: &[&str]) -> ProviderResult<Vec<Vec<f32>>>;
+    /// The cosine above which two labels count as near-duplicates in the top-3 ("multiple
+    /// labels"). The paper's 0.81 was set for CLIP's text encoder; an encoder whose cosines run
+    /// lower states its own value, calibrated on paraphrase and distinct-concept pairs.
+    fn duplicate_cosine(&self) -> f32;
 }
 
 /// Cosine of two L2-normalised vectors (their dot product).

@@ -109,6 +109,9 @@ mod tests {
                 })
                 .collect())
         }
+        fn duplicate_cosine(&self) -> f32 {
+            0.9
+        }
     }
 
     fn pool(texts: &[&str]) -> Vec<PoolImage> {

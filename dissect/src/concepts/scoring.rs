@@ -1,5 +1,5 @@
 //! Step 3: rank the concept images `D_new` by the neuron's activation and score every candidate
-//! concept with the four functions of SPEC.md.
+//! concept with the paper's four functions (docs/method.md, "Step 3").
 //!
 //! Ranks are 1-based (best = 1). Tied activations share the mean of the ranks they span
 //! ("fractional ranking"), so a score never depends on the order in which tied images arrived.
@@ -140,35 +140,67 @@ pub fn score_concepts(
         })
         .collect();
 
-    // Combined: position by TopK-Squared (best first; ties keep candidate order).
+    // Combined: position by TopK-Squared, best = 0. Equal TopK-Squared scores share the better
+    // position, so the combined score never depends on the order the LLM gave the candidates.
     let n = scores.len();
-    let mut by_topk: Vec<usize> = (0..n).collect();
-    by_topk.sort_by(|&a, &b| scores[b].topk_squared.total_cmp(&scores[a].topk_squared));
-    for (position, &t) in by_topk.iter().enumerate() {
+    let positions: Vec<usize> = (0..n)
+        .map(|t| (0..n).filter(|&u| scores[u].topk_squared > scores[t].topk_squared).count())
+        .collect();
+    for (t, position) in positions.into_iter().enumerate() {
         scores[t].combined = (n - position) as f64 * scores[t].image_products;
     }
     scores
 }
 
-/// Candidate indices ordered best first under `function` (ties keep candidate order).
+/// Candidate indices ordered best first under `function` (ties keep candidate order; the
+/// pipeline breaks them with [`order_with_ties`]).
 pub fn order_by(scores: &[ConceptScores], function: ScoringFunction) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| function.of(&scores[b]).total_cmp(&function.of(&scores[a])));
     order
 }
 
-/// Cosine above which a lower-ranked label is dropped from the top-3 as a near-duplicate (A.5).
-pub const DUPLICATE_LABEL_COSINE: f32 = 0.81;
+/// What decides between candidates that tie under the scoring function. Near-synonymous
+/// candidates retrieve the same concept images and so tie in every score; without a rule the
+/// LLM's answer order would pick the label.
+pub struct TieBreak<'a> {
+    /// How many of the N summary answers gave each candidate: more wins.
+    pub support: &'a [usize],
+    /// The candidate texts: then the shorter (fewer words, more general) wins, then the
+    /// alphabetically first, so the order never depends on the order the answers came in.
+    pub labels: &'a [String],
+}
+
+/// Candidate indices best first under `function`, ties broken by [`TieBreak`].
+pub fn order_with_ties(scores: &[ConceptScores], function: ScoringFunction, ties: &TieBreak<'_>) -> Vec<usize> {
+    let words = |i: usize| ties.labels[i].split_whitespace().count();
+    let support = |i: usize| ties.support.get(i).copied().unwrap_or(1);
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| {
+        function
+            .of(&scores[b])
+            .total_cmp(&function.of(&scores[a]))
+            .then(support(b).cmp(&support(a)))
+            .then(words(a).cmp(&words(b)))
+            .then(ties.labels[a].cmp(&ties.labels[b]))
+    });
+    order
+}
+
+/// The paper's cosine above which a lower-ranked label is dropped from the top-3 as a
+/// near-duplicate (A.5). It was set for CLIP's text encoder; other encoders state their own
+/// calibrated value ([`super::TextEncoder::duplicate_cosine`]).
+pub const CLIP_DUPLICATE_LABEL_COSINE: f32 = 0.81;
 
 /// The "multiple labels": walk candidates best first and keep up to `n` whose text embedding has
-/// cosine ≤ 0.81 with every label kept before it.
-pub fn top_distinct(order: &[usize], text_embeddings: &[Vec<f32>], n: usize) -> Vec<usize> {
+/// cosine ≤ `duplicate_cosine` with every label kept before it.
+pub fn top_distinct(order: &[usize], text_embeddings: &[Vec<f32>], n: usize, duplicate_cosine: f32) -> Vec<usize> {
     let mut kept: Vec<usize> = Vec::with_capacity(n);
     for &t in order {
         if kept.len() == n {
             break;
         }
-        if kept.iter().all(|&k| super::cosine(&text_embeddings[k], &text_embeddings[t]) <= DUPLICATE_LABEL_COSINE) {
+        if kept.iter().all(|&k| super::cosine(&text_embeddings[k], &text_embeddings[t]) <= duplicate_cosine) {
             kept.push(t);
         }
     }
@@ -284,15 +316,46 @@ mod tests {
         assert_eq!(s[0].ranks, vec![1.5, 3.5]);
         // Equal TopK-Squared keeps candidate order: A first.
         assert_eq!(order_by(&s, ScoringFunction::TopkSquared), vec![0, 1]);
+        // …and both share the first position, so the combined scores tie too.
+        assert!(close(s[0].combined, s[1].combined));
+    }
+
+    #[test]
+    fn ties_are_broken_by_support_then_words_then_text_whatever_the_answer_order() {
+        // Three near-synonyms retrieve the same images: every score ties.
+        let acts = vec![vec![5.0, 1.0]; 3];
+        let top = vec![unit(&[1.0])];
+        let embs = vec![vec![unit(&[1.0]); 2]; 3];
+        let s = score_concepts(&acts, &top, &embs);
+        for f in ScoringFunction::ALL {
+            assert!(close(f.of(&s[0]), f.of(&s[2])), "{f:?} ties");
+        }
+        let labels = |v: &[&str]| v.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let f = ScoringFunction::TopkSquaredImageProducts;
+        let l = labels(&["red sports cars", "cars", "automobiles"]);
+        // Support decides first.
+        let order = order_with_ties(&s, f, &TieBreak { support: &[1, 1, 3], labels: &l });
+        assert_eq!(order, vec![2, 1, 0]);
+        // Equal support: fewer words, then alphabetical.
+        assert_eq!(order_with_ties(&s, f, &TieBreak { support: &[1, 1, 1], labels: &l }), vec![2, 1, 0]);
+        let reversed = labels(&["automobiles", "cars", "red sports cars"]);
+        assert_eq!(order_with_ties(&s, f, &TieBreak { support: &[1, 1, 1], labels: &reversed }), vec![0, 1, 2]);
+        // A real score difference still wins over support.
+        let acts = vec![vec![5.0, 4.0], vec![1.0, 2.0]];
+        let s = score_concepts(&acts, &top, &vec![vec![unit(&[1.0]); 2]; 2]);
+        let l = labels(&["a", "b"]);
+        assert_eq!(order_with_ties(&s, f, &TieBreak { support: &[1, 5], labels: &l }), vec![0, 1]);
     }
 
     #[test]
     fn top_distinct_drops_near_duplicates_of_higher_labels() {
         let emb = vec![unit(&[1.0, 0.0]), unit(&[0.95, 0.2]), unit(&[0.0, 1.0]), unit(&[0.6, 0.8])];
         // 1 is a near-duplicate of 0 (cos ≈ 0.978); 3 has cos 0.6 with 0 and 0.8 with 2 (≤ 0.81).
-        assert_eq!(top_distinct(&[0, 1, 2, 3], &emb, 3), vec![0, 2, 3]);
-        assert_eq!(top_distinct(&[1, 0, 2], &emb, 2), vec![1, 2]);
-        assert_eq!(top_distinct(&[], &emb, 3), Vec::<usize>::new());
+        assert_eq!(top_distinct(&[0, 1, 2, 3], &emb, 3, 0.81), vec![0, 2, 3]);
+        assert_eq!(top_distinct(&[1, 0, 2], &emb, 2, 0.81), vec![1, 2]);
+        assert_eq!(top_distinct(&[], &emb, 3, 0.81), Vec::<usize>::new());
+        // A lower threshold (an encoder whose cosines run lower) drops 3 as well (cos 0.8 with 2).
+        assert_eq!(top_distinct(&[0, 1, 2, 3], &emb, 3, 0.7), vec![0, 2]);
     }
 
     #[test]

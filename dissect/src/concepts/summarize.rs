@@ -1,9 +1,11 @@
 //! Step 2B: captions → candidate concepts with a chat LLM, with the paper's two prompts
-//! (A.1.2), its two few-shot examples, and SPEC.md's post-processing.
+//! (A.1.2), two few-shot examples of this project's own, and the post-processing of
+//! docs/method.md ("Step 2").
 //!
-//! Small local models misbehave in known ways (ASSETS.md): they echo a caption, parrot a few-shot
-//! answer, answer with a comma list or nothing. Those answers are rejected here, and when every
-//! answer is rejected the most common caption phrase stands in, so a neuron always gets candidates.
+//! Small local models misbehave in known ways: they parrot a few-shot example, answer with a
+//! comma list or nothing. Copies and empty or over-long answers are rejected here (an answer that
+//! repeats a caption is not: it may be the best label), and when every answer is rejected the most
+//! common caption phrase stands in, so a neuron always gets candidates.
 
 use super::providers::{ChatMessage, ChatModel, ChatRequest, ProviderError, ProviderResult};
 use serde::{Deserialize, Serialize};
@@ -25,35 +27,41 @@ pub const MERGE_INSTRUCTION: &str = "Only state your answer without a period and
 Merge the following comma-separated concept labels into one coherent and concise concept label \
 that is 1-5 words long:";
 
-/// One-shot example for simplification (SPEC.md Step 2).
+/// The paper's one-shot example for simplification (A.1.2).
 const SIMPLIFY_EXAMPLE: (&str, &str) =
     ("a red background with a red background and a red background with a red background.", "A red background");
 
-/// The two few-shot examples for summarization (SPEC.md Step 2B).
-const SUMMARIZE_EXAMPLES: [(&[&str], &str); 2] = [
+/// The two few-shot examples that precede every summary request, written for this project. They
+/// keep what the paper's two examples teach (docs/method.md, "Step 2"):
+/// * the first names a shared *kind of thing* (fabrics) while one caption (the lighthouse) does
+///   not fit: the label summarises most captions, not necessarily all;
+/// * the second names a shared *property* (a colour) across unrelated objects, in a short
+///   "<property> objects" phrase rather than any one caption's words;
+/// * both answers are 1–5 words, lower-case, with no period or quotes, and repeat no caption.
+pub const SUMMARIZE_EXAMPLES: [(&[&str], &str); 2] = [
     (
         &[
-            "a purple and brown woven fabric texture",
-            "a close up of a beige and brown knitted blanket",
-            "a windmill in front of a purple and beige patterned cloth",
-            "a brown and purple plaid textile",
-            "a beige rug with a brown and purple pattern",
+            "a close up of a grey knitted wool sweater",
+            "a folded stack of woven cotton blankets",
+            "a lighthouse on a rocky coast at sunset",
+            "a knitted scarf with a cable pattern",
+            "a loom with half-woven striped cloth",
         ],
-        "multicolored textiles",
+        "knitted and woven fabrics",
     ),
     (
         &[
-            "a girl sitting on a red tractor",
-            "a toy car on a red ottoman",
-            "a woman in a red dress",
-            "a red camaro parked on a street",
-            "a red spool of cable",
+            "a yellow taxi waiting at a crossing",
+            "a bunch of ripe bananas on a table",
+            "a child in a yellow raincoat",
+            "a field of sunflowers under a blue sky",
+            "a yellow rubber duck in a bathtub",
         ],
-        "red-themed scenes",
+        "yellow objects",
     ),
 ];
 
-/// Words after which SPEC.md also adds "<label> background" as a candidate.
+/// Words after which the paper also adds "<label> background" as a candidate.
 const BACKGROUND_WORDS: [&str; 4] = ["design", "designs", "graphic", "graphics"];
 
 /// Settings of Step 2B.
@@ -87,6 +95,16 @@ pub struct Candidates {
     pub answers: Vec<RawAnswer>,
     /// True when no answer survived and the most common caption phrase was used instead.
     pub fell_back: bool,
+    /// Per label (same order): how many of the N answers gave it. A tie-breaker in Step 3.
+    #[serde(default)]
+    pub support: Vec<usize>,
+}
+
+impl Candidates {
+    /// How many answers gave `labels[i]` (1 for a label from older runs, which did not count).
+    pub fn support_of(&self, i: usize) -> usize {
+        self.support.get(i).copied().unwrap_or(1)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +150,7 @@ fn numbered<'a>(lines: impl Iterator<Item = &'a str>) -> String {
     lines.enumerate().map(|(i, l)| format!("{}. {}", i + 1, l.trim())).collect::<Vec<_>>().join("\n")
 }
 
-/// SPEC post-processing of one answer: keep the text after a ':', drop quotes, numbering,
+/// The paper's post-processing of one answer: keep the text after a ':', drop quotes, numbering,
 /// trailing periods and extra whitespace; lowercase. Empty stays empty.
 pub fn clean_answer(answer: &str) -> String {
     let first_line = answer.trim().lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -148,19 +166,21 @@ pub fn clean_answer(answer: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// Why an answer cannot be a candidate, if it cannot.
-fn rejection(label: &str, captions: &[String]) -> Option<String> {
+/// Why an answer cannot be a candidate, if it cannot: only an empty, over-long or copied answer.
+/// An answer equal to a caption is kept on purpose: when most of D_top shares one caption, that
+/// caption is often the most faithful label (docs/method.md, "Step 2").
+fn rejection(label: &str) -> Option<String> {
     if label.is_empty() {
         return Some("empty answer".into());
     }
     if label.split_whitespace().count() > 8 {
         return Some("longer than a label".into());
     }
-    if SUMMARIZE_EXAMPLES.iter().any(|(_, a)| *a == label) {
-        return Some("repeats a few-shot example's answer".into());
-    }
-    if captions.len() > 1 && captions.iter().any(|c| clean_answer(c) == label) {
-        return Some("repeats one caption".into());
+    let copied = SUMMARIZE_EXAMPLES
+        .iter()
+        .any(|(captions, answer)| *answer == label || captions.iter().any(|c| clean_answer(c) == label));
+    if copied {
+        return Some("copies a few-shot example".into());
     }
     None
 }
@@ -267,7 +287,7 @@ pub fn candidates_batch_until(
     }
     let raw_answers = llm.complete_batch(&requests);
 
-    // Round 3: SPEC: a comma list is merged by asking once more.
+    // Round 3: as in the paper, a comma list is merged by asking once more.
     let mut merges: Vec<(usize, ChatRequest)> = Vec::new();
     for (i, answer) in raw_answers.iter().enumerate() {
         if let Ok(raw) = answer {
@@ -289,6 +309,7 @@ pub fn candidates_batch_until(
         .map(|p| {
             let p = p?;
             let mut labels: Vec<String> = Vec::new();
+            let mut support: Vec<usize> = Vec::new();
             let mut answers = Vec::new();
             for i in p.first..p.first + opts.n_summaries {
                 let raw = raw_answers[i].clone()?;
@@ -302,19 +323,19 @@ pub fn candidates_batch_until(
                         merged
                     };
                 }
-                let rejected = rejection(&label, &p.simplified);
+                let rejected = rejection(&label);
                 answers.push(RawAnswer { text: raw, rejected: rejected.clone() });
                 if rejected.is_none() {
-                    push_candidate(&mut labels, label);
+                    push_candidate(&mut labels, &mut support, label);
                 }
             }
             let fell_back = labels.is_empty();
             if fell_back {
                 if let Some(phrase) = most_common(&p.simplified) {
-                    push_candidate(&mut labels, phrase);
+                    push_candidate(&mut labels, &mut support, phrase);
                 }
             }
-            Ok(Candidates { labels, simplified: p.simplified, answers, fell_back })
+            Ok(Candidates { labels, simplified: p.simplified, answers, fell_back, support })
         })
         .collect();
     Some(out)
@@ -325,17 +346,22 @@ fn summary_seed(opts: &SummarizeOptions, neuron_seed: u64) -> u64 {
     opts.seed.wrapping_add(neuron_seed.wrapping_mul(1000))
 }
 
-/// Adds a label unless already present, and "<label> background" after design/graphic words.
-pub fn push_candidate(labels: &mut Vec<String>, label: String) {
+/// Adds a label (or counts one more answer for it), and "<label> background" after
+/// design/graphic words.
+pub fn push_candidate(labels: &mut Vec<String>, support: &mut Vec<usize>, label: String) {
     let last = label.split_whitespace().last().unwrap_or("").to_string();
-    if !labels.contains(&label) {
-        labels.push(label.clone());
-    }
-    if BACKGROUND_WORDS.contains(&last.as_str()) {
-        let with_bg = format!("{label} background");
-        if !labels.contains(&with_bg) {
-            labels.push(with_bg);
+    let mut add = |text: String| match labels.iter().position(|l| *l == text) {
+        Some(i) => support[i] += 1,
+        None => {
+            labels.push(text);
+            support.push(1);
         }
+    };
+    if BACKGROUND_WORDS.contains(&last.as_str()) {
+        add(label.clone());
+        add(format!("{label} background"));
+    } else {
+        add(label);
     }
 }
 
@@ -434,8 +460,8 @@ mod tests {
         let o = SummarizeOptions::default();
         let r = summarize_request(&caps(&["a dog", "a cat"]), &o, 7);
         assert_eq!(r.messages.len(), 5);
-        assert_eq!(r.messages[1].content, "multicolored textiles");
-        assert_eq!(r.messages[3].content, "red-themed scenes");
+        assert_eq!(r.messages[1].content, "knitted and woven fabrics");
+        assert_eq!(r.messages[3].content, "yellow objects");
         assert!(r.messages[4].content.starts_with(SUMMARIZE_INSTRUCTION));
         assert!(r.messages[4].content.ends_with("1. a dog\n2. a cat"));
         assert_eq!((r.temperature, r.seed), (0.3, 7));
@@ -449,17 +475,18 @@ mod tests {
         let llm = Scripted::new(&[
             "Fruit-themed scenes.",
             "fruit-themed scenes",
-            "red-themed scenes",         // parrots the few-shot answer
-            "banana",                    // echoes a caption
+            "yellow objects",            // parrots the few-shot answer
+            "banana",                    // echoes a caption: kept
             "Label: Geometric Designs", // gains "… background"
         ]);
         let captions = caps(&["a photo of banana", "a photo of apple", "a photo of orange"]);
         let c = candidates(&llm, &captions, &SummarizeOptions::default(), 3, &mut HashMap::new()).unwrap();
         assert_eq!(c.simplified, caps(&["banana", "apple", "orange"]));
-        assert_eq!(c.labels, caps(&["fruit-themed scenes", "geometric designs", "geometric designs background"]));
+        assert_eq!(c.labels, caps(&["fruit-themed scenes", "banana", "geometric designs", "geometric designs background"]));
+        assert_eq!(c.support, vec![2, 1, 1, 1], "two answers gave the first label");
         assert_eq!(c.answers.len(), 5);
-        assert_eq!(c.answers[2].rejected.as_deref(), Some("repeats a few-shot example's answer"));
-        assert_eq!(c.answers[3].rejected.as_deref(), Some("repeats one caption"));
+        assert_eq!(c.answers[2].rejected.as_deref(), Some("copies a few-shot example"));
+        assert_eq!(c.answers[3].rejected, None);
         assert!(!c.fell_back);
         // 3 simplify calls + 5 summary calls, each summary with all three captions.
         let seen = llm.seen.lock().unwrap();
@@ -468,6 +495,43 @@ mod tests {
             let body = &r.messages[4].content;
             assert!(["banana", "apple", "orange"].iter().all(|w| body.contains(w)));
         }
+    }
+
+    #[test]
+    fn an_answer_equal_to_the_shared_caption_is_a_candidate() {
+        // Most of D_top got the same caption: the label that repeats it is the faithful one.
+        let llm = Scripted::new(&["kneepad", "sports equipment", "kneepad"]);
+        let o = SummarizeOptions { n_summaries: 3, ..Default::default() };
+        let captions = caps(&["a photo of kneepad", "a photo of kneepad", "a photo of kneepad", "a photo of shin guard"]);
+        let c = candidates(&llm, &captions, &o, 0, &mut HashMap::new()).unwrap();
+        assert_eq!(c.labels, caps(&["kneepad", "sports equipment"]));
+        assert_eq!(c.support, vec![2, 1]);
+        assert!(c.answers.iter().all(|a| a.rejected.is_none()));
+        // A copied few-shot caption is still rejected.
+        let llm = Scripted::new(&["a child in a yellow raincoat"]);
+        let o = SummarizeOptions { n_summaries: 1, ..Default::default() };
+        let c = candidates(&llm, &captions, &o, 0, &mut HashMap::new()).unwrap();
+        assert_eq!(c.answers[0].rejected.as_deref(), Some("copies a few-shot example"));
+    }
+
+    #[test]
+    fn the_few_shot_examples_keep_what_they_teach() {
+        let words = |t: &str| t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2).map(str::to_lowercase).collect::<Vec<_>>();
+        for (captions, answer) in SUMMARIZE_EXAMPLES {
+            assert_eq!(captions.len(), 5);
+            assert!((1..=5).contains(&answer.split_whitespace().count()), "{answer}: 1-5 words");
+            assert_eq!(clean_answer(answer), answer, "{answer}: already in the cleaned form");
+            assert!(captions.iter().all(|c| clean_answer(c) != answer), "{answer} repeats no caption");
+        }
+        // "Most, not all": exactly one caption of the first example has nothing of its answer
+        // (the lighthouse), the others share a word stem with it (knit/woven).
+        let (captions, _) = SUMMARIZE_EXAMPLES[0];
+        let fits = |c: &str| words(c).iter().any(|w| w.starts_with("knit") || w.starts_with("wov"));
+        assert_eq!(captions.iter().filter(|c| !fits(c)).count(), 1);
+        // A shared property of unrelated things: the answer names a colour most captions state.
+        let (captions, answer) = SUMMARIZE_EXAMPLES[1];
+        let property = words(answer)[0].clone();
+        assert!(captions.iter().filter(|c| words(c).contains(&property)).count() >= 3);
     }
 
     #[test]
@@ -480,7 +544,7 @@ mod tests {
 
     #[test]
     fn all_answers_rejected_falls_back_to_the_most_common_caption() {
-        let llm = Scripted::new(&["", "multicolored textiles", ""]);
+        let llm = Scripted::new(&["", "knitted and woven fabrics", ""]);
         let o = SummarizeOptions { n_summaries: 3, ..Default::default() };
         let c = candidates(&llm, &caps(&["a photo of kite", "a photo of bird", "a photo of bird"]), &o, 0, &mut HashMap::new()).unwrap();
         assert!(c.fell_back);

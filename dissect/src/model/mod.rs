@@ -21,7 +21,7 @@ pub enum LayerKind {
     Conv,
     /// A hidden fully connected layer (N×C activations).
     Linear,
-    /// The final class-logit layer (N×classes); SPEC: it gets no attention crops.
+    /// The final class-logit layer (N×classes): it gets no attention crops (docs/method.md, Step 1).
     Classifier,
 }
 

@@ -11,6 +11,7 @@
 //! `scripts/fetch_assets.py` (run by `scripts/setup.sh`).
 
 mod bert;
+pub mod calibration;
 mod layers;
 mod mpnet;
 
@@ -55,6 +56,16 @@ impl TextModel {
         match self {
             TextModel::MiniLmL6V2 => 256,
             TextModel::MpnetBaseV2 => 384,
+        }
+    }
+
+    /// Top-3 near-duplicate threshold for this model: the cosine that best separates the
+    /// paraphrase pairs from the distinct-concept pairs of [`calibration`] (the test
+    /// `duplicate_thresholds_are_calibrated` recomputes it and fails if this drifts).
+    pub fn duplicate_cosine(self) -> f32 {
+        match self {
+            TextModel::MiniLmL6V2 => 0.63,
+            TextModel::MpnetBaseV2 => 0.61,
         }
     }
 
@@ -292,6 +303,10 @@ impl TextEncoder for SentenceEncoder {
     fn embed(&self, texts: &[&str]) -> ProviderResult<Vec<Vec<f32>>> {
         SentenceEncoder::embed(self, texts)
             .map_err(|e| ProviderError::Local { component: self.model.name().into(), reason: e.to_string() })
+    }
+
+    fn duplicate_cosine(&self) -> f32 {
+        self.model.duplicate_cosine()
     }
 }
 

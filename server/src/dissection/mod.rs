@@ -12,10 +12,10 @@ use crate::config::Config;
 use crate::engine_cli::{self, LoadedModel};
 use crate::registry::{self, ModelSpec, ProbeSetSpec};
 use anyhow::Context;
-use dissect::concepts::embedded::HeldOutImage;
 use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, StageTimes};
 use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
+use dissect::partition::Partition;
 use dissect::probe::ScannedSet;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::SqlitePool;
@@ -34,6 +34,8 @@ pub struct DissectArgs {
     pub scoring: ScoringFunction,
     pub summary: Summary,
     pub batch: usize,
+    /// Leak-free captions on a classifier layer (labels stored under source [`store::LEAK_FREE_SOURCE`]).
+    pub leak_free: bool,
 }
 
 /// `dnd record`: records the layers, then registers the model, the probing set and each layer's
@@ -131,6 +133,9 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     let loaded = engine_cli::load_model(&args.model, assets)?;
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
+    if args.leak_free && !matches!(model.layers()[layer].kind, dissect::model::LayerKind::Classifier) {
+        anyhow::bail!("--leak-free applies to a classifier layer (its units are classes); `{}` is not one", args.layer);
+    }
     let channels = model.layers()[layer].channels;
     let units = study::units::parse_units(&args.neurons, channels, args.seed)
         .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
@@ -150,15 +155,26 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
             }
         },
     )?;
-    let summaries = &recording.layers[0];
-    rt.block_on(note_activation_cache(db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, summaries.channels, config))?;
+    rt.block_on(note_activation_cache(db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, recording.layers[0].channels, config))?;
 
-    let held_out = || HeldOutImage::split_of_set(&set, set_row.split_seed, set_row.heldout_fraction);
+    // The one place a run's images are split: D_top and every rank read D_probe; Step 3 may
+    // retrieve from the concept pool only; the evaluation split is left for measuring labels.
+    let partition = Partition::of_set(&set, set_row.split_seed, set_row.heldout_fraction);
+    let d_probe = partition.d_probe(&recording.layers[0]);
+    let summaries = d_probe.summaries();
     observer.stage("loading", 0, None);
     observer.note("loading the concept pipeline's models");
-    let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), held_out)?;
+    let concept_pool = || partition.concept_pool(&set);
+    let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), concept_pool)?;
     let provenance = providers.provenance();
-    let options = DissectOptions { summary: args.summary, scoring: args.scoring, ..DissectOptions::default() };
+    let options = DissectOptions {
+        summary: args.summary,
+        scoring: args.scoring,
+        partition: Some(partition.info().clone()),
+        duplicate_label_cosine: Some(providers.text_encoder.duplicate_cosine()),
+        leak_free: args.leak_free,
+        ..DissectOptions::default()
+    };
     let spec = RunSpec {
         model_id,
         layer_id,
@@ -204,7 +220,7 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
         layer,
         images: &images,
         descriptions: &descriptions,
-        summaries,
+        summaries: &d_probe,
         providers,
         options,
         cancel: env.cancel.clone(),

@@ -4,6 +4,7 @@
 use crate::config::{ChatService, ImageService, ServicesSection};
 use anyhow::Context;
 use dissect::concepts::classifier_captioner::ClassifierCaptioner;
+use dissect::clip_dissect::ClipTextEncoder;
 use dissect::concepts::embedded::{pool_texts, HeldOutImage};
 use dissect::concepts::feature_encoder::{ClipImageEncoder, FeatureEncoder};
 use dissect::concepts::pipeline::Providers;
@@ -54,11 +55,11 @@ fn images_source(s: &ImageService, cache: &ResponseCache) -> anyhow::Result<Arc<
     }
 }
 
-/// Builds the run's components. `held_out` is only used when concept images are retrieved.
+/// Builds the run's components. `concept_pool` is only used when concept images are retrieved.
 pub fn build_providers(
     services: &ServicesSection,
     cache_dir: &Path,
-    held_out: impl FnOnce() -> Vec<HeldOutImage>,
+    concept_pool: impl FnOnce() -> Vec<HeldOutImage>,
 ) -> anyhow::Result<Providers> {
     let cache = ResponseCache::at(cache_dir);
     // EfficientNet-Lite2 serves the embedded captioner and image encoder; loaded once if needed.
@@ -95,9 +96,16 @@ pub fn build_providers(
     } else {
         Arc::new(OpenAiChat::new(chat_config(&services.llm))?.with_cache(cache.clone()))
     };
-    let text: Arc<dyn TextEncoder> = Arc::new(
-        SentenceEncoder::load_default(TextModel::MiniLmL6V2).context("loading the all-MiniLM-L6-v2 text encoder")?,
-    );
+    // CLIP's text encoder where CLIP is configured (the paper's choice for the top-3 and its
+    // 0.81 threshold); else the embedded sentence encoder with its calibrated threshold.
+    let text: Arc<dyn TextEncoder> = match (&services.clip_torchscript, &services.clip_tokenizer) {
+        (Some(clip), Some(tokenizer)) => Arc::new(ClipTextEncoder::load(clip, tokenizer, tch::Device::Cpu).with_context(|| {
+            format!("loading the CLIP text encoder {} (config keys services.clip_torchscript, services.clip_tokenizer)", clip.display())
+        })?),
+        _ => Arc::new(
+            SentenceEncoder::load_default(TextModel::MiniLmL6V2).context("loading the all-MiniLM-L6-v2 text encoder")?,
+        ),
+    };
     let image_encoder: Arc<dyn ImageEncoder> = match &services.clip_torchscript {
         Some(path) => Arc::new(ClipImageEncoder::load(path, 224).with_context(|| {
             format!("loading the CLIP image encoder {} (config key services.clip_torchscript)", path.display())
@@ -105,7 +113,7 @@ pub fn build_providers(
         None => Arc::new(FeatureEncoder::new(lite2.clone().expect("loaded when needed"), "head")?),
     };
     let concept_images: Arc<dyn ConceptImageSource> = if services.images.url.is_empty() {
-        let pool = pool_texts(held_out(), embedded_captioner()?.as_ref())?;
+        let pool = pool_texts(concept_pool(), embedded_captioner()?.as_ref())?;
         Arc::new(RetrievalImages::new(pool, text.clone())?)
     } else {
         images_source(&services.images, &cache)?

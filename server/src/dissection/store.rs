@@ -131,10 +131,14 @@ pub async fn close_run(db: &SqlitePool, run_id: i64, cancelled: bool) -> anyhow:
     Ok(())
 }
 
+/// The label source of leak-free DnD runs, so their labels stand beside the ordinary ones.
+pub const LEAK_FREE_SOURCE: &str = "leak-free";
+
 /// Per-run facts the neuron writer needs.
 pub struct NeuronWriter {
     pub run_id: i64,
     pub layer_id: i64,
+    /// The captioner's name; leak-free captions are stored per unit under a name of their own.
     pub captioner_id: String,
     pub llm_id: String,
     pub options: DissectOptions,
@@ -148,6 +152,21 @@ pub struct NeuronWriter {
 }
 
 impl NeuronWriter {
+    /// The label source this run writes: empty for ordinary runs.
+    fn source_name(&self) -> &'static str {
+        if self.options.leak_free { LEAK_FREE_SOURCE } else { "" }
+    }
+
+    /// Leak-free captions differ per unit (each withholds its own class), so each unit's are
+    /// stored under a captioner name of their own.
+    fn captioner_id_for(&self, unit: usize) -> String {
+        if self.options.leak_free {
+            format!("{} (leak-free for unit {unit})", self.captioner_id)
+        } else {
+            self.captioner_id.clone()
+        }
+    }
+
     /// Writes one neuron's outcome in one transaction.
     pub async fn write(&self, db: &SqlitePool, outcome: &NeuronOutcome) -> anyhow::Result<()> {
         let mut tx = db.begin().await?;
@@ -240,7 +259,7 @@ impl NeuronWriter {
             .bind(b.map(|b| b.y0 as i64))
             .bind(b.map(|b| b.x1 as i64))
             .bind(b.map(|b| b.y1 as i64))
-            .bind(&self.captioner_id)
+            .bind(self.captioner_id_for(r.unit))
             .bind(&self.llm_id)
             .bind(&entry.caption)
             .bind(simplified)
@@ -351,18 +370,20 @@ impl NeuronWriter {
             .bind(neuron_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE labels SET is_current = 0 WHERE neuron_id = ? AND method = 'dnd' AND source_name = '' AND is_current = 1")
+        sqlx::query("UPDATE labels SET is_current = 0 WHERE neuron_id = ? AND method = 'dnd' AND source_name = ? AND is_current = 1")
             .bind(neuron_id)
+            .bind(self.source_name())
             .execute(&mut *tx)
             .await?;
         for (rank, &ci) in r.top3.iter().enumerate() {
             let c = &r.concepts[ci];
             sqlx::query(
                 "INSERT INTO labels (neuron_id, layer_id, method, source_name, rank, text, score, run_id, concept_id)
-                 VALUES (?, ?, 'dnd', '', ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, 'dnd', ?, ?, ?, ?, ?, ?)",
             )
             .bind(neuron_id)
             .bind(self.layer_id)
+            .bind(self.source_name())
             .bind(rank as i64 + 1)
             .bind(&c.label)
             .bind(self.options.scoring.of(&c.scores))

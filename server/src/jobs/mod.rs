@@ -92,6 +92,7 @@ async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<
             _ => dissect::crops::Summary::Mean,
         },
         batch: 32,
+        leak_free: false,
     })
 }
 

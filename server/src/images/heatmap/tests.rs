@@ -172,7 +172,7 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
     let result = NeuronResult {
         unit,
         top: entries.clone(),
-        candidates: Candidates { labels: vec!["thing".into()], simplified: vec![], answers: vec![], fell_back: false },
+        candidates: Candidates { labels: vec!["thing".into()], simplified: vec![], answers: vec![], fell_back: false, support: vec![] },
         concepts: vec![ConceptEntry { label: "thing".into(), scores, images: vec![] }],
         best: Some(0),
         top3: vec![0],
