@@ -124,10 +124,12 @@ pub fn print_record_summary(set: &ScannedSet, recording: &Recording, started: st
     }
 }
 
-/// Prints D_top of one neuron: the top images, their crops, and the re-ranked top-K.
+/// Prints D_top of one neuron: the top images of D_probe (`partition`'s probe split, as a
+/// dissection ranks them), their crops, and the re-ranked top-K.
 pub fn crops(
     loaded: &LoadedModel,
     set: &ScannedSet,
+    partition: &dissect::partition::Partition,
     layer_name: &str,
     unit: usize,
     summary: Summary,
@@ -140,9 +142,16 @@ pub fn crops(
         anyhow::bail!("unit {unit} is outside layer `{layer_name}`, which has units 0..={}", channels - 1);
     }
     let (images, recording) = record(loaded, set, &[layer_name.to_string()], cache_dir, 32)?;
-    let top = dissect::dtop::neuron_top(model, &images, &recording.layers[0], layer, unit, summary, dissect::crops::K)?;
+    let d_probe = partition.d_probe(&recording.layers[0]);
+    let top = dissect::dtop::neuron_top(model, &images, d_probe.summaries(), layer, unit, summary, dissect::crops::K)?;
     let name = |i: usize| set.images[i].rel_path.as_str();
-    println!("top-{} probing images of {layer_name} unit {unit} ({summary:?} activation):", top.top_images.len());
+    let info = partition.info();
+    println!(
+        "top-{} of the {} D_probe images ({} held out) for {layer_name} unit {unit} ({summary:?} activation):",
+        top.top_images.len(),
+        info.probe,
+        info.concept_pool + info.evaluation
+    );
     for ((i, act), boxes) in top.top_images.iter().zip(&top.crops) {
         let crops = boxes.iter().map(|b| format!("[{},{} → {},{}]", b.x0, b.y0, b.x1, b.y1)).collect::<Vec<_>>();
         println!("  {act:>9.4}  {}  crops: {}", name(*i), if crops.is_empty() { "none".into() } else { crops.join(" ") });

@@ -253,7 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = parse_summary(&summary)?;
             let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
             let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
-            engine_cli::crops(&loaded, &set, &layer, unit, summary, &activation_dir(&config))
+            // Split as every registration splits a set (seed 0, builtin::BUILTIN_HELDOUT_FRACTION),
+            // so this shows the D_top a dissection would.
+            let partition = dissect::partition::Partition::of_set(&set, 0, builtin::BUILTIN_HELDOUT_FRACTION);
+            engine_cli::crops(&loaded, &set, &partition, &layer, unit, summary, &activation_dir(&config))
         }
         Command::ImportLabels { model, file, method, layer, map, source } => {
             let method = method
