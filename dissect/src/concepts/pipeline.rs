@@ -330,11 +330,11 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             description: Option<&'d str>,
             withheld: Vec<usize>,
         }
+        let withheld: Vec<Vec<usize>> = work.iter().map(|w| self.withheld_classes(w.unit)).collect();
         let mut wanted: Vec<Wanted> = Vec::new();
-        for w in work.iter().filter(|w| w.state.is_ok()) {
-            let withheld = self.withheld_classes(w.unit);
+        for (w, withheld) in work.iter().zip(&withheld).filter(|(w, _)| w.state.is_ok()) {
             for (key, e) in w.top_keys.iter().zip(&w.top) {
-                let caption_key = caption_key(key, &withheld);
+                let caption_key = caption_key(key, withheld);
                 if !caches.captions.contains_key(&caption_key) && !wanted.iter().any(|x| x.caption_key == caption_key) {
                     let description = match e.crop {
                         Some(_) => None,
@@ -367,10 +367,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                 }
             }
         }
-        for w in work.iter_mut().filter(|w| w.state.is_ok()) {
-            let withheld = self.withheld_classes(w.unit);
+        for (w, withheld) in work.iter_mut().zip(&withheld).filter(|(w, _)| w.state.is_ok()) {
             for (key, e) in w.top_keys.iter().zip(w.top.iter_mut()) {
-                e.caption = caches.captions.get(&caption_key(key, &withheld)).cloned().unwrap_or_default();
+                e.caption = caches.captions.get(&caption_key(key, withheld)).cloned().unwrap_or_default();
             }
         }
         times.captions += t.elapsed();

@@ -100,12 +100,6 @@ pub struct Candidates {
     pub support: Vec<usize>,
 }
 
-impl Candidates {
-    /// How many answers gave `labels[i]` (1 for a label from older runs, which did not count).
-    pub fn support_of(&self, i: usize) -> usize {
-        self.support.get(i).copied().unwrap_or(1)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawAnswer {

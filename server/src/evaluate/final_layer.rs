@@ -136,15 +136,11 @@ pub async fn final_layer(
     Ok(FinalLayerReport {
         model: model.into(),
         layer: layer.into(),
-        encoder: encoder_name(),
+        encoder: dissect::text_encoder::TextModel::MpnetBaseV2.name().to_string(),
         coverage,
         methods,
         examples: examples_out,
     })
-}
-
-fn encoder_name() -> String {
-    dissect::text_encoder::TextModel::MpnetBaseV2.name().to_string()
 }
 
 /// Stores the report in `evaluations` (one row per method).

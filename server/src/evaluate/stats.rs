@@ -30,24 +30,11 @@ impl std::fmt::Display for MeanSem {
     }
 }
 
-/// 1-based ranks, ties sharing their mean rank (ascending values get ascending ranks).
+/// 1-based ascending ranks, ties sharing their mean rank: the engine's fractional ranking (which
+/// ranks the highest value first) of the negated values.
 fn ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut out = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        let shared = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            out[i] = shared;
-        }
-        start = end;
-    }
-    out
+    let negated: Vec<f32> = values.iter().map(|&v| -(v as f32)).collect();
+    dissect::concepts::scoring::fractional_ranks(&negated)
 }
 
 /// Spearman's rank correlation (Pearson on tie-averaged ranks); `None` when either side is
