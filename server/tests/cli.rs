@@ -246,6 +246,6 @@ fn dissect_rejects_bad_neuron_specs_before_any_work() {
     assert!(text(&o).contains("--scoring `median`: expected mean, topk-squared"), "{}", text(&o));
     let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--leak-free"]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("--leak-free applies to a classifier layer"), "{}", text(&o));
+    assert!(text(&o).contains("--leak-free applies to an ImageNet-1k classifier layer"), "{}", text(&o));
     assert_eq!(query_i64(&dir.path().join("dnd-studio.db"), "SELECT COUNT(*) FROM dissection_runs"), 0, "no run was opened");
 }

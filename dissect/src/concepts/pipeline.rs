@@ -12,7 +12,7 @@ use super::scoring::{order_with_ties, score_concepts, top_distinct, ConceptScore
 use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
-use crate::model::{LayerKind, TargetModel};
+use crate::model::{LayerInfo, LayerKind, TargetModel};
 use crate::preprocess::{image_to_tensor, load_rgb, stack_batch};
 use crate::partition::{DProbe, PartitionInfo};
 use crate::record::ImageSource;
@@ -280,9 +280,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     /// The ImageNet classes `unit`'s captions may not name: in leak-free mode on a 1000-way
     /// classifier layer, its own class and the classes sharing a name with it; else none.
     fn withheld_classes(&self, unit: usize) -> Vec<usize> {
-        let layer = &self.model.layers()[self.layer];
-        let classifier = layer.kind == LayerKind::Classifier && layer.channels == crate::imagenet::NUM_CLASSES;
-        if self.options.leak_free && classifier {
+        if self.options.leak_free && leak_free_applies(&self.model.layers()[self.layer]) {
             crate::imagenet::classes_sharing_a_name(unit)
         } else {
             Vec::new()
@@ -583,6 +581,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     }
 }
 
+/// Whether leak-free mode means anything on `layer`: only an ImageNet-1k classifier layer's units
+/// are classes whose names a caption could give away.
+pub fn leak_free_applies(layer: &LayerInfo) -> bool {
+    layer.kind == LayerKind::Classifier && layer.channels == crate::imagenet::NUM_CLASSES
+}
+
 /// Cache key of a caption: the region's key, plus the withheld classes when there are any.
 fn caption_key(region_key: &str, withheld: &[usize]) -> String {
     if withheld.is_empty() {
@@ -602,5 +606,18 @@ pub fn region_key(sha256: &str, crop: Option<&CropBox>) -> String {
             h.update(format!("crop:{},{},{},{}", b.x0, b.y0, b.x1, b.y1).as_bytes());
             hex::encode(h.finalize())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leak_free_applies_to_imagenet_classifier_layers_only() {
+        let layer = |kind, channels| LayerInfo { name: "l".into(), kind, channels, spatial: None };
+        assert!(leak_free_applies(&layer(LayerKind::Classifier, 1000)));
+        assert!(!leak_free_applies(&layer(LayerKind::Classifier, 10)), "a 10-class head's units are not ImageNet classes");
+        assert!(!leak_free_applies(&layer(LayerKind::Linear, 1000)));
     }
 }

@@ -133,8 +133,11 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     let loaded = engine_cli::load_model(&args.model, assets)?;
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
-    if args.leak_free && !matches!(model.layers()[layer].kind, dissect::model::LayerKind::Classifier) {
-        anyhow::bail!("--leak-free applies to a classifier layer (its units are classes); `{}` is not one", args.layer);
+    if args.leak_free && !dissect::concepts::pipeline::leak_free_applies(&model.layers()[layer]) {
+        anyhow::bail!(
+            "--leak-free applies to an ImageNet-1k classifier layer (its units are classes whose names captions could give away); `{}` is not one",
+            args.layer
+        );
     }
     let channels = model.layers()[layer].channels;
     let units = study::units::parse_units(&args.neurons, channels, args.seed)
