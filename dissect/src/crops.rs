@@ -54,6 +54,22 @@ pub enum Summary {
 }
 
 impl Summary {
+    /// Every summary, with the name settings, the database and the command line use.
+    pub const ALL: [Summary; 2] = [Summary::Mean, Summary::Max];
+
+    /// `mean` or `max`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Summary::Mean => "mean",
+            Summary::Max => "max",
+        }
+    }
+
+    /// The summary named `name` ([`Summary::as_str`]).
+    pub fn parse(name: &str) -> Option<Summary> {
+        Summary::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// Reduces a layer output to one value per (image, unit): `N×C×H×W` → `N×C` by the spatial
     /// mean or max; an `N×C` output (linear layers) has no map and is only cast to f32.
     pub fn reduce(self, t: &Tensor) -> Tensor {
@@ -539,6 +555,15 @@ fn desc_nan_last(a: f32, b: f32) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_are_named_in_one_place() {
+        for s in Summary::ALL {
+            assert_eq!(Summary::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Summary::parse("Mean"), None, "names are lower-case, as stored");
+        assert_eq!(Summary::parse(""), None);
+    }
 
     fn b(x0: u32, y0: u32, x1: u32, y1: u32) -> CropBox {
         CropBox::new(x0, y0, x1, y1)

@@ -30,9 +30,7 @@
 mod support;
 
 // The run store `dnd dissect` writes finished neurons with: the bench writes exactly its rows.
-#[allow(dead_code)]
-#[path = "../src/dissection/store.rs"]
-mod store;
+use studio::dissection::store;
 
 use dissect::concepts::pipeline::{ConceptEntry, ConceptImageEntry, DissectOptions, NeuronOutcome, NeuronResult, TopEntry};
 use dissect::concepts::scoring::ConceptScores;

@@ -1,7 +1,7 @@
 //! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, `/img/…`, and the
 //! cross-cutting layers (request logs, compression, timeouts, body limits).
 
-use crate::config::Config;
+use studio::config::Config;
 use app::state::ServerContext;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use leptos::prelude::*;
@@ -117,7 +117,7 @@ async fn export_labels(
     axum::extract::Path((model, layer)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
 ) -> axum::response::Response {
-    use crate::labels::export;
+    use studio::labels::export;
     use axum::http::header;
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
     let labels = match export::load(&state.ctx.db, &model, &layer, &q.method, &q.source).await {
@@ -179,7 +179,7 @@ async fn export_labels(
 }
 
 /// Roles played by an offline substitute in any run behind `labels` (from their provenance).
-fn substituted_roles(labels: &[crate::labels::export::ExportedLabel]) -> Vec<String> {
+fn substituted_roles(labels: &[studio::labels::export::ExportedLabel]) -> Vec<String> {
     let mut roles: Vec<String> = labels
         .iter()
         .filter_map(|l| l.provenance.as_ref()?.as_object().cloned())
@@ -193,4 +193,31 @@ fn substituted_roles(labels: &[crate::labels::export::ExportedLabel]) -> Vec<Str
     roles.sort();
     roles.dedup();
     roles
+}
+
+#[cfg(test)]
+mod tests {
+    /// The comparison view says how to get CLIP-Dissect labels where a neuron has none (the
+    /// fixture's CLIP-Dissect labels cover the even units only).
+    #[tokio::test]
+    async fn the_neuron_page_says_how_to_get_a_missing_clip_dissect_label() {
+        use tower::ServiceExt;
+        let s = crate::study_http::tests::site().await;
+        let body = |uri: &'static str| {
+            let app = s.app.clone();
+            async move {
+                let req = axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
+                let res = app.oneshot(req).await.unwrap();
+                assert_eq!(res.status(), axum::http::StatusCode::OK, "{uri}");
+                String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap()
+            }
+        };
+        let note = "configure services.clip_torchscript and services.clip_tokenizer and run `dnd clip-dissect`, \
+                    or import a CLIP-Dissect CSV";
+        let odd = body("/m/toy/block3/1").await;
+        assert!(odd.contains("id=\"clip-dissect-note\"") && odd.contains(note), "{odd}");
+        let even = body("/m/toy/block3/2").await;
+        assert!(!even.contains("clip-dissect-note"), "a labelled neuron has no note");
+        assert!(!body("/m/toy/block3").await.contains("clip-dissect-note"), "the layer has CLIP-Dissect labels");
+    }
 }

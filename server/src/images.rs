@@ -355,7 +355,7 @@ mod tests {
     }
 
     async fn fixture() -> Fixture {
-        let (dir, db) = crate::test_support::temp_db().await;
+        let (dir, db) = studio::test_support::temp_db().await;
         let data = dir.path().join("data");
         let root = dir.path().join("probe");
         std::fs::create_dir_all(root.join("cats")).unwrap();

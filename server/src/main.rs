@@ -1,30 +1,21 @@
 //! `dnd`: DnD Studio's server and command line.
 
 mod admin_secret;
-mod builtin;
-mod clip_dissect;
-mod config;
-mod db;
-mod dissection;
-mod engine_cli;
-mod evaluate;
+mod cli;
 mod http;
 mod images;
 mod jobs;
-mod labels;
 mod page_cache;
-mod registry;
 mod shutdown;
 mod study_http;
-mod study_images;
 mod uploads;
-#[cfg(test)]
-mod test_support;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use config::Config;
 use std::path::PathBuf;
+use studio::config::Config;
+use studio::dissection::activation_dir;
+use studio::{builtin, clip_dissect, db, dissection, evaluate, labels, study_images};
 
 #[derive(Parser)]
 #[command(name = "dnd", version, about = "DnD Studio: describe and dissect the neurons of vision networks")]
@@ -230,33 +221,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => runtime()?.block_on(serve(config)),
-        Command::Record { model, probe, layers, batch } => dissection::record_cli(&config, &model, &probe, &layers, batch),
+        Command::Record { model, probe, layers, batch } => cli::record(&config, &model, &probe, &layers, batch),
         Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free } => {
             let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
                 format!("--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products")
             })?;
             let summary = parse_summary(&summary)?;
             let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free };
-            dissection::run_cli(&config, &args)
+            cli::dissect(&config, &args)
         }
-        Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => clip_dissect::run_cli(
+        Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => cli::clip_dissect(
             &config,
             &clip_dissect::ClipDissectArgs { model, layer, probe, concepts, units, seed, batch },
         ),
         Command::EvaluateFinal { model, layer, probe, examples, json } => {
-            evaluate::evaluate_final_cli(&config, &model, &probe, &layer, examples, json)
+            cli::evaluate_final(&config, &model, &probe, &layer, examples, json)
         }
         Command::Quality { model, probe, layers, classes, examples, json } => {
-            evaluate::quality_cli(&config, &evaluate::QualityArgs { model, probe, layers, classes, examples, json })
+            cli::quality(&config, &evaluate::QualityArgs { model, probe, layers, classes, examples }, json)
         }
         Command::Crops { model, probe, layer, unit, summary } => {
             let summary = parse_summary(&summary)?;
-            let loaded = engine_cli::load_model(&model, &config.storage.assets_dir)?;
-            let set = engine_cli::scan_probe(&probe, &config.storage.assets_dir)?;
+            let loaded = studio::engine::load_model(&model, &config.storage.assets_dir)?;
+            let set = studio::engine::scan_probe(&probe, &config.storage.assets_dir)?;
             // Split as every registration splits a set (seed 0, builtin::BUILTIN_HELDOUT_FRACTION),
             // so this shows the D_top a dissection would.
             let partition = dissect::partition::Partition::of_set(&set, 0, builtin::BUILTIN_HELDOUT_FRACTION);
-            engine_cli::crops(&loaded, &set, &partition, &layer, unit, summary, &activation_dir(&config))
+            cli::crops(&loaded, &set, &partition, &layer, unit, summary, &activation_dir(&config))
         }
         Command::ImportLabels { model, file, method, layer, map, source } => {
             let method = method
@@ -291,16 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn parse_summary(s: &str) -> anyhow::Result<dissect::crops::Summary> {
-    match s {
-        "mean" => Ok(dissect::crops::Summary::Mean),
-        "max" => Ok(dissect::crops::Summary::Max),
-        other => anyhow::bail!("--summary `{other}`: expected mean or max"),
-    }
-}
-
-/// Where activation summaries are cached (keyed by model and probing-set content).
-fn activation_dir(config: &Config) -> PathBuf {
-    config.storage.data_dir.join("activations")
+    dissect::crops::Summary::parse(s).with_context(|| format!("--summary `{s}`: expected mean or max"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -325,7 +325,7 @@ mod tests {
             page(&s.app, uri, "miss").await;
         }
         let csv = "layer,unit,description\nblock3,1,freshly imported stripes\n";
-        crate::labels::import_file(&s.db, fixture::MODEL, "milan.csv", csv.as_bytes(), None, "", None, &BTreeMap::new())
+        studio::labels::import_file(&s.db, fixture::MODEL, "milan.csv", csv.as_bytes(), None, "", None, &BTreeMap::new())
             .await
             .unwrap();
         for uri in PAGES {
@@ -508,7 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_is_bounded_and_the_least_recently_served_go_first() {
-        let (_dir, db) = crate::test_support::temp_db().await;
+        let (_dir, db) = studio::test_support::temp_db().await;
         let limits = Limits { max_entries: 8, max_bytes: 64 << 10, max_entry_bytes: 16 << 10 };
         let cache = PageCache::with_limits(db, limits);
         let body = |n: usize| Bytes::from(vec![b'x'; n]);

@@ -95,7 +95,7 @@ pub(crate) mod tests {
     //! The study's access rules through the real router: what a rater token, a missing or
     //! forged admin session, and a cross-site form can and cannot reach.
 
-    use crate::config::Config;
+    use studio::config::Config;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use axum::Router;
@@ -117,7 +117,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) async fn site() -> Site {
-        let (dir, db) = crate::test_support::temp_db().await;
+        let (dir, db) = studio::test_support::temp_db().await;
         fixture::seed(&db).await;
         let images = FixedImages { db: db.clone() };
         let mut s = NewStudy::with_defaults(

@@ -97,18 +97,11 @@ impl Default for DissectOptions {
 mod summary_name {
     use crate::crops::Summary;
     pub fn serialize<S: serde::Serializer>(s: &Summary, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(match s {
-            Summary::Mean => "mean",
-            Summary::Max => "max",
-        })
+        ser.serialize_str(s.as_str())
     }
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Summary, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(de)?;
-        match s.as_str() {
-            "mean" => Ok(Summary::Mean),
-            "max" => Ok(Summary::Max),
-            other => Err(serde::de::Error::custom(format!("unknown summary `{other}`; use mean or max"))),
-        }
+        Summary::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown summary `{s}`; use mean or max")))
     }
 }
 

@@ -7,8 +7,8 @@
 
 pub mod events;
 
-use crate::config::Config;
-use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
+use studio::config::Config;
+use studio::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
 use app::api::jobs::queue::{self, ClaimedJob, Outcome};
@@ -84,13 +84,11 @@ async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<
         layer: r.layer.clone(),
         neurons: r.neurons.clone(),
         seed: r.seed,
-        probe: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
+        probe: if source == "builtin" { studio::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
         scoring: dissect::concepts::scoring::ScoringFunction::parse(&r.scoring)
             .with_context(|| format!("unknown scoring function `{}`", r.scoring))?,
-        summary: match r.summary.as_str() {
-            "max" => dissect::crops::Summary::Max,
-            _ => dissect::crops::Summary::Mean,
-        },
+        summary: dissect::crops::Summary::parse(&r.summary)
+            .with_context(|| format!("unknown activation summary `{}`", r.summary))?,
         batch: 32,
         leak_free: false,
     })
@@ -197,7 +195,7 @@ async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals
                 // The model is not Send: load and register it on one blocking thread.
                 let (spec, assets, db, rt) = (request.path.clone(), config.storage.assets_dir.clone(), db.clone(), tokio::runtime::Handle::current());
                 tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-                    let loaded = crate::engine_cli::load_model(&spec, &assets)?;
+                    let loaded = studio::engine::load_model(&spec, &assets)?;
                     let layers = loaded.model.layers().len();
                     let (_, slug) = rt.block_on(dissection::register_loaded_model(&db, &loaded, &spec, &assets))?;
                     Ok(format!("model `{slug}` with {layers} dissectable layers"))

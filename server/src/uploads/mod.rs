@@ -17,7 +17,7 @@
 mod staging;
 pub mod unzip;
 
-use crate::config::{Config, UploadsSection};
+use studio::config::{Config, UploadsSection};
 use app::api::jobs::{queue, RegisterRequest};
 use app::api::study::{cookie_value, ADMIN_COOKIE};
 use app::state::JobSignals;
@@ -266,7 +266,7 @@ async fn probe_set_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut 
         Some(n) => n,
         None => name_from_file(&file_name),
     };
-    let name = check_name(&name, "probing set", &[crate::builtin::BUILTIN_SET_SLUG])?;
+    let name = check_name(&name, "probing set", &[studio::builtin::BUILTIN_SET_SLUG])?;
     let root = s.data_dir.join("probe_sets");
     let dest = fresh_destination(&root, &name, "probing set")?;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::dissection::store::{self, heatmap_key, NeuronWriter, RunSpec};
+use studio::dissection::store::{self, heatmap_key, NeuronWriter, RunSpec};
 use axum::body::Body;
 use axum::http::Request;
 use dissect::concepts::pipeline::{ConceptEntry, DissectOptions, NeuronOutcome, NeuronResult, TopEntry};
@@ -101,7 +101,7 @@ async fn get(app: &axum::Router, uri: &str, headers: &[(&str, &str)]) -> (Status
 #[tokio::test]
 async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
     let assets = dissect::assets::assets_dir();
-    let (dir, db) = crate::test_support::temp_db().await;
+    let (dir, db) = studio::test_support::temp_db().await;
     let root = dir.path().join("photos");
     std::fs::create_dir_all(&root).unwrap();
     for name in ["coffee.png", "chelsea.png", "rocket.jpg", "astronaut.png"] {
@@ -109,12 +109,12 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
         std::fs::copy(&from, root.join(name))
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", from.display()));
     }
-    let loaded = crate::engine_cli::load_model("efficientnet-lite0", &assets).unwrap();
+    let loaded = studio::engine::load_model("efficientnet-lite0", &assets).unwrap();
     let model = loaded.model.as_ref();
     let layer = model.layer_index("stage6").unwrap();
-    let set = crate::engine_cli::scan_probe(root.to_str().unwrap(), &assets).unwrap();
+    let set = studio::engine::scan_probe(root.to_str().unwrap(), &assets).unwrap();
     let (images, recording) =
-        crate::engine_cli::record(&loaded, &set, &["stage6".to_string()], &dir.path().join("acts"), 4).unwrap();
+        studio::engine::record(&loaded, &set, &["stage6".to_string()], &dir.path().join("acts"), 4, None, &mut |_| {}).unwrap();
     let summaries = &recording.layers[0];
     // The unit with the strongest single-image mean: not a dead one.
     let peak = |u: usize| (0..images.len()).map(|i| summaries.get(i, u, Summary::Mean)).fold(f32::MIN, f32::max);
@@ -123,8 +123,8 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
     assert_eq!(top.maps.len(), 4, "one map per top image");
 
     let (model_id, _) =
-        crate::dissection::register_loaded_model(&db, &loaded, "efficientnet-lite0", &assets).await.unwrap();
-    let set_id = crate::dissection::register_folder_set(&db, &root).await.unwrap();
+        studio::dissection::register_loaded_model(&db, &loaded, "efficientnet-lite0", &assets).await.unwrap();
+    let set_id = studio::dissection::register_folder_set(&db, &root).await.unwrap();
     let layer_id: i64 = sqlx::query_scalar("SELECT id FROM layers WHERE model_id = ? AND name = 'stage6'")
         .bind(model_id)
         .fetch_one(&db)

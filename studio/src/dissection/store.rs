@@ -45,10 +45,7 @@ pub fn provenance_json(components: &[ComponentInfo]) -> serde_json::Value {
 pub async fn open_run(db: &SqlitePool, spec: &RunSpec<'_>) -> anyhow::Result<OpenRun> {
     let settings = serde_json::to_string(spec.options)?;
     let provenance = provenance_json(spec.provenance).to_string();
-    let summary = match spec.options.summary {
-        Summary::Mean => "mean",
-        Summary::Max => "max",
-    };
+    let summary = spec.options.summary.as_str();
     let scoring = spec.options.scoring.as_str().replace('-', "_");
     let mut tx = db.begin().await?;
     let existing: Option<i64> = sqlx::query_scalar(

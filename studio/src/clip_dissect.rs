@@ -1,4 +1,4 @@
-//! `dnd clip-dissect`: CLIP-Dissect labels computed natively (soft-WPMI with the paper's
+//! Native CLIP-Dissect (`dnd clip-dissect`): CLIP-Dissect labels computed natively (soft-WPMI with the paper's
 //! defaults) for a recorded layer, stored as the `clip-dissect` method through the label store
 //! the importer uses, so they appear in the comparison table, exports and studies.
 //!
@@ -7,13 +7,12 @@
 //! only computes soft-WPMI.
 
 use crate::config::{Config, ServicesSection};
-use crate::engine_cli;
+use crate::engine::{self, OnStep};
 use crate::labels::import::{Format, LabelRow, Method, ParsedFile};
 use crate::labels::store::{store_import, ImportRecord};
 use anyhow::Context;
 use dissect::clip_dissect::{self, Clip, Origin, SoftWpmiParams, UnitLabel};
 use dissect::crops::Summary;
-use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +44,8 @@ pub struct ClipDissectReport {
     /// Images run through the target model (0 when the layer's recording was reused).
     pub forwarded: usize,
     pub provenance: String,
+    /// Images CLIP could not read, with the reason (skipped).
+    pub unreadable: Vec<String>,
 }
 
 /// The two files native CLIP-Dissect needs, or an error naming the config keys.
@@ -80,14 +81,9 @@ fn device(config: &Config) -> tch::Device {
     }
 }
 
-fn bar(what: &'static str) -> ProgressBar {
-    let bar = engine_cli::progress_bar();
-    bar.set_message(what);
-    bar
-}
-
-/// Runs CLIP-Dissect on one layer and stores the labels (see the module docs).
-pub fn run(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<ClipDissectReport> {
+/// Runs CLIP-Dissect on one layer and stores the labels (see the module docs). Steps reported:
+/// `forward` (when the layer is not recorded yet), `text` and `CLIP` (embeddings).
+pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyhow::Result<ClipDissectReport> {
     let (clip_path, tokenizer_path) = clip_files(&config.services)?;
     let (concepts, list_name) = match &args.concepts {
         Some(p) => {
@@ -106,7 +102,7 @@ pub fn run(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<ClipDissec
     let assets = &config.storage.assets_dir;
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
-    let loaded = engine_cli::load_model(&args.model, assets)?;
+    let loaded = engine::load_model(&args.model, assets)?;
     let layer = loaded.model.layer_index(&args.layer)?;
     let channels = loaded.model.layers()[layer].channels;
     let units = match &args.units {
@@ -115,39 +111,25 @@ pub fn run(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<ClipDissec
         }
         None => (0..channels).collect(),
     };
-    let set = engine_cli::scan_probe(&args.probe, assets)?;
+    let set = engine::scan_probe(&args.probe, assets)?;
 
     // The layer's recording: a cache hit after `dnd record` (no forward pass).
-    let (images, recording) = engine_cli::record(
+    let (images, recording) = engine::record(
         &loaded,
         &set,
         std::slice::from_ref(&args.layer),
         &config.storage.data_dir.join("activations"),
         args.batch,
+        None,
+        &mut engine::forward_steps(&mut *on_step),
     )?;
     let summaries = &recording.layers[0];
 
     let clip = Clip::new(&clip_path, &tokenizer_path, &config.storage.data_dir.join("clip-dissect"), device(config))?;
-    let b = bar("text");
-    let (text, text_origin) = clip.text_embeddings(&concepts, &mut |done, total| {
-        b.set_length(total as u64);
-        b.set_position(done as u64);
-    })?;
-    b.finish_and_clear();
-    let b = bar("CLIP");
+    let (text, text_origin) = clip.text_embeddings(&concepts, &mut |done, total| on_step("text", done, total))?;
     let mut unreadable = Vec::new();
-    let (image_emb, image_origin) = clip.image_embeddings(
-        &images,
-        &mut |done, total| {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        },
-        &mut unreadable,
-    )?;
-    b.finish_and_clear();
-    for reason in unreadable.iter().take(20) {
-        eprintln!("skipped by CLIP: {reason}");
-    }
+    let (image_emb, image_origin) =
+        clip.image_embeddings(&images, &mut |done, total| on_step("CLIP", done, total), &mut unreadable)?;
 
     let out =
         clip_dissect::label_units(&image_emb, &text, summaries, Summary::Mean, &units, &SoftWpmiParams::default())?;
@@ -222,6 +204,7 @@ pub fn run(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<ClipDissec
         image_origin,
         forwarded: recording.forwarded,
         provenance,
+        unreadable,
     })
 }
 
@@ -244,40 +227,6 @@ fn to_csv(rows: &[LabelRow]) -> Vec<u8> {
     w.into_inner().unwrap_or_default()
 }
 
-/// `dnd clip-dissect`: [`run`], then one line per unit and a summary.
-pub fn run_cli(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let r = run(config, args)?;
-    for (unit, text, score) in &r.labelled {
-        println!("unit {unit:>4}: {text} ({score:.4})");
-    }
-    if !r.constant.is_empty() {
-        println!("not labelled (the same activation on every image): units {:?}", r.constant);
-    }
-    let origin = |o: Origin| if o == Origin::Cache { "from cache" } else { "computed" };
-    println!(
-        "CLIP-Dissect: {} of {} units of {} `{}` labelled in {:.1} s ({}); {} images{}; text embeddings {}, image \
-         embeddings {}, recording {}{}",
-        r.labelled.len(),
-        r.labelled.len() + r.constant.len(),
-        args.model,
-        args.layer,
-        started.elapsed().as_secs_f64(),
-        r.provenance,
-        r.images_used,
-        if r.top_k_used < SoftWpmiParams::default().top_k {
-            format!(" (fewer than top_k = 100: all {} used as the top images)", r.top_k_used)
-        } else {
-            String::new()
-        },
-        origin(r.text_origin),
-        origin(r.image_origin),
-        if r.forwarded == 0 { "reused".to_string() } else { format!("computed ({} images)", r.forwarded) },
-        r.import_id.map(|id| format!("; stored as import #{id}")).unwrap_or_default(),
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,30 +243,6 @@ mod tests {
         };
         let e = clip_files(&services).unwrap_err().to_string();
         assert!(e.contains("services.clip_torchscript") && e.contains("/nonexistent/clip.pt"), "{e}");
-    }
-
-    /// The comparison view says how to get CLIP-Dissect labels where a neuron has none (the
-    /// fixture's CLIP-Dissect labels cover the even units only).
-    #[tokio::test]
-    async fn the_neuron_page_says_how_to_get_a_missing_clip_dissect_label() {
-        use tower::ServiceExt;
-        let s = crate::study_http::tests::site().await;
-        let body = |uri: &'static str| {
-            let app = s.app.clone();
-            async move {
-                let req = axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
-                let res = app.oneshot(req).await.unwrap();
-                assert_eq!(res.status(), axum::http::StatusCode::OK, "{uri}");
-                String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap()
-            }
-        };
-        let note = "configure services.clip_torchscript and services.clip_tokenizer and run `dnd clip-dissect`, \
-                    or import a CLIP-Dissect CSV";
-        let odd = body("/m/toy/block3/1").await;
-        assert!(odd.contains("id=\"clip-dissect-note\"") && odd.contains(note), "{odd}");
-        let even = body("/m/toy/block3/2").await;
-        assert!(!even.contains("clip-dissect-note"), "a labelled neuron has no note");
-        assert!(!body("/m/toy/block3").await.contains("clip-dissect-note"), "the layer has CLIP-Dissect labels");
     }
 
     /// The whole command on the embedded EfficientNet-Lite0 and the built-in probing photos,
@@ -340,7 +265,7 @@ mod tests {
         config.services.clip_torchscript = Some(clip);
         config.services.clip_tokenizer = Some(tokenizer);
 
-        crate::dissection::record_cli(&config, "efficientnet-lite0", "builtin", &["stage2".to_string()], 32).unwrap();
+        crate::dissection::record_layers(&config, "efficientnet-lite0", "builtin", &["stage2".to_string()], 32, &mut |_| {}).unwrap();
         let args = ClipDissectArgs {
             model: "efficientnet-lite0".into(),
             layer: "stage2".into(),
@@ -369,7 +294,7 @@ mod tests {
             sqlx::query("DELETE FROM activation_caches").execute(&db).await.unwrap();
         });
         assert_eq!(caches(&config), 0);
-        let r = run(&config, &args).unwrap();
+        let r = run(&config, &args, &mut |_, _, _| {}).unwrap();
         assert_eq!(caches(&config), 1);
         assert_eq!(r.forwarded, 0, "the recording of `dnd record` is reused");
         assert_eq!((r.text_origin, r.image_origin), (Origin::Computed, Origin::Computed));
@@ -397,7 +322,7 @@ mod tests {
         }
 
         // Again: both embeddings from the cache, same labels.
-        let again = run(&config, &args).unwrap();
+        let again = run(&config, &args, &mut |_, _, _| {}).unwrap();
         assert_eq!((again.text_origin, again.image_origin, again.forwarded), (Origin::Cache, Origin::Cache, 0));
         assert_eq!(again.labelled, r.labelled);
     }

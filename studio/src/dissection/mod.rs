@@ -1,5 +1,5 @@
-//! DnD runs (Steps 1–3 for many neurons) driven from the command line, stored in SQLite:
-//! `dnd dissect --model … --layer … --neurons 0-49|random:50 --probe …`, or a background job.
+//! DnD runs (Steps 1–3 for many neurons), stored in SQLite: what `dnd dissect --model … --layer …
+//! --neurons 0-49|random:50 --probe …` and a background job both call.
 //!
 //! The engine runs on the calling thread (a plain thread: it blocks on the async runtime); each finished neuron is written to the database in its
 //! own transaction before the next is reported, so a killed run resumes where it stopped.
@@ -9,7 +9,7 @@ pub mod store;
 
 use crate::builtin::{self, BUILTIN_HELDOUT_FRACTION, BUILTIN_SET_SLUG};
 use crate::config::Config;
-use crate::engine_cli::{self, LoadedModel};
+use crate::engine::{self, LoadedModel, OnStep};
 use crate::registry::{self, ModelSpec, ProbeSetSpec};
 use anyhow::Context;
 use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, StageTimes};
@@ -17,7 +17,6 @@ use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
 use dissect::partition::Partition;
 use dissect::probe::ScannedSet;
-use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,33 +37,44 @@ pub struct DissectArgs {
     pub leak_free: bool,
 }
 
+/// What [`record_layers`] recorded.
+pub struct LayersRecorded {
+    pub set: ScannedSet,
+    pub recording: dissect::record::Recording,
+}
+
 /// `dnd record`: records the layers, then registers the model, the probing set and each layer's
 /// activation cache in the database, so the gallery and rating studies can use them.
-pub fn record_cli(config: &Config, model_spec: &str, probe_spec: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+pub fn record_layers(
+    config: &Config,
+    model_spec: &str,
+    probe_spec: &str,
+    layers: &[String],
+    batch: usize,
+    on_step: OnStep<'_>,
+) -> anyhow::Result<LayersRecorded> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let assets = &config.storage.assets_dir;
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
-    let loaded = engine_cli::load_model(model_spec, assets)?;
+    let loaded = engine::load_model(model_spec, assets)?;
     // A typo fails here, listing the valid names, before anything is registered.
     let names: Vec<&str> = layers.iter().map(String::as_str).collect();
     loaded.model.layer_indices(&names)?;
-    let set = engine_cli::scan_probe(probe_spec, assets)?;
+    let set = engine::scan_probe(probe_spec, assets)?;
     let db = rt.block_on(crate::db::open(&config.database_path()))?;
     rt.block_on(builtin::register(&db, assets));
     let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
-    let (_, recording) = engine_cli::record(&loaded, &set, layers, &activation_dir(config), batch)?;
-    engine_cli::print_record_summary(&set, &recording, started);
+    let (_, recording) = engine::record(&loaded, &set, layers, &activation_dir(config), batch, None, &mut engine::forward_steps(on_step))?;
     rt.block_on(note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording))?;
     rt.block_on(db.close());
-    Ok(())
+    Ok(LayersRecorded { set, recording })
 }
 
 /// Notes the activation cache of each of `layers` just recorded (`recording`, in the same order)
 /// for the registered model and probing set: what rating studies find top images through.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn note_recorded_layers(
+pub async fn note_recorded_layers(
     db: &SqlitePool,
     config: &Config,
     model_id: i64,
@@ -130,7 +140,7 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     rt.block_on(builtin::register(db, assets));
 
     observer.stage("loading", 0, None);
-    let loaded = engine_cli::load_model(&args.model, assets)?;
+    let loaded = engine::load_model(&args.model, assets)?;
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
     if args.leak_free && !dissect::concepts::pipeline::leak_free_applies(&model.layers()[layer]) {
@@ -142,10 +152,10 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     let channels = model.layers()[layer].channels;
     let units = study::units::parse_units(&args.neurons, channels, args.seed)
         .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
-    let set = engine_cli::scan_probe(&args.probe, assets)?;
+    let set = engine::scan_probe(&args.probe, assets)?;
     let (model_id, layer_id, set_row) = rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
 
-    let (images, recording) = engine_cli::record_with(
+    let (images, recording) = engine::record(
         &loaded,
         &set,
         std::slice::from_ref(&args.layer),
@@ -260,108 +270,8 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     })
 }
 
-/// `dnd dissect`: [`run_dissection`] with progress bars, then the labels and a timing summary.
-pub fn run_cli(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let db = rt.block_on(crate::db::open(&config.database_path()))?;
-    let env = RunEnv { rt: rt.handle(), db: &db, config, job_id: None, cancel: None };
-    let mut observer = CliObserver::default();
-    let report = run_dissection(&env, args, &mut observer)?;
-    observer.finish();
-    for l in &observer.lines {
-        println!("{l}");
-    }
-    let t = &report.times;
-    println!(
-        "run #{}: {} neurons of {} `{}` in {:.1} s ({:.2} s per neuron); stages: crops {:.1} s, captions {:.1} s, \
-         LLM {:.1} s, concept images {:.1} s, concept activations {:.1} s, scoring {:.1} s",
-        report.run_id,
-        report.processed,
-        args.model,
-        args.layer,
-        report.seconds,
-        report.seconds / report.processed.max(1) as f64,
-        t.crops.as_secs_f64(),
-        t.captions.as_secs_f64(),
-        t.llm.as_secs_f64(),
-        t.concept_images.as_secs_f64(),
-        t.concept_activations.as_secs_f64(),
-        t.scoring.as_secs_f64(),
-    );
-    rt.block_on(db.close());
-    Ok(())
-}
-
-/// The command line's view of a run: a recording bar, then a neuron bar; labels printed at the end.
-#[derive(Default)]
-struct CliObserver {
-    bar: Option<(String, ProgressBar)>,
-    lines: Vec<String>,
-}
-
-impl CliObserver {
-    fn finish(&mut self) {
-        if let Some((_, bar)) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl RunObserver for CliObserver {
-    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
-        let Some(total) = total else { return };
-        if self.bar.as_ref().is_none_or(|(s, _)| s != stage) {
-            self.finish();
-            let bar = if stage == "neurons" {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template("neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                );
-                bar.set_message("0 failed");
-                bar
-            } else {
-                let bar = engine_cli::progress_bar();
-                bar.set_message("forward");
-                bar
-            };
-            bar.set_length(total as u64);
-            self.bar = Some((stage.to_string(), bar));
-        }
-        if let Some((_, bar)) = &self.bar {
-            bar.set_position(done as u64);
-        }
-    }
-
-    fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress) {
-        if let Some((_, bar)) = &self.bar {
-            bar.set_message(format!("{} failed", progress.failed));
-        }
-        self.lines.push(describe(outcome));
-    }
-
-    fn note(&mut self, message: &str) {
-        // Printed whether or not stderr is a terminal (a bar's own println is dropped when
-        // the bar is hidden, e.g. in a pipe).
-        match &self.bar {
-            Some((_, bar)) => bar.suspend(|| eprintln!("{message}")),
-            None => eprintln!("{message}"),
-        }
-    }
-}
-
-pub fn describe(o: &NeuronOutcome) -> String {
-    match o {
-        NeuronOutcome::Done(r) => {
-            let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();
-            format!("unit {:>4}: {}", r.unit, top3.join(" | "))
-        }
-        NeuronOutcome::Failed { unit, stage, reason } => format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str()),
-    }
-}
-
-fn activation_dir(config: &Config) -> PathBuf {
+/// Where recordings are cached.
+pub fn activation_dir(config: &Config) -> PathBuf {
     config.storage.data_dir.join("activations")
 }
 
@@ -424,7 +334,7 @@ pub async fn register_folder_set(db: &SqlitePool, root: &Path) -> anyhow::Result
 }
 
 /// Model, layer and probing-set ids, registering the model and the set when new.
-pub(crate) async fn register_target(
+pub async fn register_target(
     db: &SqlitePool,
     loaded: &LoadedModel,
     model_spec: &str,

@@ -1,6 +1,6 @@
-//! Measuring labels (docs/method.md, "Measuring labels"): `dnd quality` prints, for every method
+//! Measuring labels (docs/method.md, "Measuring labels"): `dnd quality` reports, for every method
 //! with labels on a model, the final-layer cosine (all and covered units), the simulation score of
-//! each labelled layer, and neurons-as-classifiers AUROC; `dnd evaluate-final` prints the first
+//! each labelled layer, and neurons-as-classifiers AUROC; `dnd evaluate-final` reports the first
 //! alone. Everything is measured on images no step of the method saw (the evaluation split, or a
 //! separate labelled folder), so a leakier pipeline cannot score better by leaking.
 
@@ -11,7 +11,7 @@ pub mod stats;
 
 use crate::config::Config;
 use crate::dissection::register_target;
-use crate::engine_cli::{self, LoadedModel};
+use crate::engine::{self, LoadedModel, OnStep};
 use anyhow::Context;
 use dissect::concepts::classifier_captioner::ClassifierCaptioner;
 use dissect::concepts::shared_model::share;
@@ -38,7 +38,6 @@ pub struct QualityArgs {
     /// folders of the probing set's evaluation split.
     pub classes: Option<PathBuf>,
     pub examples: usize,
-    pub json: bool,
 }
 
 /// One method's (and label source's) score on one layer.
@@ -202,8 +201,8 @@ impl Target {
         let assets = &config.storage.assets_dir;
         let db = rt.block_on(crate::db::open(&config.database_path()))?;
         rt.block_on(crate::builtin::register(&db, assets));
-        let loaded = engine_cli::load_model(model, assets)?;
-        let set = engine_cli::scan_probe(probe, assets)?;
+        let loaded = engine::load_model(model, assets)?;
+        let set = engine::scan_probe(probe, assets)?;
         let first_layer = loaded.model.layers()[0].name.clone();
         let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model, assets, &first_layer, probe, &set))?;
         let slug: String = rt.block_on(sqlx::query_scalar("SELECT slug FROM models WHERE id = ?").bind(model_id).fetch_one(&db))?;
@@ -216,8 +215,9 @@ impl Target {
     }
 }
 
-/// `dnd quality`.
-pub fn quality_cli(config: &Config, args: &QualityArgs) -> anyhow::Result<()> {
+/// `dnd quality`: measures every method's labels on the model; the final layer's scores are
+/// stored for the gallery. `on_step` hears of recordings.
+pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyhow::Result<QualityReport> {
     // A bad --classes folder fails before any work.
     let labelled_folder = args.classes.as_deref().map(folder_classes).transpose()?;
     let target = Target::open(config, &args.model, &args.probe)?;
@@ -235,7 +235,7 @@ pub fn quality_cli(config: &Config, args: &QualityArgs) -> anyhow::Result<()> {
         recorded.push(c.clone());
     }
     let cache = config.storage.data_dir.join("activations");
-    let (_, recording) = engine_cli::record(&loaded, &set, &recorded, &cache, 32)?;
+    let (_, recording) = engine::record(loaded, set, &recorded, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
     let layer_of = |name: &str| &recording.layers[recorded.iter().position(|l| l == name).expect("recorded")];
     let encoder = SentenceEncoder::load_default(TextModel::MpnetBaseV2).context("loading all-mpnet-base-v2")?;
 
@@ -268,7 +268,7 @@ pub fn quality_cli(config: &Config, args: &QualityArgs) -> anyhow::Result<()> {
     let class_rows: Vec<usize> = classes.images.iter().map(|&(r, _)| r).collect();
     let image_class: Vec<usize> = classes.images.iter().map(|&(_, c)| c).collect();
     let class_recording = match &classes.set {
-        Some(folder) => Some(engine_cli::record(&loaded, folder, &layers, &cache, 32)?.1),
+        Some(folder) => Some(engine::record(loaded, folder, &layers, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?.1),
         None => None,
     };
 
@@ -316,76 +316,28 @@ pub fn quality_cli(config: &Config, args: &QualityArgs) -> anyhow::Result<()> {
         layers: layer_reports,
     };
     if let Some(f) = &report.final_layer {
-        rt.block_on(final_layer::store(&db, f))?;
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print(&report);
+        rt.block_on(final_layer::store(db, f))?;
     }
     target.close();
-    Ok(())
+    Ok(report)
 }
 
-/// `dnd evaluate-final`: the final-layer part of `dnd quality` alone.
-pub fn evaluate_final_cli(config: &Config, model: &str, probe: &str, layer: &str, examples: usize, json: bool) -> anyhow::Result<()> {
+/// `dnd evaluate-final`: the final-layer part of [`quality`] alone (stored too).
+pub fn evaluate_final(
+    config: &Config,
+    model: &str,
+    probe: &str,
+    layer: &str,
+    examples: usize,
+    on_step: OnStep<'_>,
+) -> anyhow::Result<final_layer::FinalLayerReport> {
     let target = Target::open(config, model, probe)?;
     let cache = config.storage.data_dir.join("activations");
-    let (_, recording) = engine_cli::record(&target.loaded, &target.set, &[layer.to_string()], &cache, 32)?;
+    let (_, recording) = engine::record(&target.loaded, &target.set, &[layer.to_string()], &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
     let coverage = final_layer::covered_classes(&recording.layers[0], &target.partition.rows(Split::Probe));
     let encoder = SentenceEncoder::load_default(TextModel::MpnetBaseV2).context("loading all-mpnet-base-v2")?;
     let report = target.rt.block_on(final_layer::final_layer(&target.db, &encoder, &target.slug, layer, coverage, examples))?;
     target.rt.block_on(final_layer::store(&target.db, &report))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        final_layer::print(&report);
-    }
     target.close();
-    Ok(())
-}
-
-fn method_name(method: &str, source: &str) -> String {
-    if source.is_empty() { method.to_string() } else { format!("{method} ({source})") }
-}
-
-/// The report as text.
-pub fn print(r: &QualityReport) {
-    let p = &r.partition;
-    println!(
-        "label quality of {}: probing set split {} D_probe / {} concept pool / {} evaluation images (seed {}, held out {:.0} %)",
-        r.model,
-        p.probe,
-        p.concept_pool,
-        p.evaluation,
-        p.split_seed,
-        p.heldout_fraction * 100.0
-    );
-    if let Some(f) = &r.final_layer {
-        final_layer::print(f);
-    }
-    println!(
-        "simulation score: Spearman(cos(label, caption), activation) over {} evaluation images (chance: each unit scored with another unit's label)",
-        r.evaluation_images
-    );
-    let fmt = |m: Option<MeanSem>| m.map(|s| s.to_string()).unwrap_or_else(|| "—".into());
-    for l in &r.layers {
-        for m in &l.methods {
-            println!(
-                "  {:<12} {:<28} {}   chance {}",
-                l.layer,
-                method_name(&m.method, &m.source),
-                fmt(m.simulation),
-                fmt(m.simulation_chance)
-            );
-        }
-    }
-    let classes: Vec<String> = r.classes.iter().map(|(c, n)| format!("{c} ({n})")).collect();
-    println!("neurons as classifiers: AUROC of the unit whose label is closest to each class, on {}", r.classes_source);
-    println!("  classes: {}", if classes.is_empty() { "none".into() } else { classes.join(", ") });
-    for l in &r.layers {
-        for m in &l.methods {
-            println!("  {:<12} {:<28} {}", l.layer, method_name(&m.method, &m.source), fmt(m.auroc));
-        }
-    }
+    Ok(report)
 }

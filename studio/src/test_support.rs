@@ -1,4 +1,4 @@
-//! Helpers shared by the server's unit tests.
+//! Helpers for tests: this crate's own, and (feature `test-support`) those of crates built on it.
 
 use dissect::model::{LayerInfo, Preprocess, TargetModel};
 use sqlx::SqlitePool;

@@ -175,35 +175,6 @@ pub async fn store(db: &SqlitePool, report: &FinalLayerReport) -> anyhow::Result
     Ok(())
 }
 
-/// The report as text.
-pub fn print(report: &FinalLayerReport) {
-    let c = &report.coverage;
-    println!(
-        "final layer ({} `{}`): cosine(label, full class synonym line) under {}",
-        report.model, report.layer, report.encoder
-    );
-    println!(
-        "  covered: {} of {} classes are predicted top-1 on ≥ {COVERED_MIN_IMAGES} of the {} D_probe images",
-        c.classes.len(),
-        c.units,
-        c.images
-    );
-    for m in &report.methods {
-        let name = if m.source.is_empty() { m.method.clone() } else { format!("{} ({})", m.method, m.source) };
-        let covered = m.covered.map(|s| s.to_string()).unwrap_or_else(|| "no covered unit labelled".into());
-        println!("  {name:<28} all {}   covered {covered}", m.all);
-    }
-    println!("  (paper, ResNet-50 fc with mpnet: DnD 0.4588, MILAN 0.2788, CLIP-Dissect 0.5239)");
-    if !report.examples.is_empty() {
-        println!("  examples:");
-    }
-    for e in &report.examples {
-        let labels: Vec<String> = e.labels.iter().map(|(m, l, c)| format!("{m}: {l} ({c:.2})")).collect();
-        let class = dissect::imagenet::short_name(&e.class_name);
-        println!("    unit {:>4} {:<22} {}", e.unit, class, labels.join(" | "));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

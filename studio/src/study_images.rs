@@ -18,11 +18,7 @@ pub struct RecordedTopImages {
 
 impl RecordedTopImages {
     async fn load(&self, layer_id: i64, units: &[i64], k: usize, summary: &str) -> Result<LayerTopImages, String> {
-        let summary = match summary {
-            "mean" => Summary::Mean,
-            "max" => Summary::Max,
-            other => return Err(format!("unknown activation summary `{other}`")),
-        };
+        let summary = Summary::parse(summary).ok_or_else(|| format!("unknown activation summary `{summary}`"))?;
         let db_err = |e: sqlx::Error| format!("database error: {e}");
         let cache = sqlx::query(
             "SELECT probe_set_id, model_fingerprint, set_sha256, layer_name, channels FROM activation_caches

@@ -1,0 +1,93 @@
+//! `dnd record` and `dnd crops`: the engine from the command line, with a progress bar and a
+//! summary at the end.
+
+use super::bars::StepBars;
+use dissect::crops::Summary;
+use dissect::probe::ScannedSet;
+use dissect::record::{LayerSource, Recording};
+use std::path::Path;
+use studio::config::Config;
+use studio::engine::{self, LoadedModel};
+
+/// `dnd record`: records the layers and registers them (see [`studio::dissection::record_layers`]).
+pub fn record(config: &Config, model: &str, probe: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut bars = StepBars::default();
+    let recorded = studio::dissection::record_layers(config, model, probe, layers, batch, &mut |s, d, t| bars.step(s, d, t));
+    bars.finish();
+    let recorded = recorded?;
+    print_summary(&recorded.set, &recorded.recording, started);
+    Ok(())
+}
+
+fn print_summary(set: &ScannedSet, recording: &Recording, started: std::time::Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "recorded {} images ({} skipped, {} files rejected at scan) in {secs:.1} s; {} forwarded{}",
+        set.images.len() - recording.skipped.len(),
+        recording.skipped.len(),
+        set.rejected.len(),
+        recording.forwarded,
+        if recording.forwarded > 0 { format!(" ({:.1} images/s)", recording.forwarded as f64 / secs) } else { String::new() },
+    );
+    for (layer, source) in recording.layers.iter().zip(&recording.sources) {
+        let from = match source {
+            LayerSource::Computed => "computed".to_string(),
+            LayerSource::Cache => "from cache".to_string(),
+            LayerSource::Resumed { from } => format!("resumed at image {from}"),
+        };
+        println!("  {:<12} {:>5} units × {} images, mean and max per unit ({from})", layer.layer, layer.channels, layer.n_images);
+    }
+    for s in recording.skipped.iter().take(20) {
+        println!("  skipped: {}", s.reason);
+    }
+    for r in set.rejected.iter().take(20) {
+        println!("  rejected: {} ({})", r.rel_path, r.reason);
+    }
+}
+
+/// Prints D_top of one neuron: the top images of D_probe (`partition`'s probe split, as a
+/// dissection ranks them), their crops, and the re-ranked top-K.
+pub fn crops(
+    loaded: &LoadedModel,
+    set: &ScannedSet,
+    partition: &dissect::partition::Partition,
+    layer_name: &str,
+    unit: usize,
+    summary: Summary,
+    cache_dir: &Path,
+) -> anyhow::Result<()> {
+    let model = loaded.model.as_ref();
+    let layer = model.layer_index(layer_name)?;
+    let channels = model.layers()[layer].channels;
+    if unit >= channels {
+        anyhow::bail!("unit {unit} is outside layer `{layer_name}`, which has units 0..={}", channels - 1);
+    }
+    let mut bars = StepBars::default();
+    let (images, recording) =
+        engine::record(loaded, set, &[layer_name.to_string()], cache_dir, 32, None, &mut engine::forward_steps(&mut |s, d, t| bars.step(s, d, t)))?;
+    bars.finish();
+    let d_probe = partition.d_probe(&recording.layers[0]);
+    let top = dissect::dtop::neuron_top(model, &images, d_probe.summaries(), layer, unit, summary, dissect::crops::K)?;
+    let name = |i: usize| set.images[i].rel_path.as_str();
+    let info = partition.info();
+    println!(
+        "top-{} of the {} D_probe images ({} held out) for {layer_name} unit {unit} ({summary:?} activation):",
+        top.top_images.len(),
+        info.probe,
+        info.concept_pool + info.evaluation
+    );
+    for ((i, act), boxes) in top.top_images.iter().zip(&top.crops) {
+        let crops = boxes.iter().map(|b| format!("[{},{} → {},{}]", b.x0, b.y0, b.x1, b.y1)).collect::<Vec<_>>();
+        println!("  {act:>9.4}  {}  crops: {}", name(*i), if crops.is_empty() { "none".into() } else { crops.join(" ") });
+    }
+    println!("D_top (probing images ∪ crops, re-ranked):");
+    for (rank, c) in top.d_top.iter().enumerate() {
+        let what = match c.crop {
+            Some(b) => format!("crop [{},{} → {},{}] of {}", b.x0, b.y0, b.x1, b.y1, name(c.image_index)),
+            None => name(c.image_index).to_string(),
+        };
+        println!("  {:>2}. {:>9.4}  {what}", rank + 1, c.activation);
+    }
+    Ok(())
+}
