@@ -54,7 +54,8 @@ fn main() {
     let t = Instant::now();
     let partition = Partition::of_set(&set, 0, 0.3);
     let d_probe = partition.d_probe(&rec.layers[0]);
-    let providers: Providers = embedded_providers(partition.concept_pool(&set), &EmbeddedOptions::default()).expect("embedded default");
+    let providers: Providers =
+        embedded_providers(partition.concept_pool(&set), &EmbeddedOptions::default()).expect("embedded default");
     println!("loading the embedded components: {:.1} s (not counted per neuron)", t.elapsed().as_secs_f64());
 
     let dissect = |units: &[usize], chunk: usize| {
@@ -96,9 +97,18 @@ fn main() {
 
     let all: Vec<usize> = (0..channels).collect();
     let (wall, times, failed) = dissect(&all, DissectOptions::default().chunk);
-    println!("EfficientNet-Lite0 `{layer_name}`: {channels} neurons, {} probing images, embedded default, 2 CPU threads", images.len());
+    println!(
+        "EfficientNet-Lite0 `{layer_name}`: {channels} neurons, {} probing images, embedded default, 2 CPU threads",
+        images.len()
+    );
     print_breakdown("amortised (whole layer)", channels, wall, record_s, &times);
-    print_breakdown("reference (one at a time)", n_ref, ref_wall - record_s * n_ref as f64, record_s * n_ref as f64, &ref_times);
+    print_breakdown(
+        "reference (one at a time)",
+        n_ref,
+        ref_wall - record_s * n_ref as f64,
+        record_s * n_ref as f64,
+        &ref_times,
+    );
     let amortised = (wall + record_s) / channels as f64;
     let reference = ref_wall / n_ref as f64;
     println!("speed-up from amortisation: {:.2}×; failed neurons: {failed}", reference / amortised);

@@ -15,15 +15,16 @@ use dissect::llm::GgufChat;
 use std::time::Instant;
 
 fn main() {
-    let neurons: usize =
-        std::env::var("DND_BENCH_NEURONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let neurons: usize = std::env::var("DND_BENCH_NEURONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let llm = GgufChat::load_default().expect("the default GGUF model (run scripts/setup.sh)");
     let names = dissect::imagenet::short_names();
     let opts = SummarizeOptions::default();
 
     // Ten captions per neuron; neighbouring neurons share some classes, as D_tops do.
     let captions: Vec<Vec<String>> = (0..neurons)
-        .map(|n| (0..10).map(|i| format!("a photo of a {}", names[(n * 37 + (i % 4) * 101 + i / 4) % names.len()])).collect())
+        .map(|n| {
+            (0..10).map(|i| format!("a photo of a {}", names[(n * 37 + (i % 4) * 101 + i / 4) % names.len()])).collect()
+        })
         .collect();
     let mut distinct: Vec<&String> = captions.iter().flatten().collect();
     distinct.sort();

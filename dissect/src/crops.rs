@@ -126,7 +126,11 @@ impl CropBox {
     pub fn iou(&self, other: &CropBox) -> f64 {
         let inter = self.intersection_area(other);
         let union = self.area() + other.area() - inter;
-        if union == 0 { 0.0 } else { inter as f64 / union as f64 }
+        if union == 0 {
+            0.0
+        } else {
+            inter as f64 / union as f64
+        }
     }
 
     /// Whether the box is non-empty and lies inside a `width`×`height` frame.
@@ -177,7 +181,9 @@ impl ActivationMap {
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let size = t.size();
         let &[h, w] = size.as_slice() else {
-            return Err(Error::Torch(tch::TchError::Shape(format!("an activation map must be H×W, got shape {size:?}"))));
+            return Err(Error::Torch(tch::TchError::Shape(format!(
+                "an activation map must be H×W, got shape {size:?}"
+            ))));
         };
         let flat = t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous().view([-1]);
         Ok(ActivationMap::new(h as usize, w as usize, Vec::<f32>::try_from(&flat)?))
@@ -247,7 +253,8 @@ impl ActivationMap {
         let mut out = Vec::with_capacity(out_w * out_h);
         for y in 0..out_h {
             let (y0, y1, fy) = taps(y, self.height, out_h);
-            let (r0, r1) = (&self.values[y0 * self.width..][..self.width], &self.values[y1 * self.width..][..self.width]);
+            let (r0, r1) =
+                (&self.values[y0 * self.width..][..self.width], &self.values[y1 * self.width..][..self.width]);
             for &(x0, x1, fx) in &xs {
                 let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
                 let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
@@ -357,7 +364,10 @@ pub fn select_boxes(mut boxes: Vec<CropBox>, width: u32, height: u32) -> Vec<Cro
 
 /// Steps 1.2–1.5 for one map: the accepted boxes in the `working_size`² working frame.
 pub fn attention_boxes(map: &ActivationMap, working_size: u32) -> Vec<CropBox> {
-    assert!((1..=MAX_WORKING_SIZE).contains(&working_size), "working size {working_size} outside 1..={MAX_WORKING_SIZE}");
+    assert!(
+        (1..=MAX_WORKING_SIZE).contains(&working_size),
+        "working size {working_size} outside 1..={MAX_WORKING_SIZE}"
+    );
     if map.values.is_empty() {
         return Vec::new();
     }
@@ -388,8 +398,11 @@ impl ModelView {
         let (w, h) = (source_width.max(1), source_height.max(1));
         let short = w.min(h) as f64;
         let target = p.resize_shorter.max(crop_h).max(crop_w) as f64;
-        let (nw, nh) =
-            if w <= h { (target as u32, (target * h as f64 / short) as u32) } else { ((target * w as f64 / short) as u32, target as u32) };
+        let (nw, nh) = if w <= h {
+            (target as u32, (target * h as f64 / short) as u32)
+        } else {
+            ((target * w as f64 / short) as u32, target as u32)
+        };
         let (nw, nh) = (nw.max(crop_w), nh.max(crop_h));
         let top = ((nh - crop_h) as f64 / 2.0).round();
         let left = ((nw - crop_w) as f64 / 2.0).round();
@@ -454,7 +467,13 @@ impl<'a> TopImage<'a> {
 /// "the final (classification) layer gets no crops"), so every image gets an empty list.
 pub fn neuron_crops(layer: &LayerInfo, p: &Preprocess, top: &[TopImage<'_>], working_size: u32) -> Vec<Vec<CropBox>> {
     top.iter()
-        .map(|t| if layer.kind == LayerKind::Conv { image_crops(t.map, t.source_size, p, working_size) } else { Vec::new() })
+        .map(|t| {
+            if layer.kind == LayerKind::Conv {
+                image_crops(t.map, t.source_size, p, working_size)
+            } else {
+                Vec::new()
+            }
+        })
         .collect()
 }
 
@@ -501,7 +520,8 @@ pub fn crop_activations<M: TargetModel + ?Sized>(
     let p = model.preprocessing();
     let mut out = Vec::with_capacity(probes.len());
     for chunk in probes.chunks(CROP_BATCH) {
-        let inputs: Vec<Tensor> = chunk.iter().map(|pr| image_to_tensor(&crop_image(pr.image, &pr.crop, working_size), &p)).collect();
+        let inputs: Vec<Tensor> =
+            chunk.iter().map(|pr| image_to_tensor(&crop_image(pr.image, &pr.crop, working_size), &p)).collect();
         let mut wanted: Vec<usize> = chunk.iter().map(|pr| pr.layer).collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -622,10 +642,12 @@ mod tests {
     #[test]
     fn crops_do_not_depend_on_the_scale_of_the_map() {
         // A blob on a 7×7 map: raw × 255 would saturate it at ×4; min-max rescaling does not.
-        let values: Vec<f32> = (0..49).map(|i| {
-            let (x, y) = ((i % 7) as f32 - 2.0, (i / 7) as f32 - 4.0);
-            (-(x * x + y * y) / 3.0).exp() * 0.8 + 0.05 * ((i * 7 % 5) as f32)
-        }).collect();
+        let values: Vec<f32> = (0..49)
+            .map(|i| {
+                let (x, y) = ((i % 7) as f32 - 2.0, (i / 7) as f32 - 4.0);
+                (-(x * x + y * y) / 3.0).exp() * 0.8 + 0.05 * ((i * 7 % 5) as f32)
+            })
+            .collect();
         let boxes = attention_boxes(&ActivationMap::new(7, 7, values.clone()), 64);
         assert!(!boxes.is_empty());
         // Powers of two scale floats exactly, so any difference would be the method's, not rounding.
@@ -675,7 +697,15 @@ mod tests {
         let p = Preprocess { input_size: (64, 64), resize_shorter: 73, mean: [0.0; 3], std: [1.0; 3] };
         let m = ImageMap::new(ActivationMap::new(1, 1, vec![1.0]), (300, 200), &p);
         let v = ModelView::new(300, 200, &p);
-        assert_eq!(m.view, b(v.x0.round() as u32, v.y0.round() as u32, (v.x0 + v.width).round() as u32, (v.y0 + v.height).round() as u32));
+        assert_eq!(
+            m.view,
+            b(
+                v.x0.round() as u32,
+                v.y0.round() as u32,
+                (v.x0 + v.width).round() as u32,
+                (v.y0 + v.height).round() as u32
+            )
+        );
         assert!(m.view.is_within(300, 200) && m.view.width() < 300);
     }
 
@@ -700,7 +730,8 @@ mod tests {
         assert!((v.y0 - 5.0 * 200.0 / 73.0).abs() < 1e-9 && (v.height - 64.0 * 200.0 / 73.0).abs() < 1e-9);
         // Cross-check on pixels: a horizontal/vertical ramp encoding source coordinates.
         for (w, h) in [(300u32, 200u32), (150, 400), (64, 64), (97, 131)] {
-            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 0]));
+            let img =
+                RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 0]));
             let out = crate::preprocess::resize_center_crop(&img, &p);
             let v = ModelView::new(w, h, &p);
             // Centre of output pixel (i, j) sits at source x0 + (i + ½)·width/64.
@@ -711,7 +742,10 @@ mod tests {
                 let (ex, ey) = (sx * 255.0 / (w - 1) as f64, sy * 255.0 / (h - 1) as f64);
                 // Allow the antialiasing filter's blur: a few source pixels' worth of ramp.
                 let tol = 3.0 + 3.0 * 255.0 / w.min(h) as f64;
-                assert!((px[0] as f64 - ex).abs() <= tol && (px[1] as f64 - ey).abs() <= tol, "{w}×{h} ({i},{j}): {px:?} vs ({ex:.1},{ey:.1})");
+                assert!(
+                    (px[0] as f64 - ex).abs() <= tol && (px[1] as f64 - ey).abs() <= tol,
+                    "{w}×{h} ({i},{j}): {px:?} vs ({ex:.1},{ey:.1})"
+                );
             }
         }
     }
@@ -743,7 +777,10 @@ mod tests {
             c(4, None, 5.0),
         ];
         let top = rerank_top(&cands, 6);
-        assert_eq!(top, [c(4, None, 5.0), c(0, k2, 2.0), c(1, None, 2.0), c(1, k1, 2.0), c(1, k2, 2.0), c(3, None, 1.0)]);
+        assert_eq!(
+            top,
+            [c(4, None, 5.0), c(0, k2, 2.0), c(1, None, 2.0), c(1, k1, 2.0), c(1, k2, 2.0), c(3, None, 1.0)]
+        );
         assert_eq!(rerank_top(&cands, K).len(), 7);
         assert!(rerank_top(&cands, K)[6].activation.is_nan());
     }

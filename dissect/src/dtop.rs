@@ -61,13 +61,11 @@ pub fn neuron_top<M: TargetModel + ?Sized>(
     }
     let acts = crops::crop_activations(model, &probes, summary, crops::WORKING_SIZE)?;
     let mut candidates: Vec<TopCandidate> = originals.collect();
-    candidates.extend(
-        probes.iter().zip(owners).zip(acts).map(|((p, image_index), activation)| TopCandidate {
-            image_index,
-            crop: Some(p.crop),
-            activation,
-        }),
-    );
+    candidates.extend(probes.iter().zip(owners).zip(acts).map(|((p, image_index), activation)| TopCandidate {
+        image_index,
+        crop: Some(p.crop),
+        activation,
+    }));
     let d_top = crops::rerank_top(&candidates, k);
     let p = model.preprocessing();
     let maps = maps.into_iter().zip(&pictures).map(|(m, img)| ImageMap::new(m, img.dimensions(), &p)).collect();

@@ -29,13 +29,7 @@ pub enum Error {
         "weights file {}: tensor `{name}` has shape {actual:?}, {model} expects {expected:?}",
         path.display()
     )]
-    WeightShape {
-        path: PathBuf,
-        model: String,
-        name: String,
-        expected: Vec<i64>,
-        actual: Vec<i64>,
-    },
+    WeightShape { path: PathBuf, model: String, name: String, expected: Vec<i64>, actual: Vec<i64> },
 
     #[error("weights file {} does not describe {model}: {reason}", path.display())]
     Architecture { path: PathBuf, model: String, reason: String },

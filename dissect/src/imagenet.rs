@@ -51,8 +51,12 @@ pub fn names_any(text: &str, classes: &[usize]) -> bool {
 /// `text` with every whole-word mention of a name of `classes` replaced by "something"
 /// (case-insensitive; longer names first, so "tabby cat" goes before "tabby").
 pub fn redact(text: &str, classes: &[usize]) -> String {
-    let mut names: Vec<Vec<String>> =
-        classes.iter().flat_map(|&c| synonyms(c)).map(|n| words(&n).map(str::to_string).collect::<Vec<_>>()).filter(|n| !n.is_empty()).collect();
+    let mut names: Vec<Vec<String>> = classes
+        .iter()
+        .flat_map(|&c| synonyms(c))
+        .map(|n| words(&n).map(str::to_string).collect::<Vec<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
     // Word spans of the text (byte ranges), compared lower-case.
     let spans: Vec<(usize, usize)> = {

@@ -113,8 +113,8 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::top_k;
     use crate::crops::Summary;
+    use crate::record::top_k;
 
     #[test]
     fn d_probe_ranks_the_probe_split_only() {

@@ -357,7 +357,8 @@ mod tests {
         std::fs::write(d1.path().join("y.png"), png(3, 3, 2)).unwrap();
         std::fs::write(d2.path().join("renamed-b.png"), png(3, 3, 1)).unwrap();
         std::fs::write(d2.path().join("renamed-a.png"), png(3, 3, 2)).unwrap();
-        let (s1, s2) = (scan(d1.path(), ImageLimits::default()).unwrap(), scan(d2.path(), ImageLimits::default()).unwrap());
+        let (s1, s2) =
+            (scan(d1.path(), ImageLimits::default()).unwrap(), scan(d2.path(), ImageLimits::default()).unwrap());
         assert_eq!(s1.content_hash, s2.content_hash);
         std::fs::write(d2.path().join("third.png"), png(3, 3, 9)).unwrap();
         assert_ne!(s1.content_hash, scan(d2.path(), ImageLimits::default()).unwrap().content_hash);

@@ -78,7 +78,10 @@ impl ChatModel for FailingLlm {
         ComponentInfo::substitute(Role::Llm, "failing", "test")
     }
     fn complete(&self, _: &ChatRequest) -> ProviderResult<String> {
-        Err(ProviderError::Request { endpoint: "http://127.0.0.1:9/v1/chat/completions".into(), reason: "connection refused".into() })
+        Err(ProviderError::Request {
+            endpoint: "http://127.0.0.1:9/v1/chat/completions".into(),
+            reason: "connection refused".into(),
+        })
     }
 }
 
@@ -156,7 +159,11 @@ fn dissects_real_neurons_with_crops_captions_retrieval_and_scores() {
         // Step 3 is not circular: none of the neuron's own top images is a concept image.
         let own: Vec<&str> = r.top.iter().map(|e| set.images[e.image_index].sha256.as_str()).collect();
         for c in &r.concepts {
-            assert!(c.images.iter().all(|i| !own.contains(&i.key.as_str())), "{}: a D_top image came back as a concept image", c.label);
+            assert!(
+                c.images.iter().all(|i| !own.contains(&i.key.as_str())),
+                "{}: a D_top image came back as a concept image",
+                c.label
+            );
         }
         // A crop is captioned from its own pixels: never with its image's description.
         for e in r.top.iter().filter(|e| e.crop.is_some()) {
@@ -256,12 +263,20 @@ fn classifier_units_get_no_crops_and_a_class_related_label() {
     assert!(r.top.iter().any(|e| e.caption.contains("espresso")), "the leaky captioner names the class");
 
     // Leak-free: the same unit's captions never name its class; the other units' are untouched.
-    let leak_free = LayerDissector { options: DissectOptions { leak_free: true, ..DissectOptions::default() }, ..dissector };
+    let leak_free =
+        LayerDissector { options: DissectOptions { leak_free: true, ..DissectOptions::default() }, ..dissector };
     let mut out = Vec::new();
     leak_free.run::<()>(&[967, 504], &mut |_| {}, &mut |o| Ok(out.push(o))).unwrap();
     let NeuronOutcome::Done(r) = &out[0] else { panic!("{:?}", out[0]) };
-    assert!(r.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[967])), "{:?}", r.top.iter().map(|e| &e.caption).collect::<Vec<_>>());
+    assert!(
+        r.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[967])),
+        "{:?}",
+        r.top.iter().map(|e| &e.caption).collect::<Vec<_>>()
+    );
     assert!(r.candidates.labels.iter().all(|l| !l.contains("espresso")), "{:?}", r.candidates.labels);
     let NeuronOutcome::Done(other) = &out[1] else { panic!("{:?}", out[1]) };
-    assert!(other.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[504])), "unit 504 (coffee mug) withholds its own class");
+    assert!(
+        other.top.iter().all(|e| !dissect::imagenet::names_any(&e.caption, &[504])),
+        "unit 504 (coffee mug) withholds its own class"
+    );
 }

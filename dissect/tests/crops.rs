@@ -148,7 +148,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             collect(&p, out);
-        } else if p.extension().is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str())) {
+        } else if p
+            .extension()
+            .is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str()))
+        {
             out.push(p);
         }
     }
@@ -177,12 +180,19 @@ fn real_neuron_crops_of_lite0() {
     // The unit with the strongest single-image mean response: surely not a dead one.
     let unit = means.amax([0i64].as_slice(), false).argmax(0, false).int64_value(&[]) as usize;
     let originals: Vec<TopCandidate> = (0..images.len())
-        .map(|i| TopCandidate { image_index: i, crop: None, activation: means.double_value(&[i as i64, unit as i64]) as f32 })
+        .map(|i| TopCandidate {
+            image_index: i,
+            crop: None,
+            activation: means.double_value(&[i as i64, unit as i64]) as f32,
+        })
         .collect();
     let top = rerank_top(&originals, K);
-    let top_maps: Vec<ActivationMap> =
-        top.iter().map(|t| ActivationMap::from_tensor(&maps.get(t.image_index as i64).get(unit as i64)).unwrap()).collect();
-    let tops: Vec<TopImage> = top.iter().zip(&top_maps).map(|(t, m)| TopImage::new(&images[t.image_index], m)).collect();
+    let top_maps: Vec<ActivationMap> = top
+        .iter()
+        .map(|t| ActivationMap::from_tensor(&maps.get(t.image_index as i64).get(unit as i64)).unwrap())
+        .collect();
+    let tops: Vec<TopImage> =
+        top.iter().zip(&top_maps).map(|(t, m)| TopImage::new(&images[t.image_index], m)).collect();
     let crops = neuron_crops(&info, &p, &tops, WORKING_SIZE);
 
     let mut probes = Vec::new();
@@ -210,14 +220,19 @@ fn real_neuron_crops_of_lite0() {
     // Crops of several neurons in one call: also ask the classifier about each crop, so batches
     // of 32 mix two layers and the call spans more than one batch.
     let n = probes.len();
-    let mixed: Vec<CropProbe> = probes.iter().copied().chain(probes.iter().map(|q| CropProbe { layer: classifier, unit: 0, ..*q })).collect();
+    let mixed: Vec<CropProbe> =
+        probes.iter().copied().chain(probes.iter().map(|q| CropProbe { layer: classifier, unit: 0, ..*q })).collect();
     let acts = crop_activations(&model, &mixed, Summary::Mean, WORKING_SIZE).unwrap();
     assert_eq!(acts.len(), 2 * n);
     assert!(acts.iter().all(|a| a.is_finite()), "{acts:?}");
     // Batching changes nothing: one crop alone gives the same value.
     for i in [0, n - 1, 2 * n - 1] {
         let alone = crop_activations(&model, &mixed[i..=i], Summary::Mean, WORKING_SIZE).unwrap()[0];
-        assert!((alone - acts[i]).abs() <= 1e-4 * (1.0 + alone.abs()), "probe {i}: {alone} alone vs {} batched", acts[i]);
+        assert!(
+            (alone - acts[i]).abs() <= 1e-4 * (1.0 + alone.abs()),
+            "probe {i}: {alone} alone vs {} batched",
+            acts[i]
+        );
     }
     let maxes = crop_activations(&model, &probes, Summary::Max, WORKING_SIZE).unwrap();
     assert!(maxes.iter().zip(&acts).all(|(mx, mean)| mx >= mean));
@@ -234,7 +249,10 @@ fn real_neuron_crops_of_lite0() {
     let d_top = rerank_top(&candidates, K);
     assert_eq!(d_top.len(), K);
     assert!(d_top.windows(2).all(|w| w[0].activation >= w[1].activation));
-    eprintln!("unit {unit} of stage4: {n} crops, {} of them in D_top", d_top.iter().filter(|t| t.crop.is_some()).count());
+    eprintln!(
+        "unit {unit} of stage4: {n} crops, {} of them in D_top",
+        d_top.iter().filter(|t| t.crop.is_some()).count()
+    );
 
     // The classifier layer gets no crops; a unit out of range is a clear error.
     let cls = model.layers()[classifier].clone();

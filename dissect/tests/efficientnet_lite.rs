@@ -63,7 +63,10 @@ fn reported_layer_shapes_match_forward_outputs() {
         let all: Vec<usize> = (0..model.layers().len()).collect();
         let outs = model.forward_layers(&batch, &all).unwrap();
         let names: Vec<&str> = model.layers().iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head", "classifier"]);
+        assert_eq!(
+            names,
+            ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head", "classifier"]
+        );
         for (info, out) in model.layers().iter().zip(&outs) {
             let expected: Vec<i64> = match info.spatial {
                 Some((sh, sw)) => vec![2, info.channels as i64, sh as i64, sw as i64],

@@ -4,7 +4,10 @@
 
 use dissect::concepts::summarize::{summarize_request, SummarizeOptions};
 use dissect::concepts::{ChatMessage, ChatModel, ChatRequest, Role};
-use dissect::llm::{default_model_path, fallback_model_path, GgufChat, LlmOptions, PromptEvaluation::{Cached, Fresh, OnePass}};
+use dissect::llm::{
+    default_model_path, fallback_model_path, GgufChat, LlmOptions,
+    PromptEvaluation::{Cached, Fresh, OnePass},
+};
 use dissect::Error;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -128,8 +131,8 @@ fn cached_prefix_gives_the_tokens_of_an_uncached_run() {
 
     let first = m.generate(&fruit, Cached).unwrap(); // stores the few-shot prefix (if not already there)
     let second = m.generate(&dogs, Cached).unwrap(); // starts from it
-    // Reuse covers the few-shot messages and, in whole 32-token blocks, the instruction that
-    // starts the last message.
+                                                     // Reuse covers the few-shot messages and, in whole 32-token blocks, the instruction that
+                                                     // starts the last message.
     let s = &second.stats;
     assert!(s.reused_tokens % 32 == 0 && s.reused_tokens > s.prompt_tokens - last_turn_tokens(&dogs), "{s:?}");
     assert_eq!(first.tokens, reference_fruit.tokens, "{:?} vs {:?}", first.text, reference_fruit.text);
@@ -159,7 +162,10 @@ fn answers_decoded_together_match_answers_alone() {
         match (m.generate(r, OnePass), got) {
             (Ok(alone), Ok(got)) => {
                 assert_eq!(got.tokens, alone.tokens, "{:?} vs {:?}", got.text, alone.text);
-                assert_eq!((got.stats.stopped, got.stats.prompt_tokens), (alone.stats.stopped, alone.stats.prompt_tokens));
+                assert_eq!(
+                    (got.stats.stopped, got.stats.prompt_tokens),
+                    (alone.stats.stopped, alone.stats.prompt_tokens)
+                );
             }
             (Err(alone), Err(got)) => assert_eq!(got.to_string(), alone.to_string()),
             (alone, got) => panic!("alone {alone:?}, together {got:?}"),
@@ -238,8 +244,11 @@ fn load_errors_name_the_problem() {
 
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
     let arch = gguf_file::Value::String("bert".into());
-    let t = QTensor::quantize(&candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(), GgmlDType::F32)
-        .unwrap();
+    let t = QTensor::quantize(
+        &candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
     let mut buf = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut buf, &[("general.architecture", &arch)], &[("x", &t)]).unwrap();
     let bert = dir.path().join("bert.gguf");
@@ -272,8 +281,12 @@ fn timings() {
     let c = &cold.stats;
     eprintln!(
         "cold call: {} prompt tokens evaluated in {:.3} s ({:.0} tok/s), {} generated in {:.3} s; {:.3} s per call",
-        c.prompt_tokens, c.prefill_seconds, c.prompt_tokens as f64 / c.prefill_seconds, c.generated_tokens,
-        c.decode_seconds, cold_s
+        c.prompt_tokens,
+        c.prefill_seconds,
+        c.prompt_tokens as f64 / c.prefill_seconds,
+        c.generated_tokens,
+        c.decode_seconds,
+        cold_s
     );
     let mut warm = Vec::new();
     for (i, caps) in [DOGS, FRUIT, DOGS, FRUIT].iter().enumerate() {
@@ -285,20 +298,30 @@ fn timings() {
         eprintln!(
             "warm call: {} prompt tokens, {} reused, {evaluated} evaluated in {:.3} s ({:.0} tok/s); \
              {} generated in {:.3} s; {secs:.3} s per call: {:?}",
-            s.prompt_tokens, s.reused_tokens, s.prefill_seconds, evaluated as f64 / s.prefill_seconds,
-            s.generated_tokens, s.decode_seconds, g.text
+            s.prompt_tokens,
+            s.reused_tokens,
+            s.prefill_seconds,
+            evaluated as f64 / s.prefill_seconds,
+            s.generated_tokens,
+            s.decode_seconds,
+            g.text
         );
         warm.push((secs, g.stats));
     }
     let mean = warm.iter().map(|(s, _)| s).sum::<f64>() / warm.len() as f64;
-    eprintln!("mean warm call {mean:.3} s ({} threads)", std::env::var("CANDLE_NUM_THREADS").unwrap_or("default".into()));
+    eprintln!(
+        "mean warm call {mean:.3} s ({} threads)",
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or("default".into())
+    );
 
     // Decode speed on a longer answer.
     let long = request(vec![ChatMessage::user("Count from 1 to 50, separated by commas.")], 0.0, 40, 0);
     let g = m.generate(&long, Cached).unwrap();
     eprintln!(
         "decode: {} tokens in {:.3} s ({:.1} tok/s)",
-        g.stats.generated_tokens, g.stats.decode_seconds, g.stats.generated_tokens as f64 / g.stats.decode_seconds
+        g.stats.generated_tokens,
+        g.stats.decode_seconds,
+        g.stats.generated_tokens as f64 / g.stats.decode_seconds
     );
 
     assert!(warm.iter().all(|(_, s)| s.reused_tokens > 350), "{warm:?}");

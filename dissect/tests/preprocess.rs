@@ -41,8 +41,18 @@ fn lite0() -> Preprocess {
 fn resize_matches_image_triangle_filter_on_odd_sizes() {
     let small = Preprocess { input_size: (7, 5), resize_shorter: 9, mean: [0.0; 3], std: [1.0; 3] };
     let wide = Preprocess { input_size: (16, 40), resize_shorter: 16, mean: [0.0; 3], std: [1.0; 3] };
-    let sizes =
-        [(1, 1), (1, 300), (300, 1), (224, 224), (256, 256), (256, 300), (255, 257), (640, 480), (97, 1031), (3000, 17)];
+    let sizes = [
+        (1, 1),
+        (1, 300),
+        (300, 1),
+        (224, 224),
+        (256, 256),
+        (256, 300),
+        (255, 257),
+        (640, 480),
+        (97, 1031),
+        (3000, 17),
+    ];
     for (i, &(w, h)) in sizes.iter().enumerate() {
         for p in [lite0(), small, wide] {
             let img = noise(w, h, i as u32);
@@ -81,7 +91,11 @@ fn every_value_alpha_pair_flattens_like_f32_compositing() {
     for img in &images {
         assert!(flatten_rgb(img) == reference::flatten(img), "{:?}", img.color());
     }
-    assert_eq!(flatten_rgb(&images[0]).get_pixel(0, 0).0, dissect::preprocess::BACKGROUND, "alpha 0 shows the background");
+    assert_eq!(
+        flatten_rgb(&images[0]).get_pixel(0, 0).0,
+        dissect::preprocess::BACKGROUND,
+        "alpha 0 shows the background"
+    );
 }
 
 #[test]

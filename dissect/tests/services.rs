@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use dissect::concepts::{
-    CaptionInput, Captioner, ChatMessage, ChatModel, ChatRequest, ConceptImageSource,
-    ProviderError, Role,
+    CaptionInput, Captioner, ChatMessage, ChatModel, ChatRequest, ConceptImageSource, ProviderError, Role,
 };
 use dissect::services::{
-    ApiKey, Automatic1111Config, Automatic1111Images, OpenAiCaptioner, OpenAiCaptionerConfig,
-    OpenAiChat, OpenAiChatConfig, OpenAiImages, OpenAiImagesConfig, ResponseCache,
+    ApiKey, Automatic1111Config, Automatic1111Images, OpenAiCaptioner, OpenAiCaptionerConfig, OpenAiChat,
+    OpenAiChatConfig, OpenAiImages, OpenAiImagesConfig, ResponseCache,
 };
 use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::{json, Value};
@@ -48,12 +47,7 @@ struct Reply {
 
 impl Reply {
     fn json(status: u16, body: Value) -> Self {
-        Reply {
-            status,
-            headers: vec![],
-            body: body.to_string().into_bytes(),
-            delay: Duration::ZERO,
-        }
+        Reply { status, headers: vec![], body: body.to_string().into_bytes(), delay: Duration::ZERO }
     }
     fn text(status: u16, body: &str) -> Self {
         Reply { status, headers: vec![], body: body.as_bytes().to_vec(), delay: Duration::ZERO }
@@ -294,15 +288,13 @@ fn chat_without_key_sends_no_authorization() {
 fn retry_after_429_is_honoured_then_succeeds() {
     let server = FakeServer::start(|_, i| {
         if i == 0 {
-            Reply::json(429, json!({"error": {"message": "rate limited"}}))
-                .header("Retry-After", "1")
+            Reply::json(429, json!({"error": {"message": "rate limited"}})).header("Retry-After", "1")
         } else {
             Reply::json(200, chat_answer("fine"))
         }
     });
     // A long exponential backoff: only the server's Retry-After can make this quick.
-    let chat =
-        OpenAiChat::new(OpenAiChatConfig { backoff_ms: 20_000, ..chat_config(&server) }).unwrap();
+    let chat = OpenAiChat::new(OpenAiChatConfig { backoff_ms: 20_000, ..chat_config(&server) }).unwrap();
     let start = Instant::now();
     assert_eq!(chat.complete(&request(1)).unwrap(), "fine");
     let elapsed = start.elapsed();
@@ -332,12 +324,8 @@ fn server_errors_are_retried_then_reported_with_the_endpoint() {
 #[test]
 fn retry_wait_cap_stops_retries_early() {
     let server = FakeServer::start(|_, _| Reply::text(503, "busy").header("Retry-After", "30"));
-    let chat = OpenAiChat::new(OpenAiChatConfig {
-        retries: 5,
-        max_retry_wait_secs: 2.0,
-        ..chat_config(&server)
-    })
-    .unwrap();
+    let chat =
+        OpenAiChat::new(OpenAiChatConfig { retries: 5, max_retry_wait_secs: 2.0, ..chat_config(&server) }).unwrap();
     let start = Instant::now();
     let err = chat.complete(&request(1)).unwrap_err();
     assert!(matches!(err, ProviderError::Http { status: 503, .. }), "{err:?}");
@@ -364,11 +352,8 @@ fn client_errors_fail_at_once_with_a_truncated_body() {
 
 #[test]
 fn a_slow_answer_times_out_as_a_request_error() {
-    let server = FakeServer::start(|_, _| {
-        Reply::json(200, chat_answer("late")).after(Duration::from_secs(3))
-    });
-    let chat =
-        OpenAiChat::new(OpenAiChatConfig { timeout_secs: 0.3, ..chat_config(&server) }).unwrap();
+    let server = FakeServer::start(|_, _| Reply::json(200, chat_answer("late")).after(Duration::from_secs(3)));
+    let chat = OpenAiChat::new(OpenAiChatConfig { timeout_secs: 0.3, ..chat_config(&server) }).unwrap();
     let start = Instant::now();
     let err = chat.complete(&request(1)).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
@@ -423,16 +408,14 @@ fn malformed_answers_are_request_errors() {
 
 #[test]
 fn invalid_configs_are_refused() {
-    let bad_url =
-        OpenAiChat::new(OpenAiChatConfig { base_url: "nowhere".into(), ..Default::default() });
+    let bad_url = OpenAiChat::new(OpenAiChatConfig { base_url: "nowhere".into(), ..Default::default() });
     assert!(matches!(bad_url, Err(ProviderError::Request { .. })));
     let no_slots = OpenAiChat::new(OpenAiChatConfig { max_concurrency: 0, ..Default::default() });
     assert!(matches!(no_slots, Err(ProviderError::Local { .. })));
     let no_time = OpenAiChat::new(OpenAiChatConfig { timeout_secs: 0.0, ..Default::default() });
     assert!(matches!(no_time, Err(ProviderError::Local { .. })));
     let toml_like: OpenAiChatConfig =
-        serde_json::from_value(json!({"base_url": "http://h/v1", "model": "m", "api_key": "k"}))
-            .unwrap();
+        serde_json::from_value(json!({"base_url": "http://h/v1", "model": "m", "api_key": "k"})).unwrap();
     assert_eq!(toml_like.retries, OpenAiChatConfig::default().retries);
     assert!(!format!("{toml_like:?}").contains("\"k\""), "api keys are redacted in Debug");
     assert!(serde_json::from_value::<OpenAiChatConfig>(json!({"modle": "typo"})).is_err());
@@ -474,15 +457,9 @@ fn cached_answers_make_no_request() {
 #[test]
 fn error_answers_are_not_cached() {
     let dir = tempfile::tempdir().unwrap();
-    let server = FakeServer::start(|_, i| {
-        if i == 0 {
-            Reply::text(400, "bad")
-        } else {
-            Reply::json(200, chat_answer("good"))
-        }
-    });
-    let chat =
-        OpenAiChat::new(chat_config(&server)).unwrap().with_cache(ResponseCache::at(dir.path()));
+    let server =
+        FakeServer::start(|_, i| if i == 0 { Reply::text(400, "bad") } else { Reply::json(200, chat_answer("good")) });
+    let chat = OpenAiChat::new(chat_config(&server)).unwrap().with_cache(ResponseCache::at(dir.path()));
     assert!(chat.complete(&request(1)).is_err());
     assert_eq!(chat.complete(&request(1)).unwrap(), "good");
     assert_eq!(chat.complete(&request(1)).unwrap(), "good");
@@ -494,11 +471,8 @@ fn error_answers_are_not_cached() {
 
 #[test]
 fn concurrency_bound_is_never_exceeded() {
-    let server = FakeServer::start(|_, _| {
-        Reply::json(200, chat_answer("ok")).after(Duration::from_millis(120))
-    });
-    let chat =
-        OpenAiChat::new(OpenAiChatConfig { max_concurrency: 2, ..chat_config(&server) }).unwrap();
+    let server = FakeServer::start(|_, _| Reply::json(200, chat_answer("ok")).after(Duration::from_millis(120)));
+    let chat = OpenAiChat::new(OpenAiChatConfig { max_concurrency: 2, ..chat_config(&server) }).unwrap();
     std::thread::scope(|s| {
         for seed in 0..8 {
             let chat = &chat;
@@ -524,11 +498,7 @@ fn caption_server() -> FakeServer {
         let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("valid base64");
         let image = image::load_from_memory(&bytes).expect("a decodable image");
         let delay = Duration::from_millis(10 * 50u64.saturating_sub(image.width() as u64).min(30));
-        Reply::json(
-            200,
-            chat_answer(&format!("\"a {}x{} picture\"\n", image.width(), image.height())),
-        )
-        .after(delay)
+        Reply::json(200, chat_answer(&format!("\"a {}x{} picture\"\n", image.width(), image.height()))).after(delay)
     })
 }
 
@@ -551,8 +521,7 @@ fn captioner_sends_data_urls_and_keeps_input_order() {
         .map(|(image, key)| CaptionInput { key, image, description: None, withheld_classes: &[] })
         .collect();
     let captions = captioner.caption(&inputs).unwrap();
-    let expected: Vec<String> =
-        (0..6).map(|i| format!("a {}x{} picture", 40 + i, 30 + i)).collect();
+    let expected: Vec<String> = (0..6).map(|i| format!("a {}x{} picture", 40 + i, 30 + i)).collect();
     assert_eq!(captions, expected);
     assert_eq!(server.count(), 6);
     assert!(server.max_in_flight() <= 3);
@@ -694,8 +663,7 @@ fn openai_images_decode_base64_and_send_seeds() {
 
 #[test]
 fn openai_images_without_b64_are_explained() {
-    let server =
-        FakeServer::start(|_, _| Reply::json(200, json!({"data": [{"url": "https://x/y.png"}]})));
+    let server = FakeServer::start(|_, _| Reply::json(200, json!({"data": [{"url": "https://x/y.png"}]})));
     let source = OpenAiImages::new(OpenAiImagesConfig {
         base_url: server.base(),
         response_format: None,
@@ -756,11 +724,8 @@ fn automatic1111_sends_seed_and_steps_and_decodes_images() {
 #[test]
 fn automatic1111_reports_missing_images() {
     let server = FakeServer::start(|_, _| Reply::json(200, json!({"images": []})));
-    let source = Automatic1111Images::new(Automatic1111Config {
-        base_url: server.root(),
-        ..Default::default()
-    })
-    .unwrap();
+    let source =
+        Automatic1111Images::new(Automatic1111Config { base_url: server.root(), ..Default::default() }).unwrap();
     match source.images("cat", 1).unwrap_err() {
         ProviderError::Request { endpoint, reason } => {
             assert_eq!(endpoint, format!("{}/sdapi/v1/txt2img", server.root()));

@@ -79,7 +79,11 @@ fn tensor_literal(t: &Tensor) -> String {
         .iter()
         .map(|v| {
             let s = format!("{v:?}");
-            if s.contains(['.', 'e']) { s } else { format!("{s}.0") }
+            if s.contains(['.', 'e']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
         })
         .collect();
     let shape: Vec<String> = t.size().iter().map(|d| d.to_string()).collect();
@@ -90,9 +94,8 @@ fn tensor_literal(t: &Tensor) -> String {
 /// as `True`, as a module exported from Python in training mode would be) and the given
 /// `forward` (signature line and body, indented by 2 and 4 spaces).
 fn write_torchscript(path: &Path, forward: &str) {
-    let code = format!(
-        "class TinyNet(Module):\n  __parameters__ = []\n  __buffers__ = []\n  training : bool\n{forward}"
-    );
+    let code =
+        format!("class TinyNet(Module):\n  __parameters__ = []\n  __buffers__ = []\n  training : bool\n{forward}");
     // The archive layout (data.pkl, code, constants.pkl, version in a stored zip) is the one the
     // CLIP-Dissect test stand-in uses.
     dissect::clip_dissect::testing::write_torchscript_archive(path, "TinyNet", true, &code).unwrap();
@@ -260,7 +263,8 @@ fn dict_outputs_are_matched_by_layer_name() {
     let dir = tempfile::tempdir().unwrap();
     let pt = dir.path().join("dict.pt");
     write_torchscript(&pt, &dict_forward(&net));
-    let mut manifest = manifest_json(json!([{"name": "logits", "kind": "classifier"}, {"name": "conv1", "kind": "conv"}]));
+    let mut manifest =
+        manifest_json(json!([{"name": "logits", "kind": "classifier"}, {"name": "conv1", "kind": "conv"}]));
     manifest["class_names"] = Value::Null;
     let mpath = dir.path().join("described-elsewhere.json");
     write_json(&mpath, &manifest);
@@ -316,7 +320,10 @@ fn traced_single_output_module_loads() {
     let err = TorchScriptModel::load(&pt, cpu()).unwrap_err();
     assert!(matches!(err, Error::ManifestMismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("1 tensor [1×6×16×20]") && msg.contains("2 layers [features (conv), logits (classifier)]"), "{msg}");
+    assert!(
+        msg.contains("1 tensor [1×6×16×20]") && msg.contains("2 layers [features (conv), logits (classifier)]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -341,7 +348,10 @@ fn manifest_that_does_not_match_the_module_is_refused() {
     let (_dir, pt) = tiny_dir(&net, Some(m));
     let msg = load_err(&pt);
     eprintln!("{msg}");
-    assert!(msg.contains("layer `logits` is declared conv (expects a 4-D N×C×H×W output) but output 2 is 2-D 1×5"), "{msg}");
+    assert!(
+        msg.contains("layer `logits` is declared conv (expects a 4-D N×C×H×W output) but output 2 is 2-D 1×5"),
+        "{msg}"
+    );
 
     // A layer declared linear that returns a map.
     let (_dir, pt) = tiny_dir(
@@ -359,7 +369,10 @@ fn manifest_that_does_not_match_the_module_is_refused() {
     let (_dir, pt) = tiny_dir(&net, Some(m));
     let msg = load_err(&pt);
     eprintln!("{msg}");
-    assert!(msg.contains("tinynet.json") && msg.contains("4 class names") && msg.contains("`logits` has 5 outputs"), "{msg}");
+    assert!(
+        msg.contains("tinynet.json") && msg.contains("4 class names") && msg.contains("`logits` has 5 outputs"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -440,7 +453,10 @@ fn manifest_errors_name_the_file_and_field() {
     check(with("layers", json!([{"name": "a"}])), &["layers[0]", "missing required field `kind`"]);
     check(with("layers", json!([{"kind": "conv"}])), &["layers[0]", "missing required field `name`"]);
     check(
-        with("layers", json!([{"name": "a", "kind": "conv"}, {"name": "b", "kind": "conv"}, {"name": "a", "kind": "linear"}])),
+        with(
+            "layers",
+            json!([{"name": "a", "kind": "conv"}, {"name": "b", "kind": "conv"}, {"name": "a", "kind": "linear"}]),
+        ),
         &["duplicate layer name `a`", "layers[0]", "layers[2]"],
     );
     check(
@@ -482,7 +498,10 @@ fn missing_manifest_lists_where_it_looked() {
     let err = TorchScriptModel::load(&pt, cpu()).unwrap_err();
     assert!(matches!(err, Error::ManifestNotFound { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("tinynet.json") && msg.contains("tinynet.manifest.json") && msg.contains("tinynet.pt.json"), "{msg}");
+    assert!(
+        msg.contains("tinynet.json") && msg.contains("tinynet.manifest.json") && msg.contains("tinynet.pt.json"),
+        "{msg}"
+    );
 
     // A manifest with a missing field, found beside the model: the error names that file.
     let mut m = manifest_json(tiny_layers());
@@ -509,7 +528,10 @@ fn modules_that_fail_to_compile_or_run_are_clear_errors() {
     };
 
     // TorchScript source libtorch cannot compile: a load error naming the file, not "not TorchScript".
-    let (err, msg) = case("broken.pt", "  def forward(self: __torch__.TinyNet,\n    x: Tensor) -> Tensor:\n    return torch.no_such_op(x)\n");
+    let (err, msg) = case(
+        "broken.pt",
+        "  def forward(self: __torch__.TinyNet,\n    x: Tensor) -> Tensor:\n    return torch.no_such_op(x)\n",
+    );
     assert!(matches!(err, Error::TorchScriptLoad { .. }), "{err:?}");
     assert!(msg.contains("broken.pt") && msg.contains("no_such_op"), "{msg}");
 
@@ -525,7 +547,10 @@ fn modules_that_fail_to_compile_or_run_are_clear_errors() {
     // A forward that only works for batches of one: fine at load, a libtorch error (kept as
     // `Error::Torch`, so out-of-memory can still be recognised by callers) on a batch of two.
     let pt = dir.path().join("single.pt");
-    write_torchscript(&pt, "  def forward(self: __torch__.TinyNet,\n    x: Tensor) -> Tensor:\n    return torch.view(x, [1, 3, 32, 40])\n");
+    write_torchscript(
+        &pt,
+        "  def forward(self: __torch__.TinyNet,\n    x: Tensor) -> Tensor:\n    return torch.view(x, [1, 3, 32, 40])\n",
+    );
     let mut m = manifest_json(json!([{"name": "input", "kind": "conv"}]));
     m.as_object_mut().unwrap().remove("class_names");
     write_json(&pt.with_extension("json"), &m);

@@ -32,7 +32,9 @@ mod support;
 // The run store `dnd dissect` writes finished neurons with: the bench writes exactly its rows.
 use studio::dissection::store;
 
-use dissect::concepts::pipeline::{ConceptEntry, ConceptImageEntry, DissectOptions, NeuronOutcome, NeuronResult, TopEntry};
+use dissect::concepts::pipeline::{
+    ConceptEntry, ConceptImageEntry, DissectOptions, NeuronOutcome, NeuronResult, TopEntry,
+};
 use dissect::concepts::scoring::ConceptScores;
 use dissect::concepts::summarize::Candidates;
 use dissect::concepts::{ComponentInfo, Role};
@@ -65,7 +67,8 @@ const NOUN: [&str; 32] = [
     "road", "window", "bottle", "fur", "leaf", "boat", "building", "cloud", "snow", "fruit", "shoe", "rock", "feather",
     "chair", "horse", "bread", "clock", "ball",
 ];
-const PLACE: [&str; 8] = ["on grass", "in water", "indoors", "on a road", "in the sky", "on a table", "at night", "in snow"];
+const PLACE: [&str; 8] =
+    ["on grass", "in water", "indoors", "on a road", "in the sky", "on a table", "at night", "in snow"];
 const CATEGORY: [&str; 5] = ["object", "part", "material", "texture", "color"];
 
 /// MILAN's description: different for every unit below 4096, so it identifies the unit's page.
@@ -85,13 +88,15 @@ fn netdissect(u: usize) -> (&'static str, String) {
 /// as the caption cache makes it.
 fn caption(image: usize, crop: bool) -> (String, String) {
     let thing = format!("{} {}", ADJ[image % 16], NOUN[(image / 16) % 32]);
-    let raw = if crop { format!("a close up of a {thing}") } else { format!("a photo of a {thing} {}", PLACE[image % 8]) };
+    let raw =
+        if crop { format!("a close up of a {thing}") } else { format!("a photo of a {thing} {}", PLACE[image % 8]) };
     (raw, thing)
 }
 
 /// The unit's candidate concepts: 5 distinct ones and the background variant of the first.
 fn concepts(u: usize) -> Vec<String> {
-    let mut c: Vec<String> = (0..CANDIDATES - 1).map(|k| format!("{} {}", ADJ[(u + 3 * k) % 16], NOUN[(u * 3 + 5 * k) % 32])).collect();
+    let mut c: Vec<String> =
+        (0..CANDIDATES - 1).map(|k| format!("{} {}", ADJ[(u + 3 * k) % 16], NOUN[(u * 3 + 5 * k) % 32])).collect();
     c.push(format!("{} background", c[0]));
     c
 }
@@ -194,9 +199,21 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
 
     let options = DissectOptions { top_k: TOP_K, images_per_concept: IMAGES_PER_CONCEPT, ..DissectOptions::default() };
     let provenance = vec![
-        ComponentInfo::substitute(Role::Captioner, "EfficientNet-Lite2 top ImageNet classes + dataset descriptions", "not BLIP"),
-        ComponentInfo::substitute(Role::Llm, "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (candle)", "a 0.5B local model instead of GPT-3.5 Turbo"),
-        ComponentInfo::substitute(Role::ConceptImages, "retrieval from held-out probing images", "not Stable Diffusion"),
+        ComponentInfo::substitute(
+            Role::Captioner,
+            "EfficientNet-Lite2 top ImageNet classes + dataset descriptions",
+            "not BLIP",
+        ),
+        ComponentInfo::substitute(
+            Role::Llm,
+            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (candle)",
+            "a 0.5B local model instead of GPT-3.5 Turbo",
+        ),
+        ComponentInfo::substitute(
+            Role::ConceptImages,
+            "retrieval from held-out probing images",
+            "not Stable Diffusion",
+        ),
         ComponentInfo::substitute(Role::ImageEncoder, "EfficientNet-Lite2 pooled head features", "not CLIP"),
         ComponentInfo::substitute(Role::TextEncoder, "all-MiniLM-L6-v2", "not mpnet"),
     ];
@@ -279,10 +296,18 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
             .collect();
         // Best first by the run's scoring function, as the pipeline chooses.
         let mut order: Vec<usize> = (0..labels.len()).collect();
-        order.sort_by(|&a, &b| options.scoring.of(&concept_entries[b].scores).total_cmp(&options.scoring.of(&concept_entries[a].scores)));
+        order.sort_by(|&a, &b| {
+            options.scoring.of(&concept_entries[b].scores).total_cmp(&options.scoring.of(&concept_entries[a].scores))
+        });
         let result = NeuronResult {
             unit: u,
-            candidates: Candidates { labels: labels.clone(), simplified, answers: Vec::new(), fell_back: false, support: Vec::new() },
+            candidates: Candidates {
+                labels: labels.clone(),
+                simplified,
+                answers: Vec::new(),
+                fell_back: false,
+                support: Vec::new(),
+            },
             best: Some(order[0]),
             top3: order[..3].to_vec(),
             concepts: concept_entries,
@@ -323,21 +348,22 @@ fn grid_pages(base: &str, l: &Layer) -> Vec<Check> {
     let grid = |query: String, units: Vec<usize>, page: usize, filter: &str| -> Check {
         let pages = units.len().div_ceil(GRID_PAGE).max(1);
         let first = units[(page - 1) * GRID_PAGE];
-        let mut expect = vec![format!("{} of {} neurons", units.len(), l.channels), format!("page {page} of {pages}"), milan(first)];
+        let mut expect =
+            vec![format!("{} of {} neurons", units.len(), l.channels), format!("page {page} of {pages}"), milan(first)];
         if !filter.is_empty() {
             expect.push(format!("match “{filter}”"));
         }
         (format!("{base}/m/{MODEL}/{}?{query}", l.name), expect)
     };
     let all: Vec<usize> = (0..l.channels).collect();
-    let mut checks: Vec<Check> = (1..=all.len().div_ceil(GRID_PAGE).min(3))
-        .map(|p| grid(format!("page={p}"), all.clone(), p, ""))
-        .collect();
+    let mut checks: Vec<Check> =
+        (1..=all.len().div_ceil(GRID_PAGE).min(3)).map(|p| grid(format!("page={p}"), all.clone(), p, "")).collect();
     let mut by_score = all.clone();
     by_score.sort_by(|&a, &b| l.dnd_score[b].total_cmp(&l.dnd_score[a]).then(a.cmp(&b)));
     checks.push(grid("sort=score".into(), by_score, 1, ""));
     for word in ["dog", "wooden"] {
-        let matching: Vec<usize> = all.iter().copied().filter(|&u| l.labels[u].iter().any(|t| t.contains(word))).collect();
+        let matching: Vec<usize> =
+            all.iter().copied().filter(|&u| l.labels[u].iter().any(|t| t.contains(word))).collect();
         if matching.is_empty() {
             continue;
         }

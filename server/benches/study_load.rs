@@ -24,8 +24,8 @@ use reqwest::{Client, StatusCode};
 use sqlx::SqlitePool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{client, env_u64, open_db, Latencies, Phase, Server};
 use study::types::{LayerChoice, MethodRef, NewStudy, RaterPage, Submission, SubmitAck};
+use support::{client, env_u64, open_db, Latencies, Phase, Server};
 
 /// The targets.
 const TARGET_SUBMITS_PER_S: f64 = 2000.0;

@@ -1,14 +1,16 @@
 //! The HTTP surface: Leptos pages and server functions, static files, `/healthz`, `/img/…`, and the
 //! cross-cutting layers (request logs, compression, timeouts, body limits).
 
-use studio::config::Config;
 use app::state::ServerContext;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::time::Duration;
+use studio::config::Config;
 use tower_http::{
-    compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    compression::CompressionLayer,
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
     trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
@@ -56,7 +58,10 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         ))
         // Rendered gallery pages served again while the gallery is unchanged (inside
         // compression, so what clients receive is the same).
-        .layer(axum::middleware::from_fn_with_state(crate::page_cache::PageCache::new(ctx.db.clone()), crate::page_cache::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::page_cache::PageCache::new(ctx.db.clone()),
+            crate::page_cache::serve,
+        ))
         .layer(CompressionLayer::new())
         .layer(
             TraceLayer::new_for_http()
@@ -83,7 +88,9 @@ async fn undecodable_arguments_are_bad_requests(
     match std::str::from_utf8(&bytes).ok().and_then(|b| b.strip_prefix("Deserialization|")) {
         Some(reason) => (
             StatusCode::BAD_REQUEST,
-            format!("the request's arguments could not be read ({reason}); this call takes the arguments its API documents"),
+            format!(
+                "the request's arguments could not be read ({reason}); this call takes the arguments its API documents"
+            ),
         )
             .into_response(),
         None => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
@@ -117,8 +124,8 @@ async fn export_labels(
     axum::extract::Path((model, layer)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
 ) -> axum::response::Response {
-    use studio::labels::export;
     use axum::http::header;
+    use studio::labels::export;
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
     let labels = match export::load(&state.ctx.db, &model, &layer, &q.method, &q.source).await {
         Ok(l) => l,
@@ -130,8 +137,10 @@ async fn export_labels(
         // Labels of another source are one parameter away: name them.
         if let Ok(others) = export::sources(&state.ctx.db, &model, &layer, &q.method).await {
             if !others.is_empty() {
-                let named: Vec<String> = others.iter().map(|s| if s.is_empty() { "(none)".into() } else { format!("`{s}`") }).collect();
-                msg += &format!("; its `{}` labels come from source {} (ask with &source=…)", q.method, named.join(", "));
+                let named: Vec<String> =
+                    others.iter().map(|s| if s.is_empty() { "(none)".into() } else { format!("`{s}`") }).collect();
+                msg +=
+                    &format!("; its `{}` labels come from source {} (ask with &source=…)", q.method, named.join(", "));
             }
         }
         return (StatusCode::NOT_FOUND, msg).into_response();
@@ -153,7 +162,8 @@ async fn export_labels(
             // parsers, so labels from runs with offline substitutes say so in the file name and
             // in a header naming the substituted roles (the JSON export has the full record).
             let substituted = substituted_roles(&labels);
-            let file = if substituted.is_empty() { format!("{stem}.csv") } else { format!("{stem}_embedded-substitutes.csv") };
+            let file =
+                if substituted.is_empty() { format!("{stem}.csv") } else { format!("{stem}_embedded-substitutes.csv") };
             match export::to_csv(&labels, format) {
                 Ok(bytes) => {
                     let mut resp = (

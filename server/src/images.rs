@@ -114,7 +114,8 @@ fn parse_width(w: Option<&str>) -> Result<Option<u32>, String> {
 fn parse_crop(c: Option<&str>) -> Result<Option<Crop>, String> {
     let Some(text) = c else { return Ok(None) };
     let bad = || format!("crop=`{text}` is not a crop box: expected x0,y0,x1,y1 in pixels with x1 > x0 and y1 > y0");
-    let parts: Vec<u32> = text.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let parts: Vec<u32> =
+        text.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| bad())?;
     let [x0, y0, x1, y1] = parts[..] else { return Err(bad()) };
     if x1 <= x0 || y1 <= y0 {
         return Err(bad());
@@ -332,7 +333,9 @@ mod tests {
     }
 
     fn png(width: u32, height: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 90]));
+        let img = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 90])
+        });
         let mut out = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
         out
@@ -440,7 +443,9 @@ mod tests {
     async fn full_size_and_stored_path_images() {
         let f = fixture().await;
         // No w: the source width; a thumbnail width larger than the image never enlarges it.
-        for uri in [format!("/img/{}", f.in_set), format!("/img/{}?w=full", f.in_set), format!("/img/{}?w=320", f.in_set)] {
+        for uri in
+            [format!("/img/{}", f.in_set), format!("/img/{}?w=full", f.in_set), format!("/img/{}?w=320", f.in_set)]
+        {
             let (status, _, body) = get(&f.app, &uri, &[]).await;
             assert_eq!(status, StatusCode::OK, "{uri}");
             let img = image::load_from_memory(&body).unwrap();

@@ -185,8 +185,8 @@ fn config_path(cli: &Cli) -> Option<PathBuf> {
 
 fn init_logging() {
     use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_env("DND_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let filter =
+        EnvFilter::try_from_env("DND_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     // Logs go to stderr, so a command's own output (`dnd quality --json`) can be piped.
     // DND_LOG_FORMAT=json gives one JSON object per line (request logs included).
     if std::env::var("DND_LOG_FORMAT").as_deref() == Ok("json") {
@@ -224,10 +224,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Record { model, probe, layers, batch } => cli::record(&config, &model, &probe, &layers, batch),
         Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free } => {
             let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
-                format!("--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products")
+                format!(
+                    "--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products"
+                )
             })?;
             let summary = parse_summary(&summary)?;
-            let args = dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free };
+            let args =
+                dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free };
             cli::dissect(&config, &args)
         }
         Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => cli::clip_dissect(
@@ -295,7 +298,10 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
     Ok(app::state::ServerContext {
         db: db.clone(),
         admin_secret: admin_secret.into(),
-        top_images: std::sync::Arc::new(study_images::RecordedTopImages { db: db.clone(), activation_root: activation_dir(config) }),
+        top_images: std::sync::Arc::new(study_images::RecordedTopImages {
+            db: db.clone(),
+            activation_root: activation_dir(config),
+        }),
         submissions: study::submit::SubmissionQueue::start(db),
         jobs: Default::default(),
     })

@@ -123,7 +123,8 @@ impl PageCache {
         if body.len() > self.limits.max_entry_bytes || size > self.limits.max_bytes || self.limits.max_entries == 0 {
             return;
         }
-        let entry = Arc::new(Entry { headers, body, size, used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)) });
+        let entry =
+            Arc::new(Entry { headers, body, size, used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)) });
         let mut inner = self.lock();
         if version < inner.version {
             // Rendered before a change another request has already seen.
@@ -204,7 +205,11 @@ pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next
         return res;
     }
     let res = next.run(req).await;
-    let is_html = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    let is_html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
     let personal = [header::SET_COOKIE, header::CONTENT_SECURITY_POLICY].iter().any(|h| res.headers().contains_key(h));
     if res.status() != StatusCode::OK || !is_html || personal {
         let mut res = res;
@@ -325,9 +330,18 @@ mod tests {
             page(&s.app, uri, "miss").await;
         }
         let csv = "layer,unit,description\nblock3,1,freshly imported stripes\n";
-        studio::labels::import_file(&s.db, fixture::MODEL, "milan.csv", csv.as_bytes(), None, "", None, &BTreeMap::new())
-            .await
-            .unwrap();
+        studio::labels::import_file(
+            &s.db,
+            fixture::MODEL,
+            "milan.csv",
+            csv.as_bytes(),
+            None,
+            "",
+            None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
         for uri in PAGES {
             page(&s.app, uri, "miss").await;
         }
@@ -371,7 +385,8 @@ mod tests {
         assert_eq!(task.status, StatusCode::OK, "{}", task.body);
         let task: serde_json::Value = serde_json::from_str(&task.body).unwrap();
         let task = &task["task"];
-        let ids: Vec<i64> = task["descriptions"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+        let ids: Vec<i64> =
+            task["descriptions"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
         let answer = serde_json::json!({ "token": token, "submission": {
             "assignment_id": task["assignment_id"], "ratings": [[ids[0], 4], [ids[1], 2]], "best": ids[0],
             "client_time_ms": 2500, "idempotency_key": "cache-answer-1" } });
@@ -399,7 +414,8 @@ mod tests {
             let anonymous = page(&s.app, uri, "miss").await;
             // Rendered for an admin from scratch: the same bytes as for anyone.
             sqlx::query("UPDATE gallery_version SET version = version + 1").execute(&s.db).await.unwrap();
-            let admin = send(&s.app, HttpRequest::get(uri).header("cookie", &cookie).body(Body::empty()).unwrap()).await;
+            let admin =
+                send(&s.app, HttpRequest::get(uri).header("cookie", &cookie).body(Body::empty()).unwrap()).await;
             assert_eq!(admin.cache.as_deref(), Some("miss"));
             assert_eq!(without_nonce(&admin.body), without_nonce(&anonymous), "{uri} differs for an admin");
         }
@@ -421,7 +437,10 @@ mod tests {
 
     /// Units of a layer grid page, in the order shown.
     fn grid_units(body: &str) -> Vec<i64> {
-        body.split("class=\"unit\">unit ").skip(1).map(|rest| rest[..rest.find('<').unwrap()].parse().unwrap()).collect()
+        body.split("class=\"unit\">unit ")
+            .skip(1)
+            .map(|rest| rest[..rest.find('<').unwrap()].parse().unwrap())
+            .collect()
     }
 
     /// The layer grid's set-based queries (filter over every method's label and the class name,
@@ -498,7 +517,8 @@ mod tests {
         let alt = get(&s.app, "/export/toy/block3?method=dnd&source=alt&format=json").await;
         assert!(all.contains("/export/toy/block3?method=dnd&amp;source=alt&amp;format=json"), "{all}");
         let labels: serde_json::Value = serde_json::from_str(&alt.body).unwrap();
-        let texts: Vec<&str> = labels["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+        let texts: Vec<&str> =
+            labels["labels"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
         assert_eq!(texts, ["alternative view"]);
         // Asking for a source the layer lacks names the ones it has.
         let none = get(&s.app, "/export/toy/block3?method=dnd&source=other&format=json").await;
@@ -521,7 +541,11 @@ mod tests {
         cache.store("/m/a/8".into(), 1, HeaderMap::new(), body(100));
         let (entries, bytes) = cache.usage();
         assert!(entries <= 8 && bytes <= limits.max_bytes, "{entries} entries, {bytes} bytes");
-        assert!(cache.lookup("/m/a/0", 1).is_some() && cache.lookup("/m/a/1", 1).is_some() && cache.lookup("/m/a/8", 1).is_some());
+        assert!(
+            cache.lookup("/m/a/0", 1).is_some()
+                && cache.lookup("/m/a/1", 1).is_some()
+                && cache.lookup("/m/a/8", 1).is_some()
+        );
         assert!(cache.lookup("/m/a/2", 1).is_none(), "the least recently served went first");
         // Bytes bound the cache as well as the count; a page over the entry limit is not kept.
         for i in 0..20 {
@@ -543,7 +567,19 @@ mod tests {
         for p in ["/", "/models", "/m/x", "/m/x/layer4", "/m/x/layer4/12"] {
             assert!(is_gallery_page(p), "{p}");
         }
-        for p in ["/m", "/m/", "/m/x/", "/m//a", "/m/x/l/1/2", "/jobs", "/admin", "/rate/t", "/img/ab", "/api/get_layer", "/healthz"] {
+        for p in [
+            "/m",
+            "/m/",
+            "/m/x/",
+            "/m//a",
+            "/m/x/l/1/2",
+            "/jobs",
+            "/admin",
+            "/rate/t",
+            "/img/ab",
+            "/api/get_layer",
+            "/healthz",
+        ] {
             assert!(!is_gallery_page(p), "{p}");
         }
     }

@@ -34,8 +34,12 @@ fn error_response(e: StudyError) -> Response {
 async fn join(State(db): State<SqlitePool>, Path(link): Path<String>, headers: HeaderMap) -> Response {
     // A returning rater keeps their token (and their progress) unless it was revoked.
     if let Some(token) = cookie(&headers, JOIN_COOKIE) {
-        let study_of_link: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?").bind(&link).fetch_optional(&db).await.ok().flatten();
+        let study_of_link: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?")
+            .bind(&link)
+            .fetch_optional(&db)
+            .await
+            .ok()
+            .flatten();
         if let (Ok(rater), Some(study)) = (study::raters::rater_by_token(&db, token).await, study_of_link) {
             if rater.study_id == study {
                 return Redirect::to(&format!("/rate/{token}")).into_response();
@@ -55,16 +59,23 @@ async fn export(State(db): State<SqlitePool>, Path((id, file)): Path<(i64, Strin
     if let Err(e) = study::admin::authorize(&db, cookie(&headers, ADMIN_COOKIE), None).await {
         return error_response(e);
     }
-    let exists: Option<i64> = match sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(id).fetch_optional(&db).await {
-        Ok(found) => found,
-        Err(e) => return error_response(e.into()),
-    };
+    let exists: Option<i64> =
+        match sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(id).fetch_optional(&db).await {
+            Ok(found) => found,
+            Err(e) => return error_response(e.into()),
+        };
     if exists.is_none() {
         return error_response(StudyError::NotFound(format!("no study {id}")));
     }
     let attachment = |name: &str| format!("attachment; filename=\"study-{id}-{name}\"");
     let csv = |body: String, name: &str| {
-        ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, attachment(name))], body)
+        (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, attachment(name)),
+            ],
+            body,
+        )
             .into_response()
     };
     let result = async {
@@ -95,11 +106,11 @@ pub(crate) mod tests {
     //! The study's access rules through the real router: what a rater token, a missing or
     //! forged admin session, and a cross-site form can and cannot reach.
 
-    use studio::config::Config;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use axum::Router;
     use std::sync::Arc;
+    use studio::config::Config;
     use study::fixture::{self, FixedImages};
     use study::types::{LayerChoice, MethodRef, NewStudy};
     use tower::ServiceExt;
@@ -244,11 +255,16 @@ pub(crate) mod tests {
         let page = call(&s.app, form("/api/rate/page", None, &format!("token={token}"))).await;
         let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
         let task = &v["task"];
-        let ids: Vec<i64> = task["descriptions"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+        let ids: Vec<i64> =
+            task["descriptions"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
         let submit = |ratings: serde_json::Value, best: i64, key: &str| {
-            json("/api/rate/submit", None, serde_json::json!({ "token": token, "submission": {
+            json(
+                "/api/rate/submit",
+                None,
+                serde_json::json!({ "token": token, "submission": {
                 "assignment_id": task["assignment_id"], "ratings": ratings, "best": best,
-                "client_time_ms": 2500, "idempotency_key": key } }))
+                "client_time_ms": 2500, "idempotency_key": key } }),
+            )
         };
         let bad = [
             (serde_json::json!([[ids[0], 6], [ids[1], 3]]), ids[0], "outside the 1-5 scale"),
@@ -267,12 +283,20 @@ pub(crate) mod tests {
         let retry = call(&s.app, submit(good.clone(), ids[0], "good-answer-1")).await;
         let (a, b): (serde_json::Value, serde_json::Value) =
             (serde_json::from_str(&first.body).unwrap(), serde_json::from_str(&retry.body).unwrap());
-        assert_eq!((a["response_id"].clone(), b["duplicate"].clone()), (b["response_id"].clone(), serde_json::json!(true)));
+        assert_eq!(
+            (a["response_id"].clone(), b["duplicate"].clone()),
+            (b["response_id"].clone(), serde_json::json!(true))
+        );
         // The acknowledgement carries the rater's next task (the other neuron), method-blind, and
         // the rater's page resumes exactly that task.
         let next = &a["next"];
         assert_ne!(next["assignment_id"], task["assignment_id"]);
-        assert_eq!((next["number"].as_i64(), next["descriptions"].as_array().map(Vec::len)), (Some(2), Some(2)), "{}", first.body);
+        assert_eq!(
+            (next["number"].as_i64(), next["descriptions"].as_array().map(Vec::len)),
+            (Some(2), Some(2)),
+            "{}",
+            first.body
+        );
         for word in ["\"method\"", "dnd\"", "\"milan\"", "study_method", "label_id"] {
             assert!(!first.body.contains(word), "acknowledgement leaks {word}: {}", first.body);
         }
@@ -289,16 +313,25 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn admin_calls_need_the_session_and_its_csrf_token() {
         let s = site().await;
-        let wrong = call(&s.app, json("/api/admin/login", None, serde_json::json!({ "secret": "guess-guess-guess" }))).await;
+        let wrong =
+            call(&s.app, json("/api/admin/login", None, serde_json::json!({ "secret": "guess-guess-guess" }))).await;
         assert_eq!(wrong.status, StatusCode::FORBIDDEN);
         assert!(wrong.headers.get("set-cookie").is_none());
         let (cookie, csrf) = login(&s.app).await;
         let status = |csrf: &str| {
-            json("/api/admin/study-status", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": s.study_id, "status": "closed" }))
+            json(
+                "/api/admin/study-status",
+                Some(&cookie),
+                serde_json::json!({ "csrf": csrf, "id": s.study_id, "status": "closed" }),
+            )
         };
         assert_eq!(call(&s.app, status("forged-token-000000")).await.status, StatusCode::FORBIDDEN);
         // A cross-site HTML form can only send form encodings, which state-changing calls refuse.
-        let r = call(&s.app, form("/api/admin/study-status", Some(&cookie), &format!("csrf={csrf}&id={}&status=closed", s.study_id))).await;
+        let r = call(
+            &s.app,
+            form("/api/admin/study-status", Some(&cookie), &format!("csrf={csrf}&id={}&status=closed", s.study_id)),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
         assert!(r.body.contains("could not be read"), "{}", r.body);
         let open: String = sqlx::query_scalar("SELECT status FROM studies").fetch_one(&s.db).await.unwrap();
@@ -310,7 +343,10 @@ pub(crate) mod tests {
         let csv = call(&s.app, get(&format!("/admin/studies/{}/export/results.csv", s.study_id), Some(&cookie))).await;
         assert_eq!(csv.status, StatusCode::OK);
         assert!(csv.body.starts_with("layer,method,source,mean_rating"), "{}", csv.body);
-        assert_eq!(call(&s.app, get("/admin/studies/999/export/results.csv", Some(&cookie))).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            call(&s.app, get("/admin/studies/999/export/results.csv", Some(&cookie))).await.status,
+            StatusCode::NOT_FOUND
+        );
         let r = call(&s.app, get(&format!("/admin/studies/{}/export/secrets.txt", s.study_id), Some(&cookie))).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         // Logging out ends the session.
@@ -331,7 +367,10 @@ pub(crate) mod tests {
         let again = call(&s.app, get(&format!("/join/{link}"), Some(&cookie))).await;
         assert_eq!(again.headers.get("location").unwrap().to_str().unwrap(), to, "same browser, same token");
         assert_eq!(call(&s.app, get("/join/not-a-link", None)).await.status, StatusCode::NOT_FOUND);
-        let raters: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE origin = 'open_link'").fetch_one(&s.db).await.unwrap();
+        let raters: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE origin = 'open_link'")
+            .fetch_one(&s.db)
+            .await
+            .unwrap();
         assert_eq!(raters, 1);
     }
 }

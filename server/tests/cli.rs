@@ -139,7 +139,10 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM top_images WHERE caption_id IS NULL"), 0);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM candidate_concepts WHERE selected = 1"), 2);
     assert_eq!(
-        query_i64(&db, "SELECT COUNT(*) FROM candidate_concepts WHERE score_topk_squared IS NULL OR score_image_products IS NULL"),
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM candidate_concepts WHERE score_topk_squared IS NULL OR score_image_products IS NULL"
+        ),
         0
     );
     assert!(query_i64(&db, "SELECT COUNT(*) FROM concept_images") >= 2);
@@ -154,10 +157,19 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     );
     assert_eq!(query_i64(&db, "SELECT uses_substitutes FROM dissection_runs"), 1);
     assert_eq!(
-        query_i64(&db, "SELECT COUNT(*) FROM dissection_runs WHERE json_extract(provenance_json, '$.llm.paper_equivalent') = 0"),
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM dissection_runs WHERE json_extract(provenance_json, '$.llm.paper_equivalent') = 0"
+        ),
         1
     );
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM activation_caches WHERE status = 'complete' AND layer_name = 'classifier'"), 1);
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM activation_caches WHERE status = 'complete' AND layer_name = 'classifier'"
+        ),
+        1
+    );
     // D_top is drawn from the probe split only, the same images the rating study shows …
     assert_eq!(
         query_i64(
@@ -195,7 +207,10 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("resuming run #1: 1 of 2 neurons left"), "{out}");
-    assert!(out.contains("unit  985: ") && !out.contains("unit  967: "), "only the unfinished neuron is recomputed: {out}");
+    assert!(
+        out.contains("unit  985: ") && !out.contains("unit  967: "),
+        "only the unfinished neuron is recomputed: {out}"
+    );
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM dissection_runs"), 1);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM labels WHERE method = 'dnd' AND rank = 1 AND is_current = 1"), 2);
@@ -247,5 +262,9 @@ fn dissect_rejects_bad_neuron_specs_before_any_work() {
     let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--leak-free"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--leak-free applies to an ImageNet-1k classifier layer"), "{}", text(&o));
-    assert_eq!(query_i64(&dir.path().join("dnd-studio.db"), "SELECT COUNT(*) FROM dissection_runs"), 0, "no run was opened");
+    assert_eq!(
+        query_i64(&dir.path().join("dnd-studio.db"), "SELECT COUNT(*) FROM dissection_runs"),
+        0,
+        "no run was opened"
+    );
 }

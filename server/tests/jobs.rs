@@ -7,8 +7,8 @@ mod common;
 
 use app::api::jobs::JobView;
 use common::{client, query, query_i64, Server};
-use std::path::Path;
 use reqwest::StatusCode;
+use std::path::Path;
 
 fn request(neurons: &str, layer: &str) -> serde_json::Value {
     serde_json::json!({
@@ -18,7 +18,13 @@ fn request(neurons: &str, layer: &str) -> serde_json::Value {
 }
 
 async fn start_job(s: &Server, cookie: &str, csrf: &str, neurons: &str) -> i64 {
-    let (status, body) = s.post("/api/jobs/start", Some(cookie), serde_json::json!({ "csrf": csrf, "request": request(neurons, "classifier") })).await;
+    let (status, body) = s
+        .post(
+            "/api/jobs/start",
+            Some(cookie),
+            serde_json::json!({ "csrf": csrf, "request": request(neurons, "classifier") }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body.trim().parse().unwrap()
 }
@@ -67,7 +73,14 @@ async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
     )
     .await;
     // The finished job's neuron page shows its label.
-    let page = client().get(format!("{}/m/efficientnet-lite0/classifier/967", s.base)).send().await.unwrap().text().await.unwrap();
+    let page = client()
+        .get(format!("{}/m/efficientnet-lite0/classifier/967", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let escaped = label.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     assert!(page.contains(&escaped), "the neuron page shows the job's label `{label}`");
 }
@@ -77,27 +90,33 @@ async fn folders_and_model_files_on_the_server_are_registered_by_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;
     let (cookie, csrf) = s.login().await;
-    let register = |kind: &str, path: &Path| {
-        serde_json::json!({ "csrf": csrf, "kind": kind, "request": { "path": path.display().to_string() } })
-    };
+    let register = |kind: &str, path: &Path| serde_json::json!({ "csrf": csrf, "kind": kind, "request": { "path": path.display().to_string() } });
 
     // A folder of real photos, an empty file and a text file posing as a JPEG.
     let probe = dir.path().join("my-probe");
     std::fs::create_dir_all(probe.join("cups")).unwrap();
     for name in ["coffee.png", "chelsea.png", "rocket.jpg"] {
-        std::fs::copy(dissect::assets::assets_dir().join("probe/builtin/skimage").join(name), probe.join("cups").join(name)).unwrap();
+        std::fs::copy(
+            dissect::assets::assets_dir().join("probe/builtin/skimage").join(name),
+            probe.join("cups").join(name),
+        )
+        .unwrap();
     }
     std::fs::write(probe.join("empty.png"), b"").unwrap();
     std::fs::write(probe.join("notes.jpg"), b"plain text").unwrap();
 
     // Paths that cannot be what they should are refused before anything is queued.
-    let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_probe_set", Path::new("relative/dir"))).await;
+    let (status, text) =
+        s.post("/api/jobs/register", Some(&cookie), register("register_probe_set", Path::new("relative/dir"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text.contains("not an absolute path"), "{text}");
     let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_model", &probe)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text.contains("is not a TorchScript file"), "{text}");
-    assert_eq!(s.post("/api/jobs/register", None, register("register_probe_set", &probe)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.post("/api/jobs/register", None, register("register_probe_set", &probe)).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     let (status, text) = s.post("/api/jobs/register", Some(&cookie), register("register_probe_set", &probe)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -130,10 +149,12 @@ async fn a_killed_server_resumes_its_job_and_cancel_stops_jobs() {
     let id = start_job(&s, &cookie, &csrf, "967,985").await;
     // A second job waits in the queue behind the first; cancelling it ends it at once.
     let queued = start_job(&s, &cookie, &csrf, "1,2").await;
-    let (status, text) = s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
+    let (status, text) =
+        s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(s.detail(queued).await.job.status, "cancelled");
-    let (status, text) = s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
+    let (status, text) =
+        s.post("/api/jobs/cancel", Some(&cookie), serde_json::json!({ "csrf": csrf, "id": queued })).await;
     assert_eq!(status, StatusCode::CONFLICT, "{text}");
     assert!(text.contains("already cancelled"), "{text}");
 
@@ -150,7 +171,11 @@ async fn a_killed_server_resumes_its_job_and_cancel_stops_jobs() {
     assert_eq!(last.status, "done", "{last:#?}\n{}", s.log());
     assert_eq!(last.attempts, 2, "started again after the restart");
     let detail = s.detail(id).await;
-    assert!(detail.events.iter().any(|e| e.message.contains("the server stopped while this job ran")), "{:#?}", detail.events);
+    assert!(
+        detail.events.iter().any(|e| e.message.contains("the server stopped while this job ran")),
+        "{:#?}",
+        detail.events
+    );
     assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM dissection_runs").await, 1, "the same run resumed");
     assert_eq!(query_i64(dir.path(), "SELECT count(*) FROM run_neurons WHERE status = 'done'").await, 2);
 

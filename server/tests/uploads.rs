@@ -81,7 +81,9 @@ fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
     for p in parts {
         write!(body, "--{boundary}\r\n").unwrap();
         match p {
-            Part::Text(name, value) => write!(body, "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").unwrap(),
+            Part::Text(name, value) => {
+                write!(body, "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").unwrap()
+            }
             Part::File(name, file, bytes) => {
                 write!(body, "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n").unwrap();
                 write!(body, "Content-Type: application/octet-stream\r\n\r\n").unwrap();
@@ -147,11 +149,21 @@ async fn a_zip_of_images_becomes_a_registered_probing_set() {
         ("photos/README.md", b"not an image".to_vec(), DEFLATED),
         ("__MACOSX/photos/._rocket.jpg", b"resource fork".to_vec(), STORED),
     ]);
-    let parts = [Part::Text("csrf", &csrf), Part::Text("name", "my-upload"), Part::File("zip", "photos.zip", zip.clone())];
+    let parts =
+        [Part::Text("csrf", &csrf), Part::Text("name", "my-upload"), Part::File("zip", "photos.zip", zip.clone())];
     let (status, text) = s.upload("/api/uploads/probe-set", Some(&cookie), &parts).await;
     assert_eq!(status, StatusCode::OK, "{text}\n{}", s.log());
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!((answer["name"].as_str(), answer["images"].as_i64(), answer["descriptions"].as_i64(), answer["skipped"].as_i64()), (Some("my-upload"), Some(3), Some(1), Some(2)), "{answer}");
+    assert_eq!(
+        (
+            answer["name"].as_str(),
+            answer["images"].as_i64(),
+            answer["descriptions"].as_i64(),
+            answer["skipped"].as_i64()
+        ),
+        (Some("my-upload"), Some(3), Some(1), Some(2)),
+        "{answer}"
+    );
 
     // The same registration job as a folder on disk, visible in the queue.
     let job = s.finished(answer["job"].as_i64().unwrap()).await;
@@ -159,7 +171,10 @@ async fn a_zip_of_images_becomes_a_registered_probing_set() {
     assert_eq!(job.message.as_deref(), Some("probing set `my-upload`: 3 images, 0 files rejected"));
     let set = dir.path().join("probe_sets/my-upload");
     assert!(set.join("photos/cups/coffee.png").is_file() && set.join("photos/rocket.txt").is_file());
-    assert!(!set.join("photos/README.md").exists() && !set.join("__MACOSX").exists(), "only images and descriptions are kept");
+    assert!(
+        !set.join("photos/README.md").exists() && !set.join("__MACOSX").exists(),
+        "only images and descriptions are kept"
+    );
     assert!(std::fs::read_dir(dir.path().join("uploads")).unwrap().next().is_none(), "the staging folder is gone");
 
     // A usable set: offered by the start form, labels from folders, the description kept.
@@ -183,7 +198,11 @@ async fn a_zip_of_images_becomes_a_registered_probing_set() {
     let (status, text) = s.upload("/api/uploads/probe-set", Some(&cookie), &unnamed).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("\"name\":\"holiday-photos\""), "{text}");
-    let bad_name = [Part::Text("csrf", &csrf), Part::Text("name", "../etc"), Part::File("zip", "x.zip", zip_of(&[("a.png", skimage("coffee.png"), STORED)]))];
+    let bad_name = [
+        Part::Text("csrf", &csrf),
+        Part::Text("name", "../etc"),
+        Part::File("zip", "x.zip", zip_of(&[("a.png", skimage("coffee.png"), STORED)])),
+    ];
     let (status, text) = s.upload("/api/uploads/probe-set", Some(&cookie), &bad_name).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("name `../etc` is not usable"), "{text}");
@@ -195,7 +214,9 @@ async fn refused_zips_name_the_reason_and_leave_nothing_behind() {
     let s = start(dir.path()).await;
     let (cookie, csrf) = s.login().await;
     let good = zip_of(&[("coffee.png", skimage("coffee.png"), STORED)]);
-    let upload = |zip: Vec<u8>| vec![Part::Text("csrf", &csrf), Part::Text("name", "refused"), Part::File("zip", "set.zip", zip)];
+    let upload = |zip: Vec<u8>| {
+        vec![Part::Text("csrf", &csrf), Part::Text("name", "refused"), Part::File("zip", "set.zip", zip)]
+    };
     let refused = |status: StatusCode, text: &str, expected: StatusCode, needle: &str| {
         assert_eq!(status, expected, "{text}");
         assert!(text.contains(needle), "expected `{needle}` in: {text}");
@@ -232,13 +253,16 @@ async fn refused_zips_name_the_reason_and_leave_nothing_behind() {
     assert!(text.contains("liar.png"), "{text}");
 
     // Too many entries.
-    let many: Vec<(String, Vec<u8>, CompressionMethod)> = (0..MAX_FILES + 1).map(|i| (format!("{i}.txt"), b"x".to_vec(), STORED)).collect();
-    let many: Vec<(&str, Vec<u8>, CompressionMethod)> = many.iter().map(|(n, b, m)| (n.as_str(), b.clone(), *m)).collect();
+    let many: Vec<(String, Vec<u8>, CompressionMethod)> =
+        (0..MAX_FILES + 1).map(|i| (format!("{i}.txt"), b"x".to_vec(), STORED)).collect();
+    let many: Vec<(&str, Vec<u8>, CompressionMethod)> =
+        many.iter().map(|(n, b, m)| (n.as_str(), b.clone(), *m)).collect();
     let (status, text) = s.upload("/api/uploads/probe-set", Some(&cookie), &upload(zip_of(&many))).await;
     refused(status, &text, StatusCode::PAYLOAD_TOO_LARGE, "uploads.max_files");
 
     // Entries that leave the folder, links, and archives that are not zips or hold no image.
-    let escaping = zip_of(&[("coffee.png", skimage("coffee.png"), STORED), ("../escaped.png", skimage("chelsea.png"), STORED)]);
+    let escaping =
+        zip_of(&[("coffee.png", skimage("coffee.png"), STORED), ("../escaped.png", skimage("chelsea.png"), STORED)]);
     let (status, text) = s.upload("/api/uploads/probe-set", Some(&cookie), &upload(escaping)).await;
     refused(status, &text, StatusCode::BAD_REQUEST, "`../escaped.png` climbs out");
     let absolute = zip_of(&[("/tmp/abs.png", skimage("coffee.png"), STORED)]);
@@ -316,21 +340,29 @@ async fn a_model_and_its_manifest_are_uploaded_and_registered() {
     };
 
     // Refused before anything is queued or kept.
-    let (status, text) = s.upload("/api/uploads/model", None, &model("tiny", tiny_torchscript(), tiny_manifest())).await;
+    let (status, text) =
+        s.upload("/api/uploads/model", None, &model("tiny", tiny_torchscript(), tiny_manifest())).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("tiny", tiny_torchscript(), b"{ not json".to_vec())).await;
+    let (status, text) =
+        s.upload("/api/uploads/model", Some(&cookie), &model("tiny", tiny_torchscript(), b"{ not json".to_vec())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("the manifest is refused") && text.contains("not valid JSON"), "{text}");
     let missing = serde_json::to_vec(&serde_json::json!({ "name": "x", "layers": [] })).unwrap();
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("tiny", tiny_torchscript(), missing)).await;
+    let (status, text) =
+        s.upload("/api/uploads/model", Some(&cookie), &model("tiny", tiny_torchscript(), missing)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("tiny", b"not a model".to_vec(), tiny_manifest())).await;
+    let (status, text) =
+        s.upload("/api/uploads/model", Some(&cookie), &model("tiny", b"not a model".to_vec(), tiny_manifest())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("is not a TorchScript file"), "{text}");
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("tiny", noise(MAX_MODEL as usize + 1), tiny_manifest())).await;
+    let (status, text) = s
+        .upload("/api/uploads/model", Some(&cookie), &model("tiny", noise(MAX_MODEL as usize + 1), tiny_manifest()))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
     assert!(text.contains("uploads.max_model_bytes"), "{text}");
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("efficientnet-lite0", tiny_torchscript(), tiny_manifest())).await;
+    let (status, text) = s
+        .upload("/api/uploads/model", Some(&cookie), &model("efficientnet-lite0", tiny_torchscript(), tiny_manifest()))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{text}");
     let only_model = [Part::Text("csrf", &csrf), Part::File("model", "tiny.pt", tiny_torchscript())];
     let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &only_model).await;
@@ -340,15 +372,23 @@ async fn a_model_and_its_manifest_are_uploaded_and_registered() {
     assert_eq!(s.query_i64("SELECT count(*) FROM jobs").await, 0);
 
     // Without a name, the model's file name gives it; the registration job loads it.
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("", tiny_torchscript(), tiny_manifest())).await;
+    let (status, text) =
+        s.upload("/api/uploads/model", Some(&cookie), &model("", tiny_torchscript(), tiny_manifest())).await;
     assert_eq!(status, StatusCode::OK, "{text}\n{}", s.log());
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["name"], "tinynet");
-    assert!(dir.path().join("models/tinynet/tinynet.pt").is_file() && dir.path().join("models/tinynet/tinynet.json").is_file());
+    assert!(
+        dir.path().join("models/tinynet/tinynet.pt").is_file()
+            && dir.path().join("models/tinynet/tinynet.json").is_file()
+    );
     let job = s.finished(answer["job"].as_i64().unwrap()).await;
     assert_eq!(job.status, "done", "{job:#?}\n{}", s.log());
     assert_eq!(job.message.as_deref(), Some("model `tinynet` with 2 dissectable layers"));
-    assert_eq!(s.query_i64("SELECT count(*) FROM layers y JOIN models m ON m.id = y.model_id WHERE m.slug = 'tinynet'").await, 2);
-    let (status, text) = s.upload("/api/uploads/model", Some(&cookie), &model("tinynet", tiny_torchscript(), tiny_manifest())).await;
+    assert_eq!(
+        s.query_i64("SELECT count(*) FROM layers y JOIN models m ON m.id = y.model_id WHERE m.slug = 'tinynet'").await,
+        2
+    );
+    let (status, text) =
+        s.upload("/api/uploads/model", Some(&cookie), &model("tinynet", tiny_torchscript(), tiny_manifest())).await;
     assert_eq!(status, StatusCode::CONFLICT, "{text}");
 }

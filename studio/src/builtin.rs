@@ -62,10 +62,9 @@ pub async fn register(db: &SqlitePool, assets_dir: &Path) {
         return;
     }
     let path = weights.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        EfficientNetLite::load(Variant::Lite0, &path, LoadOptions::default())
-    })
-    .await;
+    let loaded =
+        tokio::task::spawn_blocking(move || EfficientNetLite::load(Variant::Lite0, &path, LoadOptions::default()))
+            .await;
     let model = match loaded {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return tracing::error!("loading the built-in model failed: {e}"),

@@ -151,9 +151,11 @@ pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyh
         // The model, layer and probing set, and the layer's recording (which this run may have
         // made), so a rating study on the layer finds its top images.
         let (model_id, _, set_row) =
-            crate::dissection::register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set).await?;
+            crate::dissection::register_target(&db, &loaded, &args.model, assets, &args.layer, &args.probe, &set)
+                .await?;
         let layers = std::slice::from_ref(&args.layer);
-        crate::dissection::note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording).await?;
+        crate::dissection::note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording)
+            .await?;
         let id = if labelled.is_empty() {
             None
         } else {
@@ -265,7 +267,15 @@ mod tests {
         config.services.clip_torchscript = Some(clip);
         config.services.clip_tokenizer = Some(tokenizer);
 
-        crate::dissection::record_layers(&config, "efficientnet-lite0", "builtin", &["stage2".to_string()], 32, &mut |_| {}).unwrap();
+        crate::dissection::record_layers(
+            &config,
+            "efficientnet-lite0",
+            "builtin",
+            &["stage2".to_string()],
+            32,
+            &mut |_| {},
+        )
+        .unwrap();
         let args = ClipDissectArgs {
             model: "efficientnet-lite0".into(),
             layer: "stage2".into(),
@@ -281,10 +291,12 @@ mod tests {
         let caches = |config: &Config| {
             rt.block_on(async {
                 let db = crate::db::open(&config.database_path()).await.unwrap();
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM activation_caches WHERE layer_name = 'stage2' AND status = 'complete'")
-                    .fetch_one(&db)
-                    .await
-                    .unwrap();
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM activation_caches WHERE layer_name = 'stage2' AND status = 'complete'",
+                )
+                .fetch_one(&db)
+                .await
+                .unwrap();
                 n
             })
         };

@@ -169,7 +169,6 @@ fn default_assets_dir() -> PathBuf {
     dissect::assets::assets_dir()
 }
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -187,14 +186,10 @@ const ENV_PREFIX: &str = "DND__";
 impl Config {
     /// Reads `path` (if given; a missing explicit file is an error), then applies `DND__*`
     /// environment overrides from `env`, then validates.
-    pub fn load(
-        path: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let (mut table, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
                 let table: toml::Table = text
                     .parse()
                     .map_err(|e: toml::de::Error| ConfigError::Parse { path: p.into(), message: e.to_string() })?;

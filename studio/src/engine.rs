@@ -80,4 +80,3 @@ pub fn record(
     let recording = store.record(model, &key, &images, &layers, &opts, &mut |p: Progress| on_progress(&p))?;
     Ok((images, recording))
 }
-

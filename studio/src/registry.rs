@@ -42,11 +42,13 @@ async fn store_probe_set(db: &SqlitePool, spec: &ProbeSetSpec, set: &ScannedSet)
     .await?;
     if let Some((id, _)) = existing {
         // Same images: only the folder may have moved.
-        sqlx::query("UPDATE probe_sets SET root_path = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?")
-            .bind(spec.root.to_string_lossy())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE probe_sets SET root_path = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?",
+        )
+        .bind(spec.root.to_string_lossy())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(id);
     }
@@ -213,9 +215,8 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
         .await?;
         // Every unit gets a row (and so a gallery page); classifier units carry their class.
         for unit in 0..layer.channels {
-            let class_name = (layer.kind == LayerKind::Classifier)
-                .then(|| classes.and_then(|c| c.get(unit)).cloned())
-                .flatten();
+            let class_name =
+                (layer.kind == LayerKind::Classifier).then(|| classes.and_then(|c| c.get(unit)).cloned()).flatten();
             sqlx::query("INSERT INTO neurons (layer_id, unit, class_name) VALUES (?, ?, ?)")
                 .bind(layer_id)
                 .bind(unit as i64)

@@ -46,9 +46,9 @@ impl RecordedTopImages {
         let units = units.to_vec();
         tokio::task::spawn_blocking(move || {
             let shas: Vec<&str> = images.iter().map(|i| i.1.as_str()).collect();
-            let (sums, _) = ActivationStore::new(root)
-                .load(&key, &layer, &shas, channels)
-                .ok_or_else(|| format!("the recorded activations of layer `{layer}` are missing or stale; record the layer again"))?;
+            let (sums, _) = ActivationStore::new(root).load(&key, &layer, &shas, channels).ok_or_else(|| {
+                format!("the recorded activations of layer `{layer}` are missing or stale; record the layer again")
+            })?;
             let per_unit = units
                 .iter()
                 .map(|&u| {

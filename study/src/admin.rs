@@ -33,7 +33,9 @@ pub async fn login(db: &SqlitePool, secret: &str, given: &str, user_agent: Optio
     .execute(db)
     .await?;
     // Old sessions are dropped on the way (they are not research data).
-    sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now')").execute(db).await?;
+    sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ','now')")
+        .execute(db)
+        .await?;
     Ok((cookie, csrf))
 }
 
@@ -58,7 +60,9 @@ pub async fn authorize(db: &SqlitePool, cookie: Option<&str>, csrf: Option<&str>
     let session = session.ok_or_else(|| StudyError::Forbidden("admin login required".into()))?;
     if let Some(csrf) = csrf {
         if !constant_time_eq(&session.csrf_token, csrf) {
-            return Err(StudyError::Forbidden("the form is stale or forged (CSRF token mismatch); reload the page".into()));
+            return Err(StudyError::Forbidden(
+                "the form is stale or forged (CSRF token mismatch); reload the page".into(),
+            ));
         }
     }
     Ok(session)

@@ -222,11 +222,7 @@ pub(crate) async fn assign_next_task(
 ) -> Result<Option<Assigned>> {
     let mut swept = false;
     loop {
-        let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK)
-            .bind(study_id)
-            .bind(rater_id)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(r) = sqlx::query(STATE_FOR_NEXT_TASK).bind(study_id).bind(rater_id).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
@@ -239,7 +235,8 @@ pub(crate) async fn assign_next_task(
             let pending = Pending { assignment_id, item_id: r.get("pending_item"), order, shown: None };
             return Ok(Some(Assigned { study_id, rater_id, completed, pending }));
         }
-        let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
+        let unreadable =
+            |e: serde_json::Error| StudyError::Invalid(format!("rater {rater_id}: candidate items unreadable: {e}"));
         let ordinary: Vec<(i64, i64)> = serde_json::from_str(r.get("ordinary")).map_err(unreadable)?;
         if ordinary.is_empty() && !swept {
             // Every item looks full: slots held too long by absent raters go back to the pool
@@ -284,7 +281,8 @@ struct Choice {
 
 /// Reads a stored display order.
 fn display_order(assignment_id: i64, json: &str) -> Result<Vec<i64>> {
-    serde_json::from_str(json).map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| StudyError::Invalid(format!("task {assignment_id}: stored display order unreadable: {e}")))
 }
 
 /// What the rater sees of an assigned task: ready when the writer assigned it just now, else
@@ -304,7 +302,9 @@ async fn current_task(tx: &mut SqliteConnection, cache: &TaskCache, state: &Rate
     }
     // (load_task returns a just-assigned task as its insert computed it, without reading.)
     match &state.pending {
-        Some(pending) => Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?)),
+        Some(pending) => {
+            Ok(Some(load_task(tx, cache, state.study_id, state.rater_id, state.completed, pending).await?))
+        }
         None => match assign_next_task(tx, cache, state.study_id, state.rater_id).await? {
             Some(a) => Ok(Some(load_task(tx, cache, a.study_id, a.rater_id, a.completed, &a.pending).await?)),
             None => Ok(None),
@@ -359,13 +359,14 @@ async fn insert_assignment(tx: &mut SqliteConnection, cache: &TaskCache, s: &Cho
         };
     }
     let cached = cache.get(item_id);
-    let row = sqlx::query(if cached.is_some() { insert!("") } else { insert!(concat!(", ", item_content_columns!("?3"))) })
-        .bind(s.study_id)
-        .bind(s.rater_id)
-        .bind(item_id)
-        .bind(s.given)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row =
+        sqlx::query(if cached.is_some() { insert!("") } else { insert!(concat!(", ", item_content_columns!("?3"))) })
+            .bind(s.study_id)
+            .bind(s.rater_id)
+            .bind(item_id)
+            .bind(s.given)
+            .fetch_one(&mut *tx)
+            .await?;
     let id: i64 = row.get(0);
     let content = match cached {
         Some(content) => content,

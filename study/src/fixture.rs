@@ -53,7 +53,12 @@ pub async fn seed(db: &SqlitePool) {
         .await
         .unwrap();
         for unit in 0..*channels {
-            sqlx::query("INSERT INTO neurons (layer_id, unit) VALUES (?, ?)").bind(layer_id).bind(unit).execute(db).await.unwrap();
+            sqlx::query("INSERT INTO neurons (layer_id, unit) VALUES (?, ?)")
+                .bind(layer_id)
+                .bind(unit)
+                .execute(db)
+                .await
+                .unwrap();
         }
     }
     for method in ["dnd", "milan", "clip-dissect"] {
@@ -95,14 +100,18 @@ impl TopImageSource for FixedImages {
         _summary: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<LayerTopImages, String>> + Send + 'a>> {
         Box::pin(async move {
-            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM images ORDER BY sha256").fetch_all(&self.db).await.unwrap();
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM images ORDER BY sha256").fetch_all(&self.db).await.unwrap();
             Ok(LayerTopImages {
                 probe_set_id: None,
                 units: units
                     .iter()
                     .map(|&u| {
                         (0..k.min(ids.len()))
-                            .map(|i| ShownImage { image_id: ids[(u as usize + i) % ids.len()], activation: 10.0 - i as f32 })
+                            .map(|i| ShownImage {
+                                image_id: ids[(u as usize + i) % ids.len()],
+                                activation: 10.0 - i as f32,
+                            })
                             .collect()
                     })
                     .collect(),

@@ -2,8 +2,8 @@
 //! excluding (results are recomputed without them), and the rater-entered worker id.
 
 use crate::error::{Result, StudyError};
-use crate::write_gate::WriteTx;
 use crate::tokens::{hash_token, new_token};
+use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
 
 /// A rater found by token.
@@ -38,7 +38,8 @@ pub async fn invite(db: &SqlitePool, study_id: i64, count: usize, note: &str) ->
 }
 
 async fn study_exists(db: &SqlitePool, study_id: i64) -> Result<()> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(study_id).fetch_optional(db).await?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(study_id).fetch_optional(db).await?;
     found.map(|_| ()).ok_or_else(|| StudyError::NotFound(format!("no study {study_id}")))
 }
 
@@ -99,7 +100,13 @@ pub async fn set_worker_id(db: &SqlitePool, token: &str, worker_id: &str) -> Res
 }
 
 /// Runs `sql` on one rater of one study: ?1 = `arg`, ?2 = rater id, ?3 = study id.
-async fn update_rater(db: &SqlitePool, study_id: i64, rater_id: i64, sql: &'static str, arg: Option<&str>) -> Result<()> {
+async fn update_rater(
+    db: &SqlitePool,
+    study_id: i64,
+    rater_id: i64,
+    sql: &'static str,
+    arg: Option<&str>,
+) -> Result<()> {
     let done = sqlx::query(sql).bind(arg).bind(rater_id).bind(study_id).execute(db).await?;
     if done.rows_affected() == 0 {
         return Err(StudyError::NotFound(format!("study {study_id} has no rater {rater_id}")));

@@ -30,15 +30,19 @@ pub async fn study_methods(db: &SqlitePool, study_id: i64) -> Result<Vec<(i64, M
         .bind(study_id)
         .fetch_all(db)
         .await?;
-    Ok(rows.iter().map(|r| (r.get("id"), MethodRef { method: r.get("method"), source: r.get("source_name") })).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("id"), MethodRef { method: r.get("method"), source: r.get("source_name") }))
+        .collect())
 }
 
 pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
     let settings: Option<String> =
         sqlx::query_scalar("SELECT settings_json FROM studies WHERE id = ?").bind(study_id).fetch_optional(db).await?;
     let settings = settings.ok_or_else(|| crate::StudyError::NotFound(format!("no study {study_id}")))?;
-    let layer_order: Vec<String> =
-        serde_json::from_str::<NewStudy>(&settings).map(|s| s.layers.into_iter().map(|l| l.layer).collect()).unwrap_or_default();
+    let layer_order: Vec<String> = serde_json::from_str::<NewStudy>(&settings)
+        .map(|s| s.layers.into_iter().map(|l| l.layer).collect())
+        .unwrap_or_default();
     let methods = study_methods(db, study_id).await?;
     let method_index = |id: Option<i64>| id.and_then(|id| methods.iter().position(|m| m.0 == id));
 
@@ -89,14 +93,15 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
     let counted: Vec<&Response> = responses.iter().filter(|r| !r.attention && !r.excluded).collect();
     let mut rows: Vec<LayerResults> = layer_order
         .iter()
-        .map(|layer| table_row(Some(layer.clone()), counted.iter().copied().filter(|r| &r.layer == layer), &methods, &ratings))
+        .map(|layer| {
+            table_row(Some(layer.clone()), counted.iter().copied().filter(|r| &r.layer == layer), &methods, &ratings)
+        })
         .collect();
     rows.push(table_row(None, counted.iter().copied(), &methods, &ratings));
 
     let valid: Vec<&Response> = counted.iter().copied().filter(|r| r.valid).collect();
-    let mut agreement: Vec<Agreement> = (0..methods.len())
-        .map(|m| agreement_of(Some(methods[m].1.clone()), &valid, &ratings, |rm| rm == m))
-        .collect();
+    let mut agreement: Vec<Agreement> =
+        (0..methods.len()).map(|m| agreement_of(Some(methods[m].1.clone()), &valid, &ratings, |rm| rm == m)).collect();
     agreement.push(agreement_of(None, &valid, &ratings, |_| true));
 
     let substituted: Vec<i64> = sqlx::query_scalar(

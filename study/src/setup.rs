@@ -3,10 +3,10 @@
 //! what raters saw stays fixed even if runs or imports change later.
 
 use crate::error::{Result, StudyError};
-use crate::write_gate::WriteTx;
 use crate::rng::SplitMix64;
 use crate::types::{MethodRef, NewStudy};
 use crate::units::{parse_units, random_count, sample_units};
+use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
 use std::future::Future;
 use std::pin::Pin;
@@ -126,12 +126,16 @@ pub async fn create_study(db: &SqlitePool, images: &dyn TopImageSource, s: &NewS
             .fetch_optional(db)
             .await?;
         let Some(layer) = layer else {
-            let names: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM layers WHERE model_id = ? ORDER BY position")
-                    .bind(model_id)
-                    .fetch_all(db)
-                    .await?;
-            return invalid(format!("model `{}` has no layer `{}`; its layers: {}", s.model, choice.layer, names.join(", ")));
+            let names: Vec<String> = sqlx::query_scalar("SELECT name FROM layers WHERE model_id = ? ORDER BY position")
+                .bind(model_id)
+                .fetch_all(db)
+                .await?;
+            return invalid(format!(
+                "model `{}` has no layer `{}`; its layers: {}",
+                s.model,
+                choice.layer,
+                names.join(", ")
+            ));
         };
         let (layer_id, channels): (i64, i64) = (layer.get("id"), layer.get("channels"));
         let labelled = eligible_labels(db, layer_id, &s.methods).await?;
@@ -151,8 +155,12 @@ pub async fn create_study(db: &SqlitePool, images: &dyn TopImageSource, s: &NewS
             None => {
                 let units = parse_units(&choice.units, channels as usize, s.seed)
                     .map_err(|e| StudyError::Invalid(format!("layer `{}`: {e}", choice.layer)))?;
-                let missing: Vec<String> =
-                    units.iter().filter(|u| !labelled.contains_key(&(**u as i64))).take(10).map(|u| u.to_string()).collect();
+                let missing: Vec<String> = units
+                    .iter()
+                    .filter(|u| !labelled.contains_key(&(**u as i64)))
+                    .take(10)
+                    .map(|u| u.to_string())
+                    .collect();
                 if !missing.is_empty() {
                     return invalid(format!(
                         "layer `{}`: units {} lack a label from at least one chosen method",
@@ -163,8 +171,12 @@ pub async fn create_study(db: &SqlitePool, images: &dyn TopImageSource, s: &NewS
                 units
             }
         };
-        let spare_units: Vec<i64> =
-            eligible.iter().filter(|u| !units.contains(u)).take(s.attention_checks.max(0) as usize).map(|&u| u as i64).collect();
+        let spare_units: Vec<i64> = eligible
+            .iter()
+            .filter(|u| !units.contains(u))
+            .take(s.attention_checks.max(0) as usize)
+            .map(|&u| u as i64)
+            .collect();
         let units: Vec<i64> = units.into_iter().map(|u| u as i64).collect();
         for (list, target) in [(&units, &mut planned), (&spare_units, &mut spare)] {
             if list.is_empty() {
@@ -179,7 +191,10 @@ pub async fn create_study(db: &SqlitePool, images: &dyn TopImageSource, s: &NewS
             }
             for (unit, shown) in list.iter().zip(top.units) {
                 if shown.is_empty() {
-                    return invalid(format!("layer `{}` unit {unit}: no images with recorded activations", choice.layer));
+                    return invalid(format!(
+                        "layer `{}` unit {unit}: no images with recorded activations",
+                        choice.layer
+                    ));
                 }
                 let (neuron_id, labels) = labelled[unit].clone();
                 target.push(PlannedItem { layer_pos, neuron_id, unit: *unit, images: shown, labels });
@@ -348,8 +363,11 @@ async fn store(
                 .await?;
         }
         // Rows in a random order per item, so description ids do not reveal the method.
-        let mut rows: Vec<(Option<i64>, Option<i64>, &str)> =
-            item.labels.iter().map(|(m, label_id, text)| (Some(method_ids[*m]), Some(*label_id), text.as_str())).collect();
+        let mut rows: Vec<(Option<i64>, Option<i64>, &str)> = item
+            .labels
+            .iter()
+            .map(|(m, label_id, text)| (Some(method_ids[*m]), Some(*label_id), text.as_str()))
+            .collect();
         if let Some(d) = decoy {
             rows.push((None, None, d));
         }

@@ -71,11 +71,7 @@ pub fn krippendorff_alpha(units: &[Vec<f64>], metric: Metric) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.dedup();
     let v = values.len();
-    let index = |x: f64| {
-        values
-            .binary_search_by(|p| p.total_cmp(&x))
-            .expect("value collected above")
-    };
+    let index = |x: f64| values.binary_search_by(|p| p.total_cmp(&x)).expect("value collected above");
 
     // Coincidence matrix: each ordered pair of values within a unit adds 1 / (m_u − 1).
     let mut o = vec![vec![0.0f64; v]; v];
@@ -91,11 +87,7 @@ pub fn krippendorff_alpha(units: &[Vec<f64>], metric: Metric) -> Option<f64> {
             }
             for k in 0..v {
                 // Pairs are between distinct coders, so a value does not pair with itself.
-                let pairs = if c == k {
-                    counts[c] * (counts[c] - 1.0)
-                } else {
-                    counts[c] * counts[k]
-                };
+                let pairs = if c == k { counts[c] * (counts[c] - 1.0) } else { counts[c] * counts[k] };
                 o[c][k] += pairs * w;
             }
         }
@@ -178,14 +170,7 @@ mod tests {
         assert!(close(m.sem.unwrap() * 5f64.sqrt(), 1.581_138_8, 1e-6));
 
         let one = mean_sem(&[4.0]).unwrap();
-        assert_eq!(
-            one,
-            MeanSem {
-                mean: 4.0,
-                sem: None,
-                n: 1
-            }
-        );
+        assert_eq!(one, MeanSem { mean: 4.0, sem: None, n: 1 });
         assert_eq!(mean_sem(&[]), None);
 
         // [2, 4]: mean 3, sd √2, sem √2/√2 = 1.
@@ -205,109 +190,31 @@ mod tests {
     /// Krippendorff (2011), the 4 observers × 12 units example; `None` = missing.
     fn paper_units() -> Vec<Vec<f64>> {
         let rows: [[Option<u8>; 12]; 4] = [
-            [
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(3),
-                Some(2),
-                Some(1),
-                Some(4),
-                Some(1),
-                Some(2),
-                None,
-                None,
-                None,
-            ],
-            [
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(3),
-                Some(2),
-                Some(2),
-                Some(4),
-                Some(1),
-                Some(2),
-                Some(5),
-                None,
-                Some(3),
-            ],
-            [
-                None,
-                Some(3),
-                Some(3),
-                Some(3),
-                Some(2),
-                Some(3),
-                Some(4),
-                Some(2),
-                Some(2),
-                Some(5),
-                Some(1),
-                None,
-            ],
-            [
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(3),
-                Some(2),
-                Some(4),
-                Some(4),
-                Some(1),
-                Some(2),
-                Some(5),
-                Some(1),
-                None,
-            ],
+            [Some(1), Some(2), Some(3), Some(3), Some(2), Some(1), Some(4), Some(1), Some(2), None, None, None],
+            [Some(1), Some(2), Some(3), Some(3), Some(2), Some(2), Some(4), Some(1), Some(2), Some(5), None, Some(3)],
+            [None, Some(3), Some(3), Some(3), Some(2), Some(3), Some(4), Some(2), Some(2), Some(5), Some(1), None],
+            [Some(1), Some(2), Some(3), Some(3), Some(2), Some(4), Some(4), Some(1), Some(2), Some(5), Some(1), None],
         ];
         // A unit is a column: the values the four observers gave that unit.
-        (0..12)
-            .map(|u| {
-                rows.iter()
-                    .filter_map(|row| row[u])
-                    .map(f64::from)
-                    .collect()
-            })
-            .collect()
+        (0..12).map(|u| rows.iter().filter_map(|row| row[u]).map(f64::from).collect()).collect()
     }
 
     #[test]
     fn alpha_matches_published_example() {
         let units = paper_units();
-        for (metric, published) in [
-            (Metric::Nominal, 0.743),
-            (Metric::Ordinal, 0.815),
-            (Metric::Interval, 0.849),
-            (Metric::Ratio, 0.797),
-        ] {
+        for (metric, published) in
+            [(Metric::Nominal, 0.743), (Metric::Ordinal, 0.815), (Metric::Interval, 0.849), (Metric::Ratio, 0.797)]
+        {
             let a = krippendorff_alpha(&units, metric).unwrap();
-            assert!(
-                close(a, published, 0.0005),
-                "{metric:?}: {a} vs {published}"
-            );
+            assert!(close(a, published, 0.0005), "{metric:?}: {a} vs {published}");
         }
     }
 
     #[test]
     fn alpha_perfect_agreement_is_one() {
-        let units = vec![
-            vec![1.0, 1.0, 1.0],
-            vec![3.0, 3.0],
-            vec![5.0, 5.0, 5.0],
-            vec![2.0, 2.0],
-        ];
-        for metric in [
-            Metric::Nominal,
-            Metric::Ordinal,
-            Metric::Interval,
-            Metric::Ratio,
-        ] {
-            assert!(
-                close(krippendorff_alpha(&units, metric).unwrap(), 1.0, 1e-12),
-                "{metric:?}"
-            );
+        let units = vec![vec![1.0, 1.0, 1.0], vec![3.0, 3.0], vec![5.0, 5.0, 5.0], vec![2.0, 2.0]];
+        for metric in [Metric::Nominal, Metric::Ordinal, Metric::Interval, Metric::Ratio] {
+            assert!(close(krippendorff_alpha(&units, metric).unwrap(), 1.0, 1e-12), "{metric:?}");
         }
     }
 
@@ -315,18 +222,10 @@ mod tests {
     fn alpha_none_without_pairable_variation() {
         // Nothing pairable at all.
         assert_eq!(krippendorff_alpha(&[], Metric::Ordinal), None);
-        assert_eq!(
-            krippendorff_alpha(&[vec![1.0], vec![5.0]], Metric::Ordinal),
-            None
-        );
+        assert_eq!(krippendorff_alpha(&[vec![1.0], vec![5.0]], Metric::Ordinal), None);
         // The only pairable data has no variation (the lone 5 is not pairable).
         let units = vec![vec![3.0, 3.0], vec![3.0, 3.0, 3.0], vec![5.0]];
-        for metric in [
-            Metric::Nominal,
-            Metric::Ordinal,
-            Metric::Interval,
-            Metric::Ratio,
-        ] {
+        for metric in [Metric::Nominal, Metric::Ordinal, Metric::Interval, Metric::Ratio] {
             assert_eq!(krippendorff_alpha(&units, metric), None, "{metric:?}");
         }
     }
@@ -338,12 +237,7 @@ mod tests {
         padded.push(vec![5.0]);
         padded.insert(0, vec![1.0]);
         padded.push(vec![]);
-        for metric in [
-            Metric::Nominal,
-            Metric::Ordinal,
-            Metric::Interval,
-            Metric::Ratio,
-        ] {
+        for metric in [Metric::Nominal, Metric::Ordinal, Metric::Interval, Metric::Ratio] {
             let a = krippendorff_alpha(&units, metric).unwrap();
             let b = krippendorff_alpha(&padded, metric).unwrap();
             assert!(close(a, b, 1e-12), "{metric:?}: {a} vs {b}");

@@ -13,7 +13,7 @@ use crate::error::{Result, StudyError};
 use crate::stats::is_valid;
 use crate::task_cache::TaskCache;
 use crate::tokens::hash_token;
-use crate::types::{RaterPage, SubmitAck, Submission};
+use crate::types::{RaterPage, Submission, SubmitAck};
 use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -184,7 +184,9 @@ async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> R
         // Two answers to one task in the same batch: the first row of the INSERT won.
         let earlier = batch[..i].iter().find(|e| e.assignment_id == c.assignment_id);
         acks.push(match (id_of(c.assignment_id), earlier) {
-            (Some(response_id), Some(first)) => already_answered(response_id, &first.idempotency_key, &c.idempotency_key),
+            (Some(response_id), Some(first)) => {
+                already_answered(response_id, &first.idempotency_key, &c.idempotency_key)
+            }
             (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false, next: None }),
             (None, _) => {
                 let (id, key): (i64, String) =
@@ -227,7 +229,9 @@ pub async fn submit(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Su
     let cache = TaskCache::default();
     match prepare(db, token, sub).await? {
         Prepared::Stored(ack) => with_current_task(db, &cache, token, ack).await,
-        Prepared::Write(c) => acknowledge(db, &cache, write_batch(db, &cache, std::slice::from_ref(&c)).await?.remove(0)?).await,
+        Prepared::Write(c) => {
+            acknowledge(db, &cache, write_batch(db, &cache, std::slice::from_ref(&c)).await?.remove(0)?).await
+        }
     }
 }
 

@@ -74,7 +74,8 @@ impl TaskCache {
 }
 
 fn parse(item_id: i64, descriptions: &str, images: &str) -> Result<ItemContent> {
-    let unreadable = |e: serde_json::Error| StudyError::Invalid(format!("item {item_id}: stored content unreadable: {e}"));
+    let unreadable =
+        |e: serde_json::Error| StudyError::Invalid(format!("item {item_id}: stored content unreadable: {e}"));
     let mut descriptions: Vec<(i64, String)> = serde_json::from_str(descriptions).map_err(unreadable)?;
     descriptions.sort_unstable_by_key(|d| d.0);
     type ImageRow = (i64, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);

@@ -6,13 +6,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_INSTRUCTIONS: &str = "Does the description accurately describe most of the above 10 images?";
 
 /// Labels of the 1–5 scale, as the paper showed them (2 and 4 have none).
-pub const SCALE: [(u8, &str); 5] = [
-    (1, "Strongly disagree"),
-    (2, ""),
-    (3, "Neither agree nor disagree"),
-    (4, ""),
-    (5, "Strongly agree"),
-];
+pub const SCALE: [(u8, &str); 5] =
+    [(1, "Strongly disagree"), (2, ""), (3, "Neither agree nor disagree"), (4, ""), (5, "Strongly agree")];
 
 /// One method (and source, when a method has several imported sources) compared by a study.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

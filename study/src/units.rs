@@ -5,7 +5,8 @@
 /// Units come back sorted and without duplicates.
 pub fn parse_units(spec: &str, channels: usize, seed: u64) -> Result<Vec<usize>, String> {
     let spec = spec.trim();
-    let out_of_range = |u: usize| format!("unit {u} is outside the layer, which has units 0-{}", channels.saturating_sub(1));
+    let out_of_range =
+        |u: usize| format!("unit {u} is outside the layer, which has units 0-{}", channels.saturating_sub(1));
     if let Some(n) = spec.strip_prefix("random:") {
         let n: usize = n.trim().parse().map_err(|_| format!("`{spec}`: expected random:N with N a whole number"))?;
         if n == 0 || n > channels {

@@ -56,7 +56,13 @@ async fn a_rater_s_statements_are_prepared_once_however_often_they_run() {
     while let Some(task) = next {
         tasks += 1;
         let ratings: Vec<(i64, i64)> = task.descriptions.iter().map(|d| (d.id, 3)).collect();
-        let sub = Submission { assignment_id: task.assignment_id, best: ratings[0].0, ratings, client_time_ms: Some(900), idempotency_key: format!("reuse-task-{tasks}") };
+        let sub = Submission {
+            assignment_id: task.assignment_id,
+            best: ratings[0].0,
+            ratings,
+            client_time_ms: Some(900),
+            idempotency_key: format!("reuse-task-{tasks}"),
+        };
         next = queue.submit(&token, &sub).await.unwrap().next;
         // Coming back to the page between tasks runs the page's own statements again.
         queue.page(&token).await.unwrap();

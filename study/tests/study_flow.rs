@@ -96,11 +96,13 @@ async fn set_up_snapshots_eligible_neurons_images_and_hidden_descriptions() {
     let sample = |sid: i64| {
         let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT neuron_id FROM study_items WHERE study_id = ? ORDER BY neuron_id, is_attention_check")
-                .bind(sid)
-                .fetch_all(&db)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(
+                "SELECT neuron_id FROM study_items WHERE study_id = ? ORDER BY neuron_id, is_attention_check",
+            )
+            .bind(sid)
+            .fetch_all(&db)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(sample(id).await, sample(again).await);
@@ -183,11 +185,13 @@ async fn a_whole_study_gives_the_hand_computed_table() {
             // Resuming before answering gives the same task.
             assert_eq!(assign::rater_page(&db, token).await.unwrap().task.unwrap().assignment_id, task.assignment_id);
             let methods = methods_of(&db, task.assignment_id).await;
-            let neuron: i64 = sqlx::query_scalar("SELECT i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?")
-                .bind(task.assignment_id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+            let neuron: i64 = sqlx::query_scalar(
+                "SELECT i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?",
+            )
+            .bind(task.assignment_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
             assert!(!seen_neurons[r].contains(&neuron), "rater {r} saw neuron {neuron} twice");
             seen_neurons[r].push(neuron);
             let is_check = methods.iter().any(|m| m.1 == "decoy");
@@ -198,7 +202,8 @@ async fn a_whole_study_gives_the_hand_computed_table() {
             // The next task the acknowledgement announces is the one the page then shows, with
             // the same progress (counted when it was assigned, and when it was read back).
             let page = assign::rater_page(&db, token).await.unwrap().task;
-            let progress = |t: &Option<study::types::RaterTask>| t.as_ref().map(|t| (t.assignment_id, t.number, t.total));
+            let progress =
+                |t: &Option<study::types::RaterTask>| t.as_ref().map(|t| (t.assignment_id, t.number, t.total));
             assert_eq!(progress(&ack.next), progress(&page), "rater {r} after task {n}");
             // A retry of the same submission is acknowledged again, not stored twice.
             let again = submit::submit(&db, token, &sub).await.unwrap();
@@ -236,11 +241,10 @@ async fn a_whole_study_gives_the_hand_computed_table() {
     let clip = by("clip-dissect");
     assert!((clip.mean.unwrap() - 31.0 / 9.0).abs() < 1e-9);
     // Per layer: 3 block3 neurons and 2 block5 neurons, two responses each.
-    assert_eq!(res.rows.iter().map(|r| (r.layer.clone(), r.total)).collect::<Vec<_>>(), vec![
-        (Some("block3".into()), 6),
-        (Some("block5".into()), 4),
-        (None, 10)
-    ]);
+    assert_eq!(
+        res.rows.iter().map(|r| (r.layer.clone(), r.total)).collect::<Vec<_>>(),
+        vec![(Some("block3".into()), 6), (Some("block5".into()), 4), (None, 10)]
+    );
     assert_eq!(res.rows[0].valid + res.rows[1].valid, 9);
     // Agreement: raters 1 and 2 disagree on every method but keep the order dnd > clip > milan.
     assert_eq!(res.agreement.len(), 4);
@@ -287,7 +291,12 @@ async fn bad_submissions_are_rejected_with_a_reason() {
         (reject(Box::new(|s| s.ratings[0].1 = 6)), "outside the 1-5 scale"),
         (reject(Box::new(|s| s.ratings[0].1 = 0)), "outside the 1-5 scale"),
         (reject(Box::new(|s| s.ratings[0].0 = 999_999)), "is not one of this task's descriptions"),
-        (reject(Box::new(|s| { s.ratings.pop(); })), "has no rating"),
+        (
+            reject(Box::new(|s| {
+                s.ratings.pop();
+            })),
+            "has no rating",
+        ),
         (reject(Box::new(|s| s.ratings.push(s.ratings[0]))), "rated twice"),
         (reject(Box::new(|s| s.best = 999_999)), "best pick 999999 is not one of"),
         (reject(Box::new(|s| s.idempotency_key = "x".into())), "idempotency key"),
@@ -344,7 +353,11 @@ async fn assert_counters_match_history(db: &SqlitePool) {
     .unwrap();
     assert!(!rows.is_empty());
     for (id, given, completed, seen_open, given_h, completed_h, seen_open_h) in rows {
-        assert_eq!((given, completed, seen_open), (given_h, completed_h, seen_open_h), "rater {id}: counters vs history");
+        assert_eq!(
+            (given, completed, seen_open),
+            (given_h, completed_h, seen_open_h),
+            "rater {id}: counters vs history"
+        );
     }
     let seen: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT DISTINCT a.rater_id, i.neuron_id FROM assignments a JOIN study_items i ON i.id = a.item_id)",
@@ -411,7 +424,8 @@ async fn the_open_link_issues_tokens_and_concurrent_raters_never_overfill_an_ite
 #[tokio::test]
 async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
     let (_dir, db) = labelled_db().await;
-    let mut s = NewStudy::with_defaults("slots", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
+    let mut s =
+        NewStudy::with_defaults("slots", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
     s.raters_per_item = 1;
     let study_id = create_open(&db, &s).await;
     let t = raters::invite(&db, study_id, 3, "").await.unwrap();
@@ -430,11 +444,13 @@ async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
     let item = |id: i64| {
         let db = db.clone();
         async move {
-            sqlx::query_as::<_, (i64, i64)>("SELECT i.id, i.slots_taken FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?")
-                .bind(id)
-                .fetch_one(&db)
-                .await
-                .unwrap()
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT i.id, i.slots_taken FROM assignments a JOIN study_items i ON i.id = a.item_id WHERE a.id = ?",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(item(c.assignment_id).await, (item(a.assignment_id).await.0, 1));
@@ -442,8 +458,11 @@ async fn an_abandoned_slot_goes_to_another_rater_and_a_late_answer_is_kept() {
     let late = answer(a.assignment_id, &methods_of(&db, a.assignment_id).await, &[("dnd", 4)], "dnd", "late-answer-1");
     submit::submit(&db, &t[0], &late).await.unwrap();
     assert_eq!(item(a.assignment_id).await.1, 2);
-    let completed: Option<String> =
-        sqlx::query_scalar("SELECT completed_at FROM assignments WHERE id = ?").bind(a.assignment_id).fetch_one(&db).await.unwrap();
+    let completed: Option<String> = sqlx::query_scalar("SELECT completed_at FROM assignments WHERE id = ?")
+        .bind(a.assignment_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert!(completed.is_some(), "a stored response completes its assignment");
     // Releasing a slot and answering late both moved the counters the way the history did.
     assert_counters_match_history(&db).await;
@@ -459,7 +478,10 @@ async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() 
     for (r, token) in tokens.iter().enumerate() {
         let task = assign::rater_page(&db, token).await.unwrap().task.unwrap();
         let methods = methods_of(&db, task.assignment_id).await;
-        subs.push((token.clone(), answer(task.assignment_id, &methods, &[("dnd", 5)], "dnd", &format!("batch-answer-{r}"))));
+        subs.push((
+            token.clone(),
+            answer(task.assignment_id, &methods, &[("dnd", 5)], "dnd", &format!("batch-answer-{r}")),
+        ));
     }
     let mut bad = subs[1].1.clone();
     bad.ratings[0].1 = 9;
@@ -486,10 +508,12 @@ async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() 
 async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
     let (_dir, db) = labelled_db().await;
     // The fixture's dnd labels become those of a run with the embedded (substitute) components.
-    let set: i64 = sqlx::query_scalar("INSERT INTO probe_sets (slug, name, source, root_path) VALUES ('p', 'P', 'folder', '/p') RETURNING id")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let set: i64 = sqlx::query_scalar(
+        "INSERT INTO probe_sets (slug, name, source, root_path) VALUES ('p', 'P', 'folder', '/p') RETURNING id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     let run: i64 = sqlx::query_scalar(
         "INSERT INTO dissection_runs (model_id, layer_id, probe_set_id, scoring, neurons_spec, uses_substitutes, status)
          SELECT model_id, id, ?, 'topk_squared_image_products', '0-5', 1, 'done' FROM layers WHERE name = 'block5' RETURNING id",
@@ -498,12 +522,17 @@ async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
     .fetch_one(&db)
     .await
     .unwrap();
-    sqlx::query("UPDATE labels SET run_id = ?, import_id = NULL WHERE method = 'dnd'").bind(run).execute(&db).await.unwrap();
+    sqlx::query("UPDATE labels SET run_id = ?, import_id = NULL WHERE method = 'dnd'")
+        .bind(run)
+        .execute(&db)
+        .await
+        .unwrap();
     let s = NewStudy::with_defaults("honest", fixture::MODEL, layers(&[("block5", "0,2")]), methods(&["dnd", "milan"]));
     let study_id = create_open(&db, &s).await;
     let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
     let task = assign::rater_page(&db, &token).await.unwrap().task.unwrap();
-    let sub = answer(task.assignment_id, &methods_of(&db, task.assignment_id).await, &[("dnd", 4)], "dnd", "honest-answer-1");
+    let sub =
+        answer(task.assignment_id, &methods_of(&db, task.assignment_id).await, &[("dnd", 4)], "dnd", "honest-answer-1");
     submit::submit(&db, &token, &sub).await.unwrap();
 
     let res = results::results(&db, study_id).await.unwrap();
@@ -555,13 +584,18 @@ async fn each_acknowledgement_carries_the_next_task_under_the_assignment_rules()
                 // Leaving and coming back shows the task the last acknowledgement announced.
                 // ("of n" may shrink meanwhile: other raters fill the items.)
                 let resumed = queue.page(&token).await.unwrap().task.unwrap();
-                assert_eq!((resumed.assignment_id, resumed.number, &resumed.descriptions), (task.assignment_id, number, &task.descriptions));
+                assert_eq!(
+                    (resumed.assignment_id, resumed.number, &resumed.descriptions),
+                    (task.assignment_id, number, &task.descriptions)
+                );
                 let sub = answer(task.assignment_id, &methods, &[("dnd", 4)], "dnd", &format!("ack-next-{r}-{number}"));
                 let ack = queue.submit(&token, &sub).await.unwrap();
                 assert!(!ack.duplicate);
                 // A retry is acknowledged with the same next task, not a second one.
                 let retry = queue.submit(&token, &sub).await.unwrap();
-                let announced = |t: &Option<study::types::RaterTask>| t.as_ref().map(|t| (t.assignment_id, t.number, t.descriptions.clone()));
+                let announced = |t: &Option<study::types::RaterTask>| {
+                    t.as_ref().map(|t| (t.assignment_id, t.number, t.descriptions.clone()))
+                };
                 assert_eq!((retry.response_id, retry.duplicate), (ack.response_id, true));
                 assert_eq!(announced(&retry.next), announced(&ack.next));
                 next = ack.next;
@@ -608,15 +642,33 @@ async fn no_next_task_once_the_study_closes() {
     let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
     let queue = submit::SubmissionQueue::start(db.clone());
     let first = queue.page(&token).await.unwrap().task.unwrap();
-    let sub = answer(first.assignment_id, &methods_of(&db, first.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-1");
+    let sub = answer(
+        first.assignment_id,
+        &methods_of(&db, first.assignment_id).await,
+        &[("dnd", 4)],
+        "dnd",
+        "close-answer-1",
+    );
     let second = queue.submit(&token, &sub).await.unwrap().next.expect("four neurons are left");
     assert_eq!(second.number, 2);
     setup::set_status(&db, study_id, "closed").await.unwrap();
-    let sub = answer(second.assignment_id, &methods_of(&db, second.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-2");
+    let sub = answer(
+        second.assignment_id,
+        &methods_of(&db, second.assignment_id).await,
+        &[("dnd", 4)],
+        "dnd",
+        "close-answer-2",
+    );
     let refused = queue.submit(&token, &sub).await.unwrap_err();
     assert!(refused.to_string().contains("closed"), "{refused}");
     // The retry of the first answer is still acknowledged, with nothing to do next.
-    let sub = answer(first.assignment_id, &methods_of(&db, first.assignment_id).await, &[("dnd", 4)], "dnd", "close-answer-1");
+    let sub = answer(
+        first.assignment_id,
+        &methods_of(&db, first.assignment_id).await,
+        &[("dnd", 4)],
+        "dnd",
+        "close-answer-1",
+    );
     let retry = queue.submit(&token, &sub).await.unwrap();
     assert!(retry.duplicate && retry.next.is_none(), "{retry:?}");
 }
@@ -635,7 +687,10 @@ async fn each_task_shows_its_descriptions_in_its_own_random_order() {
         // The first task comes from the page, the second from an acknowledgement.
         let first = queue.page(&token).await.unwrap().task.unwrap();
         let methods = methods_of(&db, first.assignment_id).await;
-        let ack = queue.submit(&token, &answer(first.assignment_id, &methods, &[], "dnd", &format!("order-answer-{r}"))).await.unwrap();
+        let ack = queue
+            .submit(&token, &answer(first.assignment_id, &methods, &[], "dnd", &format!("order-answer-{r}")))
+            .await
+            .unwrap();
         for task in [first, ack.next.unwrap()] {
             let shown: Vec<i64> = task.descriptions.iter().map(|d| d.id).collect();
             let mut item: Vec<i64> = methods_of(&db, task.assignment_id).await.iter().map(|m| m.0).collect();

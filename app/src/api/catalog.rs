@@ -102,11 +102,8 @@ mod queries {
     }
 
     pub async fn model(db: &SqlitePool, slug: &str) -> Result<Option<ModelSummary>, ServerFnError> {
-        let row = sqlx::query(select_models!("WHERE m.slug = ?"))
-            .bind(slug)
-            .fetch_optional(db)
-            .await
-            .map_err(db_error)?;
+        let row =
+            sqlx::query(select_models!("WHERE m.slug = ?")).bind(slug).fetch_optional(db).await.map_err(db_error)?;
         Ok(row.as_ref().map(model_from_row))
     }
 

@@ -151,7 +151,11 @@ mod queries {
         summary: LayerSummary,
     }
 
-    async fn find_layer(db: &mut SqliteConnection, model: &str, layer: &str) -> Result<Option<LayerRow>, ServerFnError> {
+    async fn find_layer(
+        db: &mut SqliteConnection,
+        model: &str,
+        layer: &str,
+    ) -> Result<Option<LayerRow>, ServerFnError> {
         let row = sqlx::query(
             "SELECT l.id, m.name AS model_name, l.name, l.kind, l.channels, l.height, l.width
              FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
@@ -237,7 +241,8 @@ mod queries {
         // Both SQL texts are constants of this function, never user input.
         let sql = page_sql(q.sort == "score");
         let in_range = (1..=i64::MAX / PAGE_SIZE).contains(&q.page);
-        let mut rows = if in_range { page_rows(&mut conn, &sql, layer.id, &pattern, q.page).await? } else { Vec::new() };
+        let mut rows =
+            if in_range { page_rows(&mut conn, &sql, layer.id, &pattern, q.page).await? } else { Vec::new() };
         // An empty page: nothing matches, or the page is past the end (then the last one shows).
         let matching: i64 = match rows.first() {
             Some(r) => r.get("matching"),
@@ -319,7 +324,8 @@ mod queries {
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        let mut sources: Vec<LabelSource> = rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect();
+        let mut sources: Vec<LabelSource> =
+            rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect();
         sources.sort_by(|a, b| (method_order(&a.method), &a.source).cmp(&(method_order(&b.method), &b.source)));
         let clip_dissect_note =
             (!sources.iter().any(|s| s.method == "clip-dissect")).then(|| super::clip_dissect_note(&q.model, &q.layer));
@@ -335,7 +341,12 @@ mod queries {
         }))
     }
 
-    pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -> Result<Option<NeuronView>, ServerFnError> {
+    pub async fn neuron(
+        db: &SqlitePool,
+        model: &str,
+        layer_name: &str,
+        unit: i64,
+    ) -> Result<Option<NeuronView>, ServerFnError> {
         let mut conn = db.acquire().await.map_err(db_error)?;
         let Some(layer) = find_layer(&mut conn, model, layer_name).await? else { return Ok(None) };
         let Some(row) = sqlx::query("SELECT id, class_name FROM neurons WHERE layer_id = ? AND unit = ?")

@@ -219,7 +219,10 @@ pub(crate) mod queries {
     impl StoredSettings {
         pub fn d_probe(&self) -> Option<String> {
             self.partition.as_ref().map(|p| {
-                format!("{} probe-split images ({} held out as the concept pool, {} for evaluation)", p.probe, p.concept_pool, p.evaluation)
+                format!(
+                    "{} probe-split images ({} held out as the concept pool, {} for evaluation)",
+                    p.probe, p.concept_pool, p.evaluation
+                )
             })
         }
 
@@ -234,13 +237,23 @@ pub(crate) mod queries {
         ROLES
             .iter()
             .map(|role| match stored.remove(*role) {
-                Some(s) => ComponentView { role: role.to_string(), name: s.name, paper_equivalent: s.paper_equivalent, note: s.note },
+                Some(s) => ComponentView {
+                    role: role.to_string(),
+                    name: s.name,
+                    paper_equivalent: s.paper_equivalent,
+                    note: s.note,
+                },
                 None => ComponentView { role: role.to_string(), name: None, paper_equivalent: false, note: None },
             })
             .collect()
     }
 
-    pub async fn neuron_run(db: &SqlitePool, model: &str, layer: &str, unit: i64) -> Result<Option<NeuronRunView>, ServerFnError> {
+    pub async fn neuron_run(
+        db: &SqlitePool,
+        model: &str,
+        layer: &str,
+        unit: i64,
+    ) -> Result<Option<NeuronRunView>, ServerFnError> {
         let neuron_id: Option<i64> = sqlx::query_scalar(
             "SELECT n.id FROM neurons n JOIN layers l ON l.id = n.layer_id JOIN models m ON m.id = l.model_id
              WHERE m.slug = ? AND l.name = ? AND n.unit = ?",
@@ -362,10 +375,8 @@ pub(crate) mod queries {
             .try_get::<sqlx::types::Json<HashMap<String, StoredComponent>>, _>("provenance_json")
             .map(|j| j.0)
             .unwrap_or_default();
-        let settings = run
-            .try_get::<sqlx::types::Json<StoredSettings>, _>("settings_json")
-            .map(|j| j.0)
-            .unwrap_or_default();
+        let settings =
+            run.try_get::<sqlx::types::Json<StoredSettings>, _>("settings_json").map(|j| j.0).unwrap_or_default();
         Ok(Some(NeuronRunView {
             done: Some(RunDetails {
                 run_id: run.get("run_id"),

@@ -273,7 +273,10 @@ mod queries {
         let Some(summary) = study::setup::study_summary(db, id).await? else {
             return Ok(None);
         };
-        let row = sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?").bind(id).fetch_one(db).await?;
+        let row = sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?")
+            .bind(id)
+            .fetch_one(db)
+            .await?;
         let settings: NewStudy = leptos::serde_json::from_str(row.get::<&str, _>("settings_json"))
             .map_err(|e| StudyError::Invalid(format!("study {id}: stored settings unreadable: {e}")))?;
         Ok(Some(StudyDetail {

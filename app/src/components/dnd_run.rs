@@ -215,7 +215,12 @@ fn shown_size(w: i64, h: i64, target: u32) -> (i64, i64) {
 }
 
 #[component]
-fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>, show_heatmap: RwSignal<bool>) -> impl IntoView {
+fn TopImage(
+    t: TopImageView,
+    summary: String,
+    show_regions: RwSignal<bool>,
+    show_heatmap: RwSignal<bool>,
+) -> impl IntoView {
     let rank = t.rank;
     let is_crop = t.image.crop.is_some();
     let (src_w, src_h) = (t.width, t.height);
@@ -264,11 +269,8 @@ fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>, show
         }
     };
     // The run ranks by one summary; a crop only has that one.
-    let (primary, other_name, other) = if summary == "max" {
-        (t.act_max, "mean", t.act_mean)
-    } else {
-        (t.act_mean, "max", t.act_max)
-    };
+    let (primary, other_name, other) =
+        if summary == "max" { (t.act_max, "mean", t.act_mean) } else { (t.act_mean, "max", t.act_max) };
     let activation = format!(
         "{summary} act. {}{}",
         fmt_score(primary),
@@ -296,7 +298,8 @@ fn TopImage(t: TopImageView, summary: String, show_regions: RwSignal<bool>, show
 fn Candidates(candidates: Vec<CandidateView>, scoring: String, summary: String) -> impl IntoView {
     const COLUMNS: [&str; 4] = ["mean", "topk_squared", "image_products", "topk_squared_image_products"];
     if candidates.is_empty() {
-        return view! { <h3>"Candidate concepts"</h3><p class="empty">"This run kept no candidate concepts."</p> }.into_any();
+        return view! { <h3>"Candidate concepts"</h3><p class="empty">"This run kept no candidate concepts."</p> }
+            .into_any();
     }
     let headers = COLUMNS
         .iter()

@@ -43,7 +43,10 @@ pub fn JobsPage() -> impl IntoView {
     let live: LiveJobs = RwSignal::new(None);
     // The form offers what is registered: ask again whenever a registration job finishes.
     let registered = move || {
-        live.with(|l| l.as_ref().map_or(0, |jobs| jobs.iter().filter(|j| j.kind.starts_with("register_") && j.status == "done").count()))
+        live.with(|l| {
+            l.as_ref()
+                .map_or(0, |jobs| jobs.iter().filter(|j| j.kind.starts_with("register_") && j.status == "done").count())
+        })
     };
     let form = Resource::new(registered, |_| load_job_form());
     let initial = Resource::new(|| (), |_| list_jobs());
@@ -287,7 +290,9 @@ fn send_upload(form: web_sys::HtmlFormElement, url: &str, state: RwSignal<Upload
         let job = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["job"].as_i64());
         state.set(match (status, job) {
             (200, Some(id)) => Upload::Queued(id),
-            (0, _) => Upload::Failed("The connection broke off before the server answered (was the file over the size limit?).".into()),
+            (0, _) => Upload::Failed(
+                "The connection broke off before the server answered (was the file over the size limit?).".into(),
+            ),
             (_, _) if !text.trim().is_empty() => Upload::Failed(text),
             (code, _) => Upload::Failed(format!("The server refused the upload (HTTP {code}).")),
         });
@@ -312,10 +317,18 @@ fn send_upload(form: web_sys::HtmlFormElement, url: &str, state: RwSignal<Upload
 #[component]
 fn UploadForms(csrf: String, live: LiveJobs, states: [RwSignal<Upload>; 2]) -> impl IntoView {
     let forms: [(&str, &str, &str, &str); 2] = [
-        ("probe-set", "Probing set (zip)", "/api/uploads/probe-set",
-         "A zip of images (sub-folders become labels, <stem>.txt files descriptions); other files are left out."),
-        ("model", "TorchScript model", "/api/uploads/model",
-         "The .pt file and its JSON manifest (tools/export_torchscript.py writes both)."),
+        (
+            "probe-set",
+            "Probing set (zip)",
+            "/api/uploads/probe-set",
+            "A zip of images (sub-folders become labels, <stem>.txt files descriptions); other files are left out.",
+        ),
+        (
+            "model",
+            "TorchScript model",
+            "/api/uploads/model",
+            "The .pt file and its JSON manifest (tools/export_torchscript.py writes both).",
+        ),
     ];
     view! {
         <section class="register upload">
@@ -451,14 +464,23 @@ pub fn JobPage() -> impl IntoView {
     // Reload the log whenever the pushed row changes.
     let version = move || {
         let id = id();
-        live.with(|l| l.as_ref().and_then(|jobs| jobs.iter().find(|j| Some(j.id) == id).map(|j| (j.status.clone(), j.done, j.failed_neurons, j.message.clone()))))
+        live.with(|l| {
+            l.as_ref().and_then(|jobs| {
+                jobs.iter()
+                    .find(|j| Some(j.id) == id)
+                    .map(|j| (j.status.clone(), j.done, j.failed_neurons, j.message.clone()))
+            })
+        })
     };
-    let detail = Resource::new(move || (id(), version()), |(id, _)| async move {
-        match id {
-            Some(id) => load_job(id).await,
-            None => Ok(None),
-        }
-    });
+    let detail = Resource::new(
+        move || (id(), version()),
+        |(id, _)| async move {
+            match id {
+                Some(id) => load_job(id).await,
+                None => Ok(None),
+            }
+        },
+    );
     view! {
         <Title text="Job · DnD Studio" />
         <p class="meta"><a href="/jobs">"← all jobs"</a></p>

@@ -54,7 +54,8 @@ pub fn write_fake_clip(path: &Path, dim: usize, image_proj: &[f32], token_table:
 /// attribute saved as `training`, and `code` as its `code/__torch__.py` (the class definition).
 pub fn write_torchscript_archive(path: &Path, class: &str, training: bool, code: &str) -> std::io::Result<()> {
     // data.pkl: protocol 2; GLOBAL '__torch__ <class>', EMPTY_TUPLE, NEWOBJ, {'training': <bool>}, BUILD.
-    let mut data: Vec<u8> = b"\x80\x02c__torch__\n".iter().copied().chain(class.bytes()).chain(*b"\nq\x00)\x81}(X").collect();
+    let mut data: Vec<u8> =
+        b"\x80\x02c__torch__\n".iter().copied().chain(class.bytes()).chain(*b"\nq\x00)\x81}(X").collect();
     data.extend(8u32.to_le_bytes());
     data.extend(b"training");
     data.push(if training { 0x88 } else { 0x89 });

@@ -147,8 +147,8 @@ impl crate::concepts::TextEncoder for ClipTextEncoder {
         }
         let t = self.encode(texts, &mut |_, _| {}).map_err(err)?;
         let dim = t.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(t.contiguous().view([-1]))
-            .map_err(|e| err(ClipDissectError::Input(e.to_string())))?;
+        let flat =
+            Vec::<f32>::try_from(t.contiguous().view([-1])).map_err(|e| err(ClipDissectError::Input(e.to_string())))?;
         Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
     }
 

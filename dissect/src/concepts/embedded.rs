@@ -54,7 +54,8 @@ pub struct HeldOutImage {
 pub fn embedded_providers(held_out: Vec<HeldOutImage>, opts: &EmbeddedOptions) -> crate::Result<Providers> {
     let lite2: SharedModel = share(EfficientNetLite::load_default(Variant::Lite2, LoadOptions::default())?);
     let captioner = Arc::new(ClassifierCaptioner::new(lite2.clone())?);
-    let text: Arc<dyn TextEncoder> = Arc::new(SentenceEncoder::load(&opts.text_model.default_dir(), opts.text_model, tch::Device::Cpu)?);
+    let text: Arc<dyn TextEncoder> =
+        Arc::new(SentenceEncoder::load(&opts.text_model.default_dir(), opts.text_model, tch::Device::Cpu)?);
     let llm = Arc::new(GgufChat::load(&opts.llm_path, crate::llm::LlmOptions::default())?);
     let pool = pool_texts(held_out, captioner.as_ref()).map_err(provider_error)?;
     let concept_images = Arc::new(RetrievalImages::new(pool, text.clone()).map_err(provider_error)?);
@@ -86,8 +87,10 @@ pub fn pool_texts(held_out: Vec<HeldOutImage>, captioner: &dyn Captioner) -> Res
             }
         }
     }
-    let inputs: Vec<CaptionInput> =
-        to_caption.iter().map(|(h, img)| CaptionInput { key: &h.key, image: img, description: None, withheld_classes: &[] }).collect();
+    let inputs: Vec<CaptionInput> = to_caption
+        .iter()
+        .map(|(h, img)| CaptionInput { key: &h.key, image: img, description: None, withheld_classes: &[] })
+        .collect();
     let captions = captioner.caption(&inputs)?;
     for ((h, _), text) in to_caption.into_iter().zip(captions) {
         pool.push(PoolImage { key: h.key, path: h.path, name: h.name, text });

@@ -71,14 +71,17 @@ const CLIP_STD: [f32; 3] = [0.268_629_54 * 255.0, 0.261_302_6 * 255.0, 0.275_777
 
 impl ClipImageEncoder {
     pub fn load(path: &Path, input_size: u32) -> crate::Result<Self> {
-        let module = CModule::load(path).map_err(|e| crate::Error::TorchScriptLoad {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let module = CModule::load(path)
+            .map_err(|e| crate::Error::TorchScriptLoad { path: path.to_path_buf(), reason: e.to_string() })?;
         // OpenAI's JIT archives expose `encode_image`; a plain exported encoder only `forward`.
         let dummy = Tensor::zeros([1, 3, input_size as i64, input_size as i64], (Kind::Float, tch::Device::Cpu));
         let has_encode_image = tch::no_grad(|| module.method_ts("encode_image", &[dummy])).is_ok();
-        let preprocess = Preprocess { input_size: (input_size, input_size), resize_shorter: input_size, mean: CLIP_MEAN, std: CLIP_STD };
+        let preprocess = Preprocess {
+            input_size: (input_size, input_size),
+            resize_shorter: input_size,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+        };
         Ok(ClipImageEncoder { module: Mutex::new(module), path: path.to_path_buf(), preprocess, has_encode_image })
     }
 
@@ -89,7 +92,10 @@ impl ClipImageEncoder {
 
 impl ImageEncoder for ClipImageEncoder {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::paper_kind(Role::ImageEncoder, format!("CLIP image encoder (TorchScript {})", self.path.display()))
+        ComponentInfo::paper_kind(
+            Role::ImageEncoder,
+            format!("CLIP image encoder (TorchScript {})", self.path.display()),
+        )
     }
 
     fn encode(&self, images: &[&RgbImage]) -> ProviderResult<Vec<Vec<f32>>> {

@@ -12,7 +12,6 @@ pub mod shared_model;
 pub mod summarize;
 
 pub use providers::{
-    cosine, CaptionInput, Captioner, ChatMessage, ChatModel, ChatRequest, ComponentInfo,
-    ConceptImage, ConceptImageSource, ImageEncoder, ProviderError, ProviderResult, Role,
-    TextEncoder,
+    cosine, CaptionInput, Captioner, ChatMessage, ChatModel, ChatRequest, ComponentInfo, ConceptImage,
+    ConceptImageSource, ImageEncoder, ProviderError, ProviderResult, Role, TextEncoder,
 };

@@ -7,14 +7,16 @@
 //! (so a killed run loses at most the chunk in flight), and a failing neuron is reported with its
 //! stage and reason while the run goes on.
 
-use super::providers::{CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder};
+use super::providers::{
+    CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder,
+};
 use super::scoring::{order_with_ties, score_concepts, top_distinct, ConceptScores, ScoringFunction, TieBreak};
 use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
 use crate::model::{LayerInfo, LayerKind, TargetModel};
-use crate::preprocess::{image_to_tensor, load_rgb, stack_batch};
 use crate::partition::{DProbe, PartitionInfo};
+use crate::preprocess::{image_to_tensor, load_rgb, stack_batch};
 use crate::record::ImageSource;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -331,7 +333,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                         Some(_) => None,
                         None => self.descriptions.get(e.image_index).and_then(|d| d.as_deref()),
                     };
-                    wanted.push(Wanted { caption_key, region_key: key.clone(), description, withheld: withheld.clone() });
+                    wanted.push(Wanted {
+                        caption_key,
+                        region_key: key.clone(),
+                        description,
+                        withheld: withheld.clone(),
+                    });
                 }
             }
         }
@@ -379,15 +386,21 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             .collect();
         let neurons: Vec<(&[String], u64)> = asking.iter().map(|(i, c)| (c.as_slice(), work[*i].unit as u64)).collect();
         let stop = || self.cancelled();
-        let Some(answers) =
-            candidates_batch_until(self.providers.llm.as_ref(), &neurons, &self.options.summarize, &mut caches.simplified, &stop)
-        else {
+        let Some(answers) = candidates_batch_until(
+            self.providers.llm.as_ref(),
+            &neurons,
+            &self.options.summarize,
+            &mut caches.simplified,
+            &stop,
+        ) else {
             return Vec::new();
         };
         for ((i, _), answer) in asking.iter().zip(answers) {
             let w = &mut work[*i];
             match answer {
-                Ok(c) if c.labels.is_empty() => w.state = Err((PipelineStage::Candidates, "no candidate concepts".into())),
+                Ok(c) if c.labels.is_empty() => {
+                    w.state = Err((PipelineStage::Candidates, "no candidate concepts".into()))
+                }
                 Ok(c) => w.candidates = Some(c),
                 Err(e) => w.state = Err((PipelineStage::Candidates, e.to_string())),
             }
@@ -421,7 +434,8 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
 
         // Step 3.2: the target model on every new concept image, once for all neurons.
         let t = Instant::now();
-        let fresh: Vec<String> = caches.pixels.keys().filter(|k| !caches.activations.contains_key(*k)).cloned().collect();
+        let fresh: Vec<String> =
+            caches.pixels.keys().filter(|k| !caches.activations.contains_key(*k)).cloned().collect();
         let activation_error = self.concept_activations(&fresh, caches).err();
         times.concept_activations += t.elapsed();
 
@@ -436,10 +450,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             }
             let outcome = match w.state {
                 Err((stage, reason)) => NeuronOutcome::Failed { unit: w.unit, stage, reason },
-                Ok(()) => match self.score(w.unit, w.top, &w.top_keys, w.candidates.take().expect("set"), &pixels, caches) {
-                    Ok(r) => NeuronOutcome::Done(Box::new(r)),
-                    Err((stage, reason)) => NeuronOutcome::Failed { unit: w.unit, stage, reason },
-                },
+                Ok(()) => {
+                    match self.score(w.unit, w.top, &w.top_keys, w.candidates.take().expect("set"), &pixels, caches) {
+                        Ok(r) => NeuronOutcome::Done(Box::new(r)),
+                        Err((stage, reason)) => NeuronOutcome::Failed { unit: w.unit, stage, reason },
+                    }
+                }
             };
             out.push(outcome);
         }
@@ -450,15 +466,25 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     }
 
     /// D_top of `unit` with pixels loaded into `pixels` under each entry's key.
-    fn top_of(&self, unit: usize, pixels: &mut HashMap<String, RgbImage>) -> Result<(Vec<TopEntry>, Vec<String>), String> {
-        let top: NeuronTop =
-            neuron_top(self.model, self.images, self.summaries.summaries(), self.layer, unit, self.options.summary, self.options.top_k)
-                .map_err(|e| e.to_string())?;
+    fn top_of(
+        &self,
+        unit: usize,
+        pixels: &mut HashMap<String, RgbImage>,
+    ) -> Result<(Vec<TopEntry>, Vec<String>), String> {
+        let top: NeuronTop = neuron_top(
+            self.model,
+            self.images,
+            self.summaries.summaries(),
+            self.layer,
+            unit,
+            self.options.summary,
+            self.options.top_k,
+        )
+        .map_err(|e| e.to_string())?;
         let mut entries = Vec::with_capacity(top.d_top.len());
         let mut keys = Vec::with_capacity(top.d_top.len());
         // Start from the pictures Step 1 already decoded for its crops.
-        let mut sources: HashMap<usize, RgbImage> =
-            top.top_images.iter().map(|&(i, _)| i).zip(top.pictures).collect();
+        let mut sources: HashMap<usize, RgbImage> = top.top_images.iter().map(|&(i, _)| i).zip(top.pictures).collect();
         let maps: HashMap<usize, crops::ImageMap> = top.top_images.iter().map(|&(i, _)| i).zip(top.maps).collect();
         for TopCandidate { image_index, crop, activation } in top.d_top {
             let source = &self.images[image_index];
@@ -474,7 +500,13 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                 };
                 pixels.insert(key.clone(), img);
             }
-            entries.push(TopEntry { image_index, crop, activation, caption: String::new(), map: maps.get(&image_index).cloned() });
+            entries.push(TopEntry {
+                image_index,
+                crop,
+                activation,
+                caption: String::new(),
+                map: maps.get(&image_index).cloned(),
+            });
             keys.push(key);
         }
         Ok((entries, keys))
@@ -496,7 +528,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         Ok(())
     }
 
-    fn embeddings(&self, keys: &[String], pixels: &HashMap<String, RgbImage>, caches: &mut Caches) -> Result<(), String> {
+    fn embeddings(
+        &self,
+        keys: &[String],
+        pixels: &HashMap<String, RgbImage>,
+        caches: &mut Caches,
+    ) -> Result<(), String> {
         let missing: Vec<&String> = keys.iter().filter(|k| !caches.embeddings.contains_key(*k)).collect();
         let mut unique: Vec<&String> = Vec::new();
         for k in missing {
@@ -509,7 +546,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         }
         let imgs: Vec<&RgbImage> = unique
             .iter()
-            .map(|k| pixels.get(*k).or_else(|| caches.pixels.get(*k)).ok_or_else(|| format!("pixels of image {k} are gone")))
+            .map(|k| {
+                pixels.get(*k).or_else(|| caches.pixels.get(*k)).ok_or_else(|| format!("pixels of image {k} are gone"))
+            })
             .collect::<Result<_, _>>()?;
         let embs = self.providers.image_encoder.encode(&imgs).map_err(|e| e.to_string())?;
         for (k, e) in unique.into_iter().zip(embs) {
@@ -546,10 +585,13 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         let img_emb: Vec<Vec<Vec<f32>>> =
             image_keys.iter().map(|keys| keys.iter().map(|k| caches.embeddings[k].clone()).collect()).collect();
         let scores = score_concepts(&activations, &top_emb, &img_emb);
-        let order = order_with_ties(&scores, self.options.scoring, &TieBreak { support: &candidates.support, labels: &labels });
+        let order =
+            order_with_ties(&scores, self.options.scoring, &TieBreak { support: &candidates.support, labels: &labels });
         let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-        let text_emb = self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
-        let threshold = self.options.duplicate_label_cosine.unwrap_or_else(|| self.providers.text_encoder.duplicate_cosine());
+        let text_emb =
+            self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
+        let threshold =
+            self.options.duplicate_label_cosine.unwrap_or_else(|| self.providers.text_encoder.duplicate_cosine());
         let top3 = top_distinct(&order, &text_emb, 3, threshold);
 
         let concepts = labels
@@ -610,7 +652,10 @@ mod tests {
     fn leak_free_applies_to_imagenet_classifier_layers_only() {
         let layer = |kind, channels| LayerInfo { name: "l".into(), kind, channels, spatial: None };
         assert!(leak_free_applies(&layer(LayerKind::Classifier, 1000)));
-        assert!(!leak_free_applies(&layer(LayerKind::Classifier, 10)), "a 10-class head's units are not ImageNet classes");
+        assert!(
+            !leak_free_applies(&layer(LayerKind::Classifier, 10)),
+            "a 10-class head's units are not ImageNet classes"
+        );
         assert!(!leak_free_applies(&layer(LayerKind::Linear, 1000)));
     }
 }

@@ -103,7 +103,8 @@ mod tests {
             Ok(texts
                 .iter()
                 .map(|t| {
-                    let v: Vec<f32> = VOCAB.iter().map(|w| t.split_whitespace().filter(|x| x == w).count() as f32).collect();
+                    let v: Vec<f32> =
+                        VOCAB.iter().map(|w| t.split_whitespace().filter(|x| x == w).count() as f32).collect();
                     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
                     v.into_iter().map(|x| x / n).collect()
                 })
@@ -118,13 +119,22 @@ mod tests {
         texts
             .iter()
             .enumerate()
-            .map(|(i, t)| PoolImage { key: format!("k{i}"), path: format!("/nonexistent/{i}.png").into(), name: format!("{i}.png"), text: t.to_string() })
+            .map(|(i, t)| PoolImage {
+                key: format!("k{i}"),
+                path: format!("/nonexistent/{i}.png").into(),
+                name: format!("{i}.png"),
+                text: t.to_string(),
+            })
             .collect()
     }
 
     #[test]
     fn nearest_ranks_by_text_similarity_with_stable_ties() {
-        let r = RetrievalImages::new(pool(&["a red car", "a dog", "a cat", "a dog and a cat", "a dog"]), Arc::new(BagOfWords)).unwrap();
+        let r = RetrievalImages::new(
+            pool(&["a red car", "a dog", "a cat", "a dog and a cat", "a dog"]),
+            Arc::new(BagOfWords),
+        )
+        .unwrap();
         let got: Vec<usize> = r.nearest("dog", 3).unwrap().into_iter().map(|(i, _)| i).collect();
         assert_eq!(got, vec![1, 4, 3]);
         assert_eq!(r.nearest("red car", 1).unwrap()[0].0, 0);

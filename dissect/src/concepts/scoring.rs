@@ -120,9 +120,7 @@ pub fn score_concepts(
             ranks.sort_by(f64::total_cmp);
 
             let mean = if ranks.is_empty() { -penalty } else { -ranks.iter().sum::<f64>() / ranks.len() as f64 };
-            let topk_squared = -(0..TOPK_BETA)
-                .map(|i| ranks.get(i).copied().unwrap_or(penalty).powi(2))
-                .sum::<f64>()
+            let topk_squared = -(0..TOPK_BETA).map(|i| ranks.get(i).copied().unwrap_or(penalty).powi(2)).sum::<f64>()
                 / TOPK_BETA as f64;
 
             let kept: Vec<&Vec<f32>> =
@@ -130,10 +128,8 @@ pub fn score_concepts(
             let image_products = if kept.is_empty() || top_embeddings.is_empty() {
                 -1.0
             } else {
-                let total: f64 = top_embeddings
-                    .iter()
-                    .flat_map(|x| kept.iter().map(move |y| super::cosine(x, y) as f64))
-                    .sum();
+                let total: f64 =
+                    top_embeddings.iter().flat_map(|x| kept.iter().map(move |y| super::cosine(x, y) as f64)).sum();
                 total / (top_embeddings.len() * kept.len()) as f64
             };
             ConceptScores { mean, topk_squared, image_products, combined: 0.0, ranks }
@@ -143,9 +139,8 @@ pub fn score_concepts(
     // Combined: position by TopK-Squared, best = 0. Equal TopK-Squared scores share the better
     // position, so the combined score never depends on the order the LLM gave the candidates.
     let n = scores.len();
-    let positions: Vec<usize> = (0..n)
-        .map(|t| (0..n).filter(|&u| scores[u].topk_squared > scores[t].topk_squared).count())
-        .collect();
+    let positions: Vec<usize> =
+        (0..n).map(|t| (0..n).filter(|&u| scores[u].topk_squared > scores[t].topk_squared).count()).collect();
     for (t, position) in positions.into_iter().enumerate() {
         scores[t].combined = (n - position) as f64 * scores[t].image_products;
     }

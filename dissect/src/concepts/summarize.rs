@@ -100,7 +100,6 @@ pub struct Candidates {
     pub support: Vec<usize>,
 }
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawAnswer {
     pub text: String,
@@ -124,10 +123,8 @@ pub fn summarize_request(captions: &[String], opts: &SummarizeOptions, seed: u64
         messages.push(ChatMessage::user(format!("{SUMMARIZE_INSTRUCTION}\n{}", numbered(examples.iter().copied()))));
         messages.push(ChatMessage::assistant(answer));
     }
-    messages.push(ChatMessage::user(format!(
-        "{SUMMARIZE_INSTRUCTION}\n{}",
-        numbered(captions.iter().map(String::as_str))
-    )));
+    messages
+        .push(ChatMessage::user(format!("{SUMMARIZE_INSTRUCTION}\n{}", numbered(captions.iter().map(String::as_str)))));
     ChatRequest { messages, temperature: opts.temperature, max_tokens: opts.max_tokens, seed }
 }
 
@@ -261,10 +258,8 @@ pub fn candidates_batch_until(
             pending.push(Err(e.clone()));
             continue;
         }
-        let simplified: Vec<String> = captions
-            .iter()
-            .map(|c| if opts.simplify { simplified_cache[c].clone() } else { c.clone() })
-            .collect();
+        let simplified: Vec<String> =
+            captions.iter().map(|c| if opts.simplify { simplified_cache[c].clone() } else { c.clone() }).collect();
         let seed = summary_seed(opts, neuron_seed);
         let mut order: Vec<usize> = (0..simplified.len()).collect();
         let mut rng = SplitMix64(seed ^ 0x5eed);
@@ -469,14 +464,17 @@ mod tests {
         let llm = Scripted::new(&[
             "Fruit-themed scenes.",
             "fruit-themed scenes",
-            "yellow objects",            // parrots the few-shot answer
-            "banana",                    // echoes a caption: kept
+            "yellow objects",           // parrots the few-shot answer
+            "banana",                   // echoes a caption: kept
             "Label: Geometric Designs", // gains "… background"
         ]);
         let captions = caps(&["a photo of banana", "a photo of apple", "a photo of orange"]);
         let c = candidates(&llm, &captions, &SummarizeOptions::default(), 3, &mut HashMap::new()).unwrap();
         assert_eq!(c.simplified, caps(&["banana", "apple", "orange"]));
-        assert_eq!(c.labels, caps(&["fruit-themed scenes", "banana", "geometric designs", "geometric designs background"]));
+        assert_eq!(
+            c.labels,
+            caps(&["fruit-themed scenes", "banana", "geometric designs", "geometric designs background"])
+        );
         assert_eq!(c.support, vec![2, 1, 1, 1], "two answers gave the first label");
         assert_eq!(c.answers.len(), 5);
         assert_eq!(c.answers[2].rejected.as_deref(), Some("copies a few-shot example"));
@@ -496,7 +494,8 @@ mod tests {
         // Most of D_top got the same caption: the label that repeats it is the faithful one.
         let llm = Scripted::new(&["kneepad", "sports equipment", "kneepad"]);
         let o = SummarizeOptions { n_summaries: 3, ..Default::default() };
-        let captions = caps(&["a photo of kneepad", "a photo of kneepad", "a photo of kneepad", "a photo of shin guard"]);
+        let captions =
+            caps(&["a photo of kneepad", "a photo of kneepad", "a photo of kneepad", "a photo of shin guard"]);
         let c = candidates(&llm, &captions, &o, 0, &mut HashMap::new()).unwrap();
         assert_eq!(c.labels, caps(&["kneepad", "sports equipment"]));
         assert_eq!(c.support, vec![2, 1]);
@@ -510,7 +509,9 @@ mod tests {
 
     #[test]
     fn the_few_shot_examples_keep_what_they_teach() {
-        let words = |t: &str| t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2).map(str::to_lowercase).collect::<Vec<_>>();
+        let words = |t: &str| {
+            t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2).map(str::to_lowercase).collect::<Vec<_>>()
+        };
         for (captions, answer) in SUMMARIZE_EXAMPLES {
             assert_eq!(captions.len(), 5);
             assert!((1..=5).contains(&answer.split_whitespace().count()), "{answer}: 1-5 words");
@@ -540,7 +541,14 @@ mod tests {
     fn all_answers_rejected_falls_back_to_the_most_common_caption() {
         let llm = Scripted::new(&["", "knitted and woven fabrics", ""]);
         let o = SummarizeOptions { n_summaries: 3, ..Default::default() };
-        let c = candidates(&llm, &caps(&["a photo of kite", "a photo of bird", "a photo of bird"]), &o, 0, &mut HashMap::new()).unwrap();
+        let c = candidates(
+            &llm,
+            &caps(&["a photo of kite", "a photo of bird", "a photo of bird"]),
+            &o,
+            0,
+            &mut HashMap::new(),
+        )
+        .unwrap();
         assert!(c.fell_back);
         assert_eq!(c.labels, caps(&["bird"]));
     }
@@ -574,7 +582,10 @@ mod tests {
         }
         fn complete(&self, r: &ChatRequest) -> ProviderResult<String> {
             if r.messages.last().unwrap().content.contains("broken") {
-                return Err(crate::concepts::providers::ProviderError::Local { component: "llm".into(), reason: "boom".into() });
+                return Err(crate::concepts::providers::ProviderError::Local {
+                    component: "llm".into(),
+                    reason: "boom".into(),
+                });
             }
             self.inner.complete(r)
         }
@@ -586,9 +597,16 @@ mod tests {
 
     #[test]
     fn a_batch_of_neurons_asks_in_three_rounds_and_fails_neurons_alone() {
-        let llm = Rounds { inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites", "trees", "leaves"]), rounds: Mutex::new(vec![]) };
+        let llm = Rounds {
+            inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites", "trees", "leaves"]),
+            rounds: Mutex::new(vec![]),
+        };
         let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
-        let (a, b, c) = (caps(&["a photo of dog", "a photo of cat"]), caps(&["a photo of cat", "a broken photo"]), caps(&["a photo of bird", "a photo of kite"]));
+        let (a, b, c) = (
+            caps(&["a photo of dog", "a photo of cat"]),
+            caps(&["a photo of cat", "a broken photo"]),
+            caps(&["a photo of bird", "a photo of kite"]),
+        );
         let mut cache = HashMap::new();
         let out = candidates_batch(&llm, &[(&a, 0), (&b, 1), (&c, 2)], &o, &mut cache);
         // 5 distinct captions simplified together, then 2 summaries for each of the 2 neurons left,
@@ -606,7 +624,8 @@ mod tests {
 
     #[test]
     fn a_stop_between_rounds_asks_no_further_round() {
-        let llm = Rounds { inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites"]), rounds: Mutex::new(vec![]) };
+        let llm =
+            Rounds { inner: Scripted::new(&["dogs, cats", "pets", "birds", "kites"]), rounds: Mutex::new(vec![]) };
         let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
         let (a, b) = (caps(&["a photo of dog", "a photo of cat"]), caps(&["a photo of bird", "a photo of kite"]));
         let mut cache = HashMap::new();
@@ -629,7 +648,8 @@ mod tests {
         candidates(&llm, &caps(&["a photo of dog", "a photo of cat"]), &o, 0, &mut cache).unwrap();
         candidates(&llm, &caps(&["a photo of cat", "a photo of cow"]), &o, 1, &mut cache).unwrap();
         let seen = llm.seen.lock().unwrap();
-        let simplify_calls = seen.iter().filter(|r| r.messages.last().unwrap().content.starts_with(SIMPLIFY_INSTRUCTION)).count();
+        let simplify_calls =
+            seen.iter().filter(|r| r.messages.last().unwrap().content.starts_with(SIMPLIFY_INSTRUCTION)).count();
         assert_eq!(simplify_calls, 3, "cat is simplified once");
         assert_eq!(cache["a photo of cat"], "cat");
     }

@@ -31,7 +31,9 @@ pub use model::{q5_0_to_q8_0, Config, KvCache, RopeStyle, Transformer, SUPPORTED
 pub use sampling::{argmax, sample, Rng};
 pub use tokenizer::ChatTokenizer;
 
-use crate::concepts::providers::{ChatMessage, ChatModel, ChatRequest, ComponentInfo, ProviderError, ProviderResult, Role};
+use crate::concepts::providers::{
+    ChatMessage, ChatModel, ChatRequest, ComponentInfo, ProviderError, ProviderResult, Role,
+};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -462,7 +464,8 @@ impl GgufChat {
             if stepping.is_empty() {
                 break;
             }
-            let mut kvs: Vec<KvCache> = stepping.iter_mut().map(|d| std::mem::replace(&mut d.kv, KvCache::new(0))).collect();
+            let mut kvs: Vec<KvCache> =
+                stepping.iter_mut().map(|d| std::mem::replace(&mut d.kv, KvCache::new(0))).collect();
             match self.model.forward_batch(&tokens, &mut kvs) {
                 Ok(logits) => {
                     for ((d, kv), l) in stepping.iter_mut().zip(kvs).zip(logits) {

@@ -184,11 +184,7 @@ impl KvCache {
 
     /// Bytes held by the key/value tensors.
     pub fn size_in_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
+        self.layers.iter().flatten().map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()).sum()
     }
 
     fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> CResult<(Tensor, Tensor)> {
@@ -406,11 +402,7 @@ impl Transformer {
             candle_core::bail!("no tokens to evaluate");
         }
         if pos0 + s > self.max_positions {
-            candle_core::bail!(
-                "sequence of {} tokens exceeds the context limit of {}",
-                pos0 + s,
-                self.max_positions
-            );
+            candle_core::bail!("sequence of {} tokens exceeds the context limit of {}", pos0 + s, self.max_positions);
         }
         if cache.layers.len() != c.n_layer {
             candle_core::bail!("KV cache has {} layers, the model {}", cache.layers.len(), c.n_layer);
@@ -655,8 +647,15 @@ mod tests {
         // rounding most; each projection on its own is within ~1.5% of the exact product.
         assert!(diff < 0.15 * scale, "max |Δlogit| {diff} for logits up to {scale}");
         let max_abs = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        for (x, y, k) in [(&exact.layers[0].q, &fast.layers[0].q, 32), (&exact.layers[0].down, &fast.layers[0].down, 64)] {
-            let h = Tensor::from_vec((0..3 * k).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect(), (3, k), &Device::Cpu).unwrap();
+        for (x, y, k) in
+            [(&exact.layers[0].q, &fast.layers[0].q, 32), (&exact.layers[0].down, &fast.layers[0].down, 64)]
+        {
+            let h = Tensor::from_vec(
+                (0..3 * k).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect(),
+                (3, k),
+                &Device::Cpu,
+            )
+            .unwrap();
             let QMatMul::QTensor(w) = &x.w else { panic!("quantized weights expected") };
             let reference = h.matmul(&w.dequantize(&Device::Cpu).unwrap().t().unwrap()).unwrap();
             let got = y.w.forward(&h.pad_with_zeros(1, 0, 256 - k).unwrap()).unwrap();

@@ -213,7 +213,9 @@ mod tests {
         assert!(err < amax / 40.0, "max error {err} for values up to {amax}");
         // And about as close as candle's own (searching) Q6_K quantizer.
         let theirs = values(&QTensor::quantize(&w, GgmlDType::Q6K).unwrap());
-        let rms = |u: &[f32], v: &[f32]| (u.iter().zip(v).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / u.len() as f32).sqrt();
+        let rms = |u: &[f32], v: &[f32]| {
+            (u.iter().zip(v).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / u.len() as f32).sqrt()
+        };
         let w = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(rms(&b, &w) < 1.5 * rms(&theirs, &w) + rms(&a, &w), "{} vs {}", rms(&b, &w), rms(&theirs, &w));
     }

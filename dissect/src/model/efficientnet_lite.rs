@@ -246,7 +246,8 @@ struct MbConv {
 impl MbConv {
     fn new(p: &nn::Path, s: &BlockSpec) -> Self {
         let expand = s.has_expand().then(|| ConvBn::new(p, "_expand_conv", "_bn0", s.input, s.expanded, 1, 1, 1));
-        let depthwise = ConvBn::new(p, "_depthwise_conv", "_bn1", s.expanded, s.expanded, s.kernel, s.stride, s.expanded);
+        let depthwise =
+            ConvBn::new(p, "_depthwise_conv", "_bn1", s.expanded, s.expanded, s.kernel, s.stride, s.expanded);
         let project = ConvBn::new(p, "_project_conv", "_bn2", s.expanded, s.output, 1, 1, 1);
         MbConv { expand, depthwise, project, residual: s.residual() }
     }
@@ -294,7 +295,13 @@ impl LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: DeviceChoice::Auto, fold_bn: true, channels_last: true, pad_in_kernel: true, tune_allocator: true }
+        LoadOptions {
+            device: DeviceChoice::Auto,
+            fold_bn: true,
+            channels_last: true,
+            pad_in_kernel: true,
+            tune_allocator: true,
+        }
     }
 }
 
@@ -348,7 +355,8 @@ impl EfficientNetLite {
         let root = vs.root();
         let mut stem = ConvBn::new(&root, "_conv_stem", "_bn0", 3, STEM_CHANNELS, 3, 2, 1);
         let blocks_path = &root / "_blocks";
-        let mut blocks: Vec<MbConv> = specs.iter().enumerate().map(|(i, s)| MbConv::new(&(&blocks_path / i), s)).collect();
+        let mut blocks: Vec<MbConv> =
+            specs.iter().enumerate().map(|(i, s)| MbConv::new(&(&blocks_path / i), s)).collect();
         let last = specs.last().expect("blocks").output;
         let mut head = ConvBn::new(&root, "_conv_head", "_bn1", last, HEAD_CHANNELS, 1, 1, 1);
         let fc = nn::linear(&root / "_fc", HEAD_CHANNELS, NUM_CLASSES, Default::default());
@@ -361,7 +369,8 @@ impl EfficientNetLite {
             convs.for_each(|c| c.prepare(&opts));
         });
 
-        let stage_ends = (0..NUM_STAGES).map(|st| specs.iter().rposition(|s| s.stage == st).expect("stage") + 1).collect();
+        let stage_ends =
+            (0..NUM_STAGES).map(|st| specs.iter().rposition(|s| s.stage == st).expect("stage") + 1).collect();
         let layers = layer_infos(variant, &specs);
         Ok(EfficientNetLite {
             variant,
@@ -414,7 +423,12 @@ fn copy_weights(variant: Variant, path: &Path, vs: &nn::VarStore, tensors: HashM
     let missing: Vec<String> = expected.difference(&found).map(|s| s.to_string()).collect();
     let unexpected: Vec<String> = found.difference(&expected).map(|s| s.to_string()).collect();
     if !missing.is_empty() || !unexpected.is_empty() {
-        return Err(Error::WeightsMismatch { path: path.to_path_buf(), model: variant.name().into(), missing, unexpected });
+        return Err(Error::WeightsMismatch {
+            path: path.to_path_buf(),
+            model: variant.name().into(),
+            missing,
+            unexpected,
+        });
     }
     tch::no_grad(|| {
         for (name, src) in &tensors {
@@ -451,7 +465,12 @@ fn layer_infos(variant: Variant, specs: &[BlockSpec]) -> Vec<LayerInfo> {
         layers.push(conv(format!("stage{}", stage + 1), stage_specs.last().expect("stage").output, side));
     }
     layers.push(conv("head".into(), HEAD_CHANNELS, side));
-    layers.push(LayerInfo { name: "classifier".into(), kind: LayerKind::Classifier, channels: NUM_CLASSES as usize, spatial: None });
+    layers.push(LayerInfo {
+        name: "classifier".into(),
+        kind: LayerKind::Classifier,
+        channels: NUM_CLASSES as usize,
+        spatial: None,
+    });
     layers
 }
 

@@ -4,15 +4,15 @@
 //! runs one batched forward pass returning the activation maps of the layers asked for.
 
 pub mod efficientnet_lite;
-pub mod torchscript;
 mod runtime;
+pub mod torchscript;
 
 use crate::error::{Error, Result};
 use tch::Tensor;
 
 pub use efficientnet_lite::{EfficientNetLite, LoadOptions, Variant};
-pub use torchscript::{Manifest, ManifestLayer, TorchScriptModel, TorchScriptOptions};
 pub use runtime::{num_threads, set_num_threads, tune_cpu_allocator, DeviceChoice};
+pub use torchscript::{Manifest, ManifestLayer, TorchScriptModel, TorchScriptOptions};
 
 /// What a dissectable layer is; decides e.g. whether attention crops make sense for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

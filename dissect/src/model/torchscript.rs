@@ -154,9 +154,8 @@ impl Manifest {
                     return Err(err(format!("field `class_names_file` must be a path string, got {}", show(f))));
                 };
                 let file_path = resolve_relative(path, Path::new(file));
-                let text = std::fs::read_to_string(&file_path).map_err(|e| {
-                    err(format!("cannot read `class_names_file` {}: {e}", file_path.display()))
-                })?;
+                let text = std::fs::read_to_string(&file_path)
+                    .map_err(|e| err(format!("cannot read `class_names_file` {}: {e}", file_path.display())))?;
                 let names: Vec<String> =
                     text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
                 if names.is_empty() {
@@ -195,11 +194,8 @@ impl Manifest {
         let p = &self.preprocess;
         let mut obj = Map::new();
         obj.insert("name".into(), self.name.clone().into());
-        let layers: Vec<Value> = self
-            .layers
-            .iter()
-            .map(|l| serde_json::json!({ "name": l.name, "kind": kind_name(l.kind) }))
-            .collect();
+        let layers: Vec<Value> =
+            self.layers.iter().map(|l| serde_json::json!({ "name": l.name, "kind": kind_name(l.kind) })).collect();
         obj.insert("layers".into(), layers.into());
         obj.insert("input_size".into(), serde_json::json!([p.input_size.0, p.input_size.1]));
         obj.insert("resize_shorter".into(), p.resize_shorter.into());
@@ -281,12 +277,7 @@ impl TorchScriptModel {
     }
 
     /// Loads `model` with an already parsed manifest; `manifest_path` only names it in errors.
-    pub fn load_with(
-        model: &Path,
-        manifest: Manifest,
-        manifest_path: &Path,
-        opts: TorchScriptOptions,
-    ) -> Result<Self> {
+    pub fn load_with(model: &Path, manifest: Manifest, manifest_path: &Path, opts: TorchScriptOptions) -> Result<Self> {
         let device = opts.device.resolve()?;
         let scan = scan_file(model)?;
         if !scan.magic.starts_with(b"PK\x03\x04") {
@@ -315,16 +306,15 @@ impl TorchScriptModel {
         };
         let (h, w) = manifest.preprocess.input_size;
         let probe = Tensor::zeros([1, 3, h as i64, w as i64], (Kind::Float, device));
-        let output = tch::no_grad(|| module.forward_is(&[IValue::Tensor(probe)])).map_err(|e| {
-            Error::TorchScriptLoad {
+        let output =
+            tch::no_grad(|| module.forward_is(&[IValue::Tensor(probe)])).map_err(|e| Error::TorchScriptLoad {
                 path: model.to_path_buf(),
                 reason: format!(
                     "its forward failed on a 1×3×{h}×{w} batch of zeros (the input_size of manifest {}): {}",
                     manifest_path.display(),
                     torch_message(&e)
                 ),
-            }
-        })?;
+            })?;
         let (style, outputs) = match_outputs(output, &manifest.layers, 1).map_err(mismatch)?;
         let layers: Vec<LayerInfo> = manifest
             .layers
@@ -588,7 +578,12 @@ fn match_outputs(output: IValue, layers: &[ManifestLayer], batch: i64) -> Result
         }
     }
     if !problems.is_empty() {
-        return Err(format!("{}; {}; the manifest declares {}", problems.join("; "), returned(), describe_layers(layers)));
+        return Err(format!(
+            "{}; {}; the manifest declares {}",
+            problems.join("; "),
+            returned(),
+            describe_layers(layers)
+        ));
     }
     Ok((style, tensors))
 }

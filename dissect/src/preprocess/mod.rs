@@ -54,9 +54,7 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(image_err(path, "the file is empty"));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| image_err(path, e))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| image_err(path, e))?;
     if reader.format().is_none() {
         return Err(image_err(path, "not a recognised image format"));
     }

@@ -83,8 +83,11 @@ fn resize_geometry(w: u32, h: u32, p: &Preprocess) -> (u32, u32, u32, u32) {
     let short = w.min(h) as f64;
     let target = p.resize_shorter.max(crop_h).max(crop_w) as f64;
     // torchvision truncates the long side: int(size * long / short).
-    let (mut nw, mut nh) =
-        if w <= h { (target as u32, (target * h as f64 / short) as u32) } else { ((target * w as f64 / short) as u32, target as u32) };
+    let (mut nw, mut nh) = if w <= h {
+        (target as u32, (target * h as f64 / short) as u32)
+    } else {
+        ((target * w as f64 / short) as u32, target as u32)
+    };
     nw = nw.max(crop_w);
     nh = nh.max(crop_h);
     let top = ((nh - crop_h) as f64 / 2.0).round() as u32;

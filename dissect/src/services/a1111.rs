@@ -6,12 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    cached_post, clean_f64, decode_base64_image, join_url, parse_json, run_bounded, ApiKey,
-    Endpoint, HttpSettings, ResponseCache,
+    cached_post, clean_f64, decode_base64_image, join_url, parse_json, run_bounded, ApiKey, Endpoint, HttpSettings,
+    ResponseCache,
 };
-use crate::concepts::{
-    ComponentInfo, ConceptImage, ConceptImageSource, ProviderError, ProviderResult, Role,
-};
+use crate::concepts::{ComponentInfo, ConceptImage, ConceptImageSource, ProviderError, ProviderResult, Role};
 
 /// Settings of an AUTOMATIC1111 server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,11 +96,7 @@ impl Automatic1111Images {
         if config.steps == 0 || config.width == 0 || config.height == 0 {
             return Err(invalid("`steps`, `width` and `height` must be positive".into()));
         }
-        let endpoint = Endpoint::new(
-            join_url(&config.base_url, "sdapi/v1/txt2img"),
-            config.api_key.clone(),
-            settings,
-        )?;
+        let endpoint = Endpoint::new(join_url(&config.base_url, "sdapi/v1/txt2img"), config.api_key.clone(), settings)?;
         Ok(Automatic1111Images { config, endpoint, cache: ResponseCache::disabled() })
     }
 

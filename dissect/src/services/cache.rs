@@ -82,11 +82,7 @@ impl ResponseCache {
         };
         let folder = path.parent().expect("cache paths have a parent");
         std::fs::create_dir_all(folder)?;
-        let tmp = folder.join(format!(
-            ".{key}.{}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = folder.join(format!(".{key}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let written = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;
@@ -159,10 +155,8 @@ mod tests {
         cache.put(&key, b"again").unwrap();
         assert_eq!(cache.get(&key).as_deref(), Some(&b"again"[..]));
         assert!(cache.put("../evil", b"x").is_err());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(&key[..2]))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> =
+            std::fs::read_dir(dir.path().join(&key[..2])).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
 
         let off = ResponseCache::disabled();

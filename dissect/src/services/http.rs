@@ -178,11 +178,7 @@ impl fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// An endpoint at `url` (validated here: it must be an absolute http(s) URL).
-    pub fn new(
-        url: impl Into<String>,
-        api_key: Option<ApiKey>,
-        settings: HttpSettings,
-    ) -> ProviderResult<Self> {
+    pub fn new(url: impl Into<String>, api_key: Option<ApiKey>, settings: HttpSettings) -> ProviderResult<Self> {
         let url = url.into();
         match reqwest::Url::parse(&url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
@@ -193,10 +189,7 @@ impl Endpoint {
                 })
             }
             Err(e) => {
-                return Err(ProviderError::Request {
-                    endpoint: url.clone(),
-                    reason: format!("not a valid URL ({e})"),
-                })
+                return Err(ProviderError::Request { endpoint: url.clone(), reason: format!("not a valid URL ({e})") })
             }
         }
         let api_key = api_key.filter(|k| !k.0.trim().is_empty());
@@ -234,8 +227,8 @@ impl Endpoint {
     /// policy allows.
     pub fn post_json(&self, body: &serde_json::Value) -> ProviderResult<Vec<u8>> {
         let client = self.client()?;
-        let payload = serde_json::to_vec(body)
-            .map_err(|e| self.request_error(format!("cannot encode the request: {e}")))?;
+        let payload =
+            serde_json::to_vec(body).map_err(|e| self.request_error(format!("cannot encode the request: {e}")))?;
         let mut waited = Duration::ZERO;
         let mut attempt: u32 = 0;
         loop {
@@ -264,10 +257,9 @@ impl Endpoint {
     /// Says how many attempts were made on a transport error that ran out of retries.
     fn exhausted(&self, error: ProviderError, attempt: u32) -> ProviderError {
         match error {
-            ProviderError::Request { endpoint, reason } if attempt > 0 => ProviderError::Request {
-                endpoint,
-                reason: format!("{reason} (after {} attempts)", attempt + 1),
-            },
+            ProviderError::Request { endpoint, reason } if attempt > 0 => {
+                ProviderError::Request { endpoint, reason: format!("{reason} (after {} attempts)", attempt + 1) }
+            }
             other => other,
         }
     }
@@ -294,11 +286,8 @@ impl Endpoint {
         if status.is_success() {
             return Attempt::Done(body);
         }
-        let error = ProviderError::Http {
-            endpoint: self.url.clone(),
-            status: status.as_u16(),
-            body: truncate_body(&body),
-        };
+        let error =
+            ProviderError::Http { endpoint: self.url.clone(), status: status.as_u16(), body: truncate_body(&body) };
         if status.as_u16() == 429 || status.is_server_error() {
             Attempt::Retry(error, server_delay)
         } else {
@@ -309,9 +298,7 @@ impl Endpoint {
     fn transport_failure(&self, e: &reqwest::Error) -> Attempt {
         if e.is_timeout() && !e.is_connect() {
             let secs = self.settings.timeout.as_secs_f64();
-            return Attempt::Fatal(
-                self.request_error(format!("no complete answer within {secs} s (timed out)")),
-            );
+            return Attempt::Fatal(self.request_error(format!("no complete answer within {secs} s (timed out)")));
         }
         let what = if e.is_connect() { "cannot connect" } else { "request failed" };
         Attempt::Retry(self.request_error(format!("{what}: {}", error_chain(e))), None)

@@ -22,8 +22,7 @@ pub use a1111::{Automatic1111Config, Automatic1111Images};
 pub use cache::ResponseCache;
 pub use http::{ApiKey, Endpoint, HttpSettings};
 pub use openai::{
-    OpenAiCaptioner, OpenAiCaptionerConfig, OpenAiChat, OpenAiChatConfig, OpenAiImages,
-    OpenAiImagesConfig,
+    OpenAiCaptioner, OpenAiCaptionerConfig, OpenAiChat, OpenAiChatConfig, OpenAiImages, OpenAiImagesConfig,
 };
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -85,13 +84,9 @@ pub(crate) fn decode_base64_image(endpoint: &str, b64: &str) -> ProviderResult<R
         None => b64,
     };
     let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes =
-        base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|e| {
-            ProviderError::Request {
-                endpoint: endpoint.to_string(),
-                reason: format!("image is not valid base64: {e}"),
-            }
-        })?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|e| {
+        ProviderError::Request { endpoint: endpoint.to_string(), reason: format!("image is not valid base64: {e}") }
+    })?;
     let image = image::load_from_memory(&bytes).map_err(|e| ProviderError::Request {
         endpoint: endpoint.to_string(),
         reason: format!("answer's image cannot be decoded: {e}"),
@@ -107,24 +102,17 @@ pub(crate) fn clean_f64(x: f32) -> f64 {
 
 /// Parses a JSON answer, naming the endpoint on failure.
 pub(crate) fn parse_json(endpoint: &str, bytes: &[u8]) -> ProviderResult<serde_json::Value> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ProviderError::Request {
-            endpoint: endpoint.to_string(),
-            reason: format!("answer is not JSON ({e}): {}", http::truncate_body(bytes)),
-        })?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ProviderError::Request {
+        endpoint: endpoint.to_string(),
+        reason: format!("answer is not JSON ({e}): {}", http::truncate_body(bytes)),
+    })?;
     // Some servers answer 200 with an error object.
     if let Some(err) = value.get("error").filter(|e| !e.is_null()) {
-        let message = err
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| err.to_string());
+        let message =
+            err.get("message").and_then(|m| m.as_str()).map(str::to_string).unwrap_or_else(|| err.to_string());
         return Err(ProviderError::Request {
             endpoint: endpoint.to_string(),
-            reason: format!(
-                "service reported an error: {}",
-                http::truncate_body(message.as_bytes())
-            ),
+            reason: format!("service reported an error: {}", http::truncate_body(message.as_bytes())),
         });
     }
     Ok(value)

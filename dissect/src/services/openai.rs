@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    cached_post, clean_f64, decode_base64_image, join_url, parse_json, run_bounded, ApiKey,
-    Endpoint, HttpSettings, ResponseCache,
+    cached_post, clean_f64, decode_base64_image, join_url, parse_json, run_bounded, ApiKey, Endpoint, HttpSettings,
+    ResponseCache,
 };
 use crate::concepts::{
-    CaptionInput, Captioner, ChatModel, ChatRequest, ComponentInfo, ConceptImage,
-    ConceptImageSource, ProviderError, ProviderResult, Role,
+    CaptionInput, Captioner, ChatModel, ChatRequest, ComponentInfo, ConceptImage, ConceptImageSource, ProviderError,
+    ProviderResult, Role,
 };
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -165,11 +165,7 @@ impl OpenAiChat {
             config.backoff_ms,
             config.max_retry_wait_secs,
         )?;
-        let endpoint = Endpoint::new(
-            join_url(&config.base_url, "chat/completions"),
-            config.api_key.clone(),
-            settings,
-        )?;
+        let endpoint = Endpoint::new(join_url(&config.base_url, "chat/completions"), config.api_key.clone(), settings)?;
         Ok(OpenAiChat { config, endpoint, cache: ResponseCache::disabled() })
     }
 
@@ -216,13 +212,7 @@ impl ChatModel for OpenAiChat {
             "request": body,
         }));
         let url = self.endpoint.url();
-        cached_post(
-            &self.endpoint,
-            &self.cache,
-            &key,
-            || Ok(body.clone()),
-            |bytes| chat_answer(url, bytes),
-        )
+        cached_post(&self.endpoint, &self.cache, &key, || Ok(body.clone()), |bytes| chat_answer(url, bytes))
     }
 }
 
@@ -230,18 +220,13 @@ impl ChatModel for OpenAiChat {
 fn chat_answer(endpoint: &str, bytes: &[u8]) -> ProviderResult<String> {
     let value = parse_json(endpoint, bytes)?;
     let bad = |reason: String| ProviderError::Request { endpoint: endpoint.to_string(), reason };
-    let choice = value
-        .get("choices")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| bad("answer has no `choices[0]`".into()))?;
+    let choice = value.get("choices").and_then(|c| c.get(0)).ok_or_else(|| bad("answer has no `choices[0]`".into()))?;
     let content = choice.get("message").and_then(|m| m.get("content"));
     let text = match content {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-            .collect::<Vec<_>>()
-            .join(""),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(|t| t.as_str())).collect::<Vec<_>>().join("")
+        }
         _ => String::new(),
     };
     let text = text.trim();
@@ -271,11 +256,7 @@ impl OpenAiCaptioner {
             config.backoff_ms,
             config.max_retry_wait_secs,
         )?;
-        let endpoint = Endpoint::new(
-            join_url(&config.base_url, "chat/completions"),
-            config.api_key.clone(),
-            settings,
-        )?;
+        let endpoint = Endpoint::new(join_url(&config.base_url, "chat/completions"), config.api_key.clone(), settings)?;
         Ok(OpenAiCaptioner { config, endpoint, cache: ResponseCache::disabled() })
     }
 
@@ -290,8 +271,7 @@ impl OpenAiCaptioner {
     }
 
     fn caption_one(&self, input: &CaptionInput<'_>) -> ProviderResult<String> {
-        let image_id =
-            if input.key.is_empty() { pixel_hash(input.image) } else { input.key.to_string() };
+        let image_id = if input.key.is_empty() { pixel_hash(input.image) } else { input.key.to_string() };
         let key = ResponseCache::key(&json!({
             "kind": "caption",
             "endpoint": self.endpoint.url(),
@@ -368,16 +348,13 @@ fn jpeg_data_url(endpoint: &str, image: &RgbImage, max_side: u32) -> ProviderRes
         image
     };
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(image).map_err(
-        |e| ProviderError::Request {
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(image).map_err(|e| {
+        ProviderError::Request {
             endpoint: endpoint.to_string(),
             reason: format!("cannot encode the image as JPEG: {e}"),
-        },
-    )?;
-    Ok(format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&jpeg)
-    ))
+        }
+    })?;
+    Ok(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(&jpeg)))
 }
 
 /// An OpenAI-compatible image generator ([`ConceptImageSource`]): one request (n = 1) per seed
@@ -402,17 +379,11 @@ impl OpenAiImages {
         if !config.prompt_template.contains("{concept}") {
             return Err(ProviderError::Local {
                 component: "OpenAI-compatible image generator".into(),
-                reason: format!(
-                    "`prompt_template` must contain {{concept}}, got {:?}",
-                    config.prompt_template
-                ),
+                reason: format!("`prompt_template` must contain {{concept}}, got {:?}", config.prompt_template),
             });
         }
-        let endpoint = Endpoint::new(
-            join_url(&config.base_url, "images/generations"),
-            config.api_key.clone(),
-            settings,
-        )?;
+        let endpoint =
+            Endpoint::new(join_url(&config.base_url, "images/generations"), config.api_key.clone(), settings)?;
         Ok(OpenAiImages { config, endpoint, cache: ResponseCache::disabled() })
     }
 
@@ -482,12 +453,7 @@ impl ConceptImageSource for OpenAiImages {
     fn info(&self) -> ComponentInfo {
         ComponentInfo::paper_kind(
             Role::ConceptImages,
-            format!(
-                "{} ({}) via {}",
-                self.config.model,
-                self.config.size,
-                self.config.base_url.trim_end_matches('/')
-            ),
+            format!("{} ({}) via {}", self.config.model, self.config.size, self.config.base_url.trim_end_matches('/')),
         )
     }
 

@@ -62,7 +62,10 @@ pub const DISTINCT: [(&str, &str); 24] = [
 ];
 
 /// Cosine of each pair under `embed` (which returns L2-normalised vectors).
-pub fn pair_cosines<E>(pairs: &[(&str, &str)], embed: impl Fn(&[&str]) -> Result<Vec<Vec<f32>>, E>) -> Result<Vec<f32>, E> {
+pub fn pair_cosines<E>(
+    pairs: &[(&str, &str)],
+    embed: impl Fn(&[&str]) -> Result<Vec<Vec<f32>>, E>,
+) -> Result<Vec<f32>, E> {
     let texts: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let v = embed(&texts)?;
     Ok(v.chunks(2).map(|p| p[0].iter().zip(&p[1]).map(|(x, y)| x * y).sum()).collect())

@@ -37,8 +37,11 @@ pub fn resize_center_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
     // The shorter side becomes `target` (exactly: target·s/s), the longer int(target·long/short).
     let side = |s: f64| (target * s / w.min(h)) as u32;
     let (nw, nh) = (side(w).max(crop_w), side(h).max(crop_h));
-    let resized =
-        if (nw, nh) == img.dimensions() { img.clone() } else { image::imageops::resize(img, nw, nh, FilterType::Triangle) };
+    let resized = if (nw, nh) == img.dimensions() {
+        img.clone()
+    } else {
+        image::imageops::resize(img, nw, nh, FilterType::Triangle)
+    };
     let offset = |resized: u32, crop: u32| ((resized - crop) as f64 / 2.0).round() as u32;
     image::imageops::crop_imm(&resized, offset(nw, crop_w), offset(nh, crop_h), crop_w, crop_h).to_image()
 }

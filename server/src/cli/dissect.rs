@@ -104,6 +104,8 @@ fn describe(o: &NeuronOutcome) -> String {
             let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();
             format!("unit {:>4}: {}", r.unit, top3.join(" | "))
         }
-        NeuronOutcome::Failed { unit, stage, reason } => format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str()),
+        NeuronOutcome::Failed { unit, stage, reason } => {
+            format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str())
+        }
     }
 }

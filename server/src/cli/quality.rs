@@ -21,7 +21,14 @@ pub fn quality(config: &Config, args: &QualityArgs, json: bool) -> anyhow::Resul
 }
 
 /// `dnd evaluate-final`.
-pub fn evaluate_final(config: &Config, model: &str, probe: &str, layer: &str, examples: usize, json: bool) -> anyhow::Result<()> {
+pub fn evaluate_final(
+    config: &Config,
+    model: &str,
+    probe: &str,
+    layer: &str,
+    examples: usize,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut bars = StepBars::default();
     let report = evaluate::evaluate_final(config, model, probe, layer, examples, &mut |s, d, t| bars.step(s, d, t));
     bars.finish();
@@ -63,9 +70,12 @@ fn print_final_layer(report: &FinalLayerReport) {
     }
 }
 
-
 fn method_name(method: &str, source: &str) -> String {
-    if source.is_empty() { method.to_string() } else { format!("{method} ({source})") }
+    if source.is_empty() {
+        method.to_string()
+    } else {
+        format!("{method} ({source})")
+    }
 }
 
 /// The report as text.

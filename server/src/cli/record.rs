@@ -13,7 +13,8 @@ use studio::engine::{self, LoadedModel};
 pub fn record(config: &Config, model: &str, probe: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut bars = StepBars::default();
-    let recorded = studio::dissection::record_layers(config, model, probe, layers, batch, &mut |s, d, t| bars.step(s, d, t));
+    let recorded =
+        studio::dissection::record_layers(config, model, probe, layers, batch, &mut |s, d, t| bars.step(s, d, t));
     bars.finish();
     let recorded = recorded?;
     print_summary(&recorded.set, &recorded.recording, started);
@@ -28,7 +29,11 @@ fn print_summary(set: &ScannedSet, recording: &Recording, started: std::time::In
         recording.skipped.len(),
         set.rejected.len(),
         recording.forwarded,
-        if recording.forwarded > 0 { format!(" ({:.1} images/s)", recording.forwarded as f64 / secs) } else { String::new() },
+        if recording.forwarded > 0 {
+            format!(" ({:.1} images/s)", recording.forwarded as f64 / secs)
+        } else {
+            String::new()
+        },
     );
     for (layer, source) in recording.layers.iter().zip(&recording.sources) {
         let from = match source {
@@ -36,7 +41,10 @@ fn print_summary(set: &ScannedSet, recording: &Recording, started: std::time::In
             LayerSource::Cache => "from cache".to_string(),
             LayerSource::Resumed { from } => format!("resumed at image {from}"),
         };
-        println!("  {:<12} {:>5} units × {} images, mean and max per unit ({from})", layer.layer, layer.channels, layer.n_images);
+        println!(
+            "  {:<12} {:>5} units × {} images, mean and max per unit ({from})",
+            layer.layer, layer.channels, layer.n_images
+        );
     }
     for s in recording.skipped.iter().take(20) {
         println!("  skipped: {}", s.reason);
@@ -64,8 +72,15 @@ pub fn crops(
         anyhow::bail!("unit {unit} is outside layer `{layer_name}`, which has units 0..={}", channels - 1);
     }
     let mut bars = StepBars::default();
-    let (images, recording) =
-        engine::record(loaded, set, &[layer_name.to_string()], cache_dir, 32, None, &mut engine::forward_steps(&mut |s, d, t| bars.step(s, d, t)))?;
+    let (images, recording) = engine::record(
+        loaded,
+        set,
+        &[layer_name.to_string()],
+        cache_dir,
+        32,
+        None,
+        &mut engine::forward_steps(&mut |s, d, t| bars.step(s, d, t)),
+    )?;
     bars.finish();
     let d_probe = partition.d_probe(&recording.layers[0]);
     let top = dissect::dtop::neuron_top(model, &images, d_probe.summaries(), layer, unit, summary, dissect::crops::K)?;
@@ -79,7 +94,11 @@ pub fn crops(
     );
     for ((i, act), boxes) in top.top_images.iter().zip(&top.crops) {
         let crops = boxes.iter().map(|b| format!("[{},{} → {},{}]", b.x0, b.y0, b.x1, b.y1)).collect::<Vec<_>>();
-        println!("  {act:>9.4}  {}  crops: {}", name(*i), if crops.is_empty() { "none".into() } else { crops.join(" ") });
+        println!(
+            "  {act:>9.4}  {}  crops: {}",
+            name(*i),
+            if crops.is_empty() { "none".into() } else { crops.join(" ") }
+        );
     }
     println!("D_top (probing images ∪ crops, re-ranked):");
     for (rank, c) in top.d_top.iter().enumerate() {

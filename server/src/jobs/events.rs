@@ -38,7 +38,9 @@ async fn job_events(State(s): State<EventsState>) -> Sse<impl Stream<Item = Resu
             changes.borrow_and_update();
         }
         let event = match queue::list(&s.db, queue::LIST_LIMIT).await {
-            Ok(jobs) => Event::default().event("jobs").data(serde_json::to_string(&jobs).unwrap_or_else(|_| "[]".into())),
+            Ok(jobs) => {
+                Event::default().event("jobs").data(serde_json::to_string(&jobs).unwrap_or_else(|_| "[]".into()))
+            }
             Err(e) => Event::default().event("error").data(format!("the job queue cannot be read: {e}")),
         };
         Some((Ok(event), (s, changes, false)))

@@ -7,8 +7,6 @@
 
 pub mod events;
 
-use studio::config::Config;
-use studio::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
 use app::api::jobs::queue::{self, ClaimedJob, Outcome};
@@ -19,6 +17,8 @@ use sqlx::SqlitePool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use studio::config::Config;
+use studio::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 
 /// How often a running job's row is checked for a cancel request (and its heartbeat written).
 const POLL: Duration = Duration::from_millis(500);
@@ -39,7 +39,9 @@ pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shut
     tokio::spawn(async move {
         match queue::requeue_interrupted(&db).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "re-queued jobs interrupted by the last stop; they resume where they stopped"),
+            Ok(n) => {
+                tracing::info!(jobs = n, "re-queued jobs interrupted by the last stop; they resume where they stopped")
+            }
             Err(e) => tracing::error!(error = %e, "could not re-queue interrupted jobs"),
         }
         let device = device_name();
@@ -118,7 +120,8 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let env = RunEnv { rt: &rt, db: &db, config: &config, job_id: Some(id), cancel: Some(cancel) };
-            let mut observer = JobObserver { rt: &rt, db: &db, signals: &signals, id, stage: String::new(), last_write: None };
+            let mut observer =
+                JobObserver { rt: &rt, db: &db, signals: &signals, id, stage: String::new(), last_write: None };
             dissection::run_dissection(&env, &args, &mut observer)
         })
     };
@@ -156,7 +159,10 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
         }
         Ok(Ok(report)) if report.cancelled && stopping && !cancelled_by_user => Outcome::Interrupted,
         Ok(Ok(report)) if report.cancelled => {
-            summary = format!("stopped after {} neurons ({} failed); run #{} keeps them", report.processed, report.failed, report.run_id);
+            summary = format!(
+                "stopped after {} neurons ({} failed); run #{} keeps them",
+                report.processed, report.failed, report.run_id
+            );
             Outcome::Cancelled { message: &summary }
         }
         Ok(Ok(report)) => {
@@ -173,7 +179,8 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
 async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals, job: ClaimedJob) {
     let id = job.id;
     let result: anyhow::Result<String> = async {
-        let request: RegisterRequest = serde_json::from_str(&job.payload_json).context("the job's request cannot be read")?;
+        let request: RegisterRequest =
+            serde_json::from_str(&job.payload_json).context("the job's request cannot be read")?;
         let path = std::path::PathBuf::from(&request.path);
         let what = if job.kind == "register_model" { "loading the model" } else { "scanning the folder" };
         queue::set_progress(db, id, "registering", 0, None, what).await?;
@@ -193,7 +200,12 @@ async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals
             }
             "register_model" => {
                 // The model is not Send: load and register it on one blocking thread.
-                let (spec, assets, db, rt) = (request.path.clone(), config.storage.assets_dir.clone(), db.clone(), tokio::runtime::Handle::current());
+                let (spec, assets, db, rt) = (
+                    request.path.clone(),
+                    config.storage.assets_dir.clone(),
+                    db.clone(),
+                    tokio::runtime::Handle::current(),
+                );
                 tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
                     let loaded = studio::engine::load_model(&spec, &assets)?;
                     let layers = loaded.model.layers().len();
@@ -291,7 +303,14 @@ impl RunObserver for JobObserver<'_> {
         self.stage = stage.to_string();
         self.last_write = Some(Instant::now());
         let message = stage_message(stage, done, total);
-        let r = self.rt.block_on(queue::set_progress(self.db, self.id, stage, done as i64, total.map(|t| t as i64), &message));
+        let r = self.rt.block_on(queue::set_progress(
+            self.db,
+            self.id,
+            stage,
+            done as i64,
+            total.map(|t| t as i64),
+            &message,
+        ));
         self.write("progress", r);
     }
 

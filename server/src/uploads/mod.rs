@@ -17,7 +17,6 @@
 mod staging;
 pub mod unzip;
 
-use studio::config::{Config, UploadsSection};
 use app::api::jobs::{queue, RegisterRequest};
 use app::api::study::{cookie_value, ADMIN_COOKIE};
 use app::state::JobSignals;
@@ -30,6 +29,7 @@ use sqlx::SqlitePool;
 use staging::{stream_field, text_field, Staging};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use studio::config::{Config, UploadsSection};
 
 /// Largest manifest accepted (inline class names of a 21k-class model fit easily).
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
@@ -103,13 +103,10 @@ pub fn router(config: &Config, db: SqlitePool, signals: JobSignals) -> Router {
 
 /// The admin session of the request (403 without one); checks `csrf` when given.
 async fn authorize(s: &UploadState, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), UploadError> {
-    study::admin::authorize(&s.db, cookie_value(headers, ADMIN_COOKIE), csrf)
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            study::StudyError::Db(db) => UploadError::Internal(format!("database error: {db}")),
-            other => UploadError::Forbidden(other.to_string()),
-        })
+    study::admin::authorize(&s.db, cookie_value(headers, ADMIN_COOKIE), csrf).await.map(|_| ()).map_err(|e| match e {
+        study::StudyError::Db(db) => UploadError::Internal(format!("database error: {db}")),
+        other => UploadError::Forbidden(other.to_string()),
+    })
 }
 
 /// A declared body far over the limit is refused before reading it.
@@ -155,7 +152,9 @@ fn check_name(name: &str, what: &str, reserved: &[&str]) -> Result<String, Uploa
         )));
     }
     if reserved.contains(&name) {
-        return Err(UploadError::Conflict(format!("the {what} name `{name}` is reserved for a built-in one; choose another")));
+        return Err(UploadError::Conflict(format!(
+            "the {what} name `{name}` is reserved for a built-in one; choose another"
+        )));
     }
     Ok(name.to_string())
 }
@@ -186,7 +185,13 @@ fn fresh_destination(root: &Path, name: &str, what: &str) -> Result<PathBuf, Upl
 }
 
 /// Moves the staged folder to `dest` and queues its registration; on failure `dest` goes too.
-async fn place_and_queue(s: &UploadState, staged: &Path, dest: &Path, kind: &str, registered: &Path) -> Result<i64, UploadError> {
+async fn place_and_queue(
+    s: &UploadState,
+    staged: &Path,
+    dest: &Path,
+    kind: &str,
+    registered: &Path,
+) -> Result<i64, UploadError> {
     std::fs::rename(staged, dest).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
             UploadError::Conflict(format!("{} appeared while uploading; choose another name", dest.display()))
@@ -194,7 +199,8 @@ async fn place_and_queue(s: &UploadState, staged: &Path, dest: &Path, kind: &str
         _ => UploadError::Internal(format!("moving the upload to {}: {e}", dest.display())),
     })?;
     let queued = async {
-        let path = std::fs::canonicalize(registered).map_err(|e| UploadError::Internal(format!("{}: {e}", registered.display())))?;
+        let path = std::fs::canonicalize(registered)
+            .map_err(|e| UploadError::Internal(format!("{}: {e}", registered.display())))?;
         let request = RegisterRequest { path: path.display().to_string() };
         queue::enqueue_registration(&s.db, kind, &request).await.map_err(|e| match e {
             queue::JobError::Db(db) => UploadError::Internal(format!("database error: {db}")),
@@ -225,7 +231,11 @@ async fn probe_set(State(s): State<UploadState>, headers: HeaderMap, mut multipa
     }
 }
 
-async fn probe_set_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut Multipart) -> Result<serde_json::Value, UploadError> {
+async fn probe_set_upload(
+    s: &UploadState,
+    headers: &HeaderMap,
+    multipart: &mut Multipart,
+) -> Result<serde_json::Value, UploadError> {
     let header_csrf = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
     authorize(s, headers, header_csrf).await?;
     let max = s.limits.max_zip_bytes;
@@ -244,7 +254,9 @@ async fn probe_set_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut 
             "name" => name = Some(text_field(field).await?.trim().to_string()),
             "zip" => {
                 if !csrf_checked {
-                    return Err(UploadError::Forbidden("the CSRF token must come before the file (field `csrf`)".into()));
+                    return Err(UploadError::Forbidden(
+                        "the CSRF token must come before the file (field `csrf`)".into(),
+                    ));
                 }
                 if got_zip {
                     return Err(UploadError::Invalid("one zip per upload".into()));
@@ -253,7 +265,9 @@ async fn probe_set_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut 
                 stream_field(field, &zip_path, max, "max_zip_bytes").await?;
                 got_zip = true;
             }
-            other => return Err(UploadError::Invalid(format!("unexpected form field `{other}` (expected csrf, name, zip)"))),
+            other => {
+                return Err(UploadError::Invalid(format!("unexpected form field `{other}` (expected csrf, name, zip)")))
+            }
         }
     }
     if !csrf_checked {
@@ -308,7 +322,11 @@ async fn model(State(s): State<UploadState>, headers: HeaderMap, mut multipart: 
     }
 }
 
-async fn model_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut Multipart) -> Result<serde_json::Value, UploadError> {
+async fn model_upload(
+    s: &UploadState,
+    headers: &HeaderMap,
+    multipart: &mut Multipart,
+) -> Result<serde_json::Value, UploadError> {
     let header_csrf = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
     authorize(s, headers, header_csrf).await?;
     let max = s.limits.max_model_bytes;
@@ -340,7 +358,9 @@ async fn model_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut Mult
             }
             "model" | "manifest" => return Err(UploadError::Invalid(format!("one `{field_name}` file per upload"))),
             other => {
-                return Err(UploadError::Invalid(format!("unexpected form field `{other}` (expected csrf, name, model, manifest)")))
+                return Err(UploadError::Invalid(format!(
+                    "unexpected form field `{other}` (expected csrf, name, model, manifest)"
+                )))
             }
         }
     }
@@ -356,7 +376,8 @@ async fn model_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut Mult
         Some(n) => n,
         None => name_from_file(&file_name),
     };
-    let reserved: Vec<&str> = [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].iter().map(|v| v.name()).collect();
+    let reserved: Vec<&str> =
+        [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].iter().map(|v| v.name()).collect();
     let name = check_name(&name, "model", &reserved)?;
 
     // TorchScript files are zip archives; anything else cannot load, so say so now.
@@ -369,18 +390,24 @@ async fn model_upload(s: &UploadState, headers: &HeaderMap, multipart: &mut Mult
     }
     let root = s.data_dir.join("models");
     let dest = fresh_destination(&root, &name, "model")?;
-    let text = std::fs::read_to_string(&manifest_path).map_err(|_| UploadError::Invalid("the manifest is not UTF-8 text".into()))?;
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|_| UploadError::Invalid("the manifest is not UTF-8 text".into()))?;
     // Validated where it will live, so a relative `class_names_file` is looked for there (and,
     // not being uploaded, refused with a message saying to inline `class_names`).
     let final_manifest = dest.join(format!("{name}.json"));
     dissect::model::Manifest::from_json(&text, &final_manifest).map_err(|e| {
         let e = e.to_string();
-        let hint = if e.contains("class_names_file") { " (an upload takes its class names inline, as `class_names`)" } else { "" };
+        let hint = if e.contains("class_names_file") {
+            " (an upload takes its class names inline, as `class_names`)"
+        } else {
+            ""
+        };
         UploadError::Invalid(format!("the manifest is refused: {e}{hint}"))
     })?;
 
     let staged = staging.path(&name);
-    std::fs::create_dir_all(&staged).map_err(|e| UploadError::Internal(format!("creating {}: {e}", staged.display())))?;
+    std::fs::create_dir_all(&staged)
+        .map_err(|e| UploadError::Internal(format!("creating {}: {e}", staged.display())))?;
     for (from, to) in [(&model_path, format!("{name}.pt")), (&manifest_path, format!("{name}.json"))] {
         std::fs::rename(from, staged.join(&to)).map_err(|e| UploadError::Internal(format!("staging {to}: {e}")))?;
     }

@@ -16,7 +16,8 @@ pub struct Staging {
 impl Staging {
     pub fn new(data_dir: &Path) -> Result<Staging, UploadError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let name = format!("staging-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = data_dir.join("uploads").join(name);
         std::fs::create_dir_all(&dir).map_err(|e| UploadError::Internal(format!("creating {}: {e}", dir.display())))?;

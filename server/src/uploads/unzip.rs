@@ -55,7 +55,9 @@ fn keep(rel: &str) -> Keep {
 /// The entry's path inside the set, with `/` separators; an error for any name that could leave
 /// the folder. Backslashes count as separators (archives made on Windows).
 fn safe_relative(name: &str) -> Result<Option<String>, UploadError> {
-    let bad = |why: &str| UploadError::Invalid(format!("zip entry `{name}` {why}; entries must stay inside the set's folder"));
+    let bad = |why: &str| {
+        UploadError::Invalid(format!("zip entry `{name}` {why}; entries must stay inside the set's folder"))
+    };
     let unified = name.replace('\\', "/");
     if unified.starts_with('/') || unified.contains('\0') {
         return Err(bad("is an absolute path"));
@@ -85,7 +87,10 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| UploadError::Invalid(format!("not a readable zip archive: {e}")))?;
     if archive.len() as u64 > limits.max_files {
-        return Err(too_large("max_files", format!("the zip holds {} entries, more than {}", archive.len(), limits.max_files)));
+        return Err(too_large(
+            "max_files",
+            format!("the zip holds {} entries, more than {}", archive.len(), limits.max_files),
+        ));
     }
 
     // First pass, on the central directory only: refuse before writing anything when the
@@ -93,8 +98,12 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
     let mut declared_total: u64 = 0;
     let mut any_image = false;
     for i in 0..archive.len() {
-        let entry = archive.by_index_raw(i).map_err(|e| UploadError::Invalid(format!("zip entry #{i} cannot be read: {e}")))?;
-        let name = entry.name().map(|n| n.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
+        let entry =
+            archive.by_index_raw(i).map_err(|e| UploadError::Invalid(format!("zip entry #{i} cannot be read: {e}")))?;
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
         let rel = safe_relative(&name)?;
         if entry.is_symlink() {
             return Err(UploadError::Invalid(format!(
@@ -137,8 +146,12 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
     std::fs::create_dir_all(dest).map_err(|e| UploadError::Internal(format!("creating {}: {e}", dest.display())))?;
     let mut out = Unpacked::default();
     for i in 0..archive.len() {
-        let entry = archive.by_index(i).map_err(|e| UploadError::Invalid(format!("zip entry #{i} cannot be read: {e}")))?;
-        let name = entry.name().map(|n| n.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
+        let entry =
+            archive.by_index(i).map_err(|e| UploadError::Invalid(format!("zip entry #{i} cannot be read: {e}")))?;
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
         let Some(rel) = safe_relative(&name)? else { continue };
         if entry.is_dir() {
             continue;
@@ -151,7 +164,8 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
         let declared = entry.size();
         let target: PathBuf = dest.join(&rel);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| UploadError::Internal(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| UploadError::Internal(format!("creating {}: {e}", parent.display())))?;
         }
         let mut file = OpenOptions::new().write(true).create_new(true).open(&target).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => UploadError::Invalid(format!("zip entry `{name}` appears twice")),
@@ -161,7 +175,9 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
         let mut buf = vec![0u8; 64 << 10];
         let mut written: u64 = 0;
         loop {
-            let n = limited.read(&mut buf).map_err(|e| UploadError::Invalid(format!("zip entry `{name}` is corrupt: {e}")))?;
+            let n = limited
+                .read(&mut buf)
+                .map_err(|e| UploadError::Invalid(format!("zip entry `{name}` is corrupt: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -177,10 +193,13 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
                     format!("the zip unpacks to more than {} bytes", limits.max_unpacked_bytes),
                 ));
             }
-            file.write_all(&buf[..n]).map_err(|e| UploadError::Internal(format!("writing {}: {e}", target.display())))?;
+            file.write_all(&buf[..n])
+                .map_err(|e| UploadError::Internal(format!("writing {}: {e}", target.display())))?;
         }
         if written < declared {
-            return Err(UploadError::Invalid(format!("zip entry `{name}` is truncated ({written} of {declared} bytes)")));
+            return Err(UploadError::Invalid(format!(
+                "zip entry `{name}` is truncated ({written} of {declared} bytes)"
+            )));
         }
         out.bytes += written;
         match kind {

@@ -68,7 +68,12 @@ impl Server {
 
     /// Logs in as admin: (cookie header, CSRF token).
     pub async fn login(&self) -> (String, String) {
-        let r = client().post(format!("{}/api/admin/login", self.base)).json(&serde_json::json!({ "secret": SECRET })).send().await.unwrap();
+        let r = client()
+            .post(format!("{}/api/admin/login", self.base))
+            .json(&serde_json::json!({ "secret": SECRET }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
         let info: serde_json::Value = r.json().await.unwrap();
@@ -86,7 +91,13 @@ impl Server {
     }
 
     pub async fn detail(&self, id: i64) -> JobDetail {
-        let r = client().post(format!("{}/api/jobs/get", self.base)).header("content-type", "application/x-www-form-urlencoded").body(format!("id={id}")).send().await.unwrap();
+        let r = client()
+            .post(format!("{}/api/jobs/get", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("id={id}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.json::<Option<JobDetail>>().await.unwrap().expect("the job exists")
     }
@@ -98,8 +109,11 @@ impl Server {
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         let (started, mut buf, mut seen) = (Instant::now(), String::new(), Vec::new());
         loop {
-            let left = JOB_TIMEOUT.checked_sub(started.elapsed()).unwrap_or_else(|| panic!("job #{id} timed out; seen {seen:#?}\n{}", self.log()));
-            let chunk = tokio::time::timeout(left, r.chunk()).await.expect("stream stalled").unwrap().expect("stream ended");
+            let left = JOB_TIMEOUT
+                .checked_sub(started.elapsed())
+                .unwrap_or_else(|| panic!("job #{id} timed out; seen {seen:#?}\n{}", self.log()));
+            let chunk =
+                tokio::time::timeout(left, r.chunk()).await.expect("stream stalled").unwrap().expect("stream ended");
             buf.push_str(std::str::from_utf8(&chunk).unwrap());
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();

@@ -64,8 +64,17 @@ pub fn record_layers(
     let set = engine::scan_probe(probe_spec, assets)?;
     let db = rt.block_on(crate::db::open(&config.database_path()))?;
     rt.block_on(builtin::register(&db, assets));
-    let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
-    let (_, recording) = engine::record(&loaded, &set, layers, &activation_dir(config), batch, None, &mut engine::forward_steps(on_step))?;
+    let (model_id, _, set_row) =
+        rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
+    let (_, recording) = engine::record(
+        &loaded,
+        &set,
+        layers,
+        &activation_dir(config),
+        batch,
+        None,
+        &mut engine::forward_steps(on_step),
+    )?;
     rt.block_on(note_recorded_layers(&db, config, model_id, set_row.id, &loaded, &set, layers, &recording))?;
     rt.block_on(db.close());
     Ok(LayersRecorded { set, recording })
@@ -131,7 +140,11 @@ pub struct RunEnv<'a> {
 
 /// Registers what is needed, records the layer, runs the pipeline and stores every neuron as it
 /// finishes. Called from a plain thread (never from inside the async runtime).
-pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn RunObserver) -> anyhow::Result<RunReport> {
+pub fn run_dissection(
+    env: &RunEnv<'_>,
+    args: &DissectArgs,
+    observer: &mut dyn RunObserver,
+) -> anyhow::Result<RunReport> {
     let started = std::time::Instant::now();
     let (rt, db, config) = (env.rt, env.db, env.config);
     let assets = &config.storage.assets_dir;
@@ -150,10 +163,11 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
         );
     }
     let channels = model.layers()[layer].channels;
-    let units = study::units::parse_units(&args.neurons, channels, args.seed)
-        .map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
+    let units =
+        study::units::parse_units(&args.neurons, channels, args.seed).map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
     let set = engine::scan_probe(&args.probe, assets)?;
-    let (model_id, layer_id, set_row) = rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
+    let (model_id, layer_id, set_row) =
+        rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
 
     let (images, recording) = engine::record(
         &loaded,
@@ -168,7 +182,17 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
             }
         },
     )?;
-    rt.block_on(note_activation_cache(db, model_id, layer_id, set_row.id, &loaded, &set, &args.layer, recording.layers[0].channels, config))?;
+    rt.block_on(note_activation_cache(
+        db,
+        model_id,
+        layer_id,
+        set_row.id,
+        &loaded,
+        &set,
+        &args.layer,
+        recording.layers[0].channels,
+        config,
+    ))?;
 
     // The one place a run's images are split: D_top and every rank read D_probe; Step 3 may
     // retrieve from the concept pool only; the evaluation split is left for measuring labels.
@@ -178,7 +202,8 @@ pub fn run_dissection(env: &RunEnv<'_>, args: &DissectArgs, observer: &mut dyn R
     observer.stage("loading", 0, None);
     observer.note("loading the concept pipeline's models");
     let concept_pool = || partition.concept_pool(&set);
-    let providers = providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), concept_pool)?;
+    let providers =
+        providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), concept_pool)?;
     let provenance = providers.provenance();
     let options = DissectOptions {
         summary: args.summary,
@@ -284,12 +309,21 @@ pub struct SetRow {
 
 /// A slug made of a file or folder name: lower-case letters, digits, `-` and `.`.
 fn slug_of(name: &str) -> String {
-    name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect()
+    name.to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect()
 }
 
 /// Registers a loaded model (built in by name, or a TorchScript file); answers its id and slug.
-pub async fn register_loaded_model(db: &SqlitePool, loaded: &LoadedModel, model_spec: &str, assets: &Path) -> anyhow::Result<(i64, String)> {
-    let builtin = [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
+pub async fn register_loaded_model(
+    db: &SqlitePool,
+    loaded: &LoadedModel,
+    model_spec: &str,
+    assets: &Path,
+) -> anyhow::Result<(i64, String)> {
+    let builtin =
+        [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
     let (weights, slug, name) = match builtin {
         Some(v) => (assets.join("models").join(v.weights_file_name()), v.name().to_string(), v.name().to_string()),
         None => {
@@ -360,10 +394,11 @@ pub async fn register_target(
     } else {
         register_folder_set(db, Path::new(probe_spec)).await?
     };
-    let (fraction, seed): (f64, i64) = sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
-        .bind(set_id)
-        .fetch_one(db)
-        .await?;
+    let (fraction, seed): (f64, i64) =
+        sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
+            .bind(set_id)
+            .fetch_one(db)
+            .await?;
     Ok((model_id, layer_id, SetRow { id: set_id, heldout_fraction: fraction, split_seed: seed as u64 }))
 }
 

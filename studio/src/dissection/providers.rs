@@ -3,8 +3,8 @@
 
 use crate::config::{ChatService, ImageService, ServicesSection};
 use anyhow::Context;
-use dissect::concepts::classifier_captioner::ClassifierCaptioner;
 use dissect::clip_dissect::ClipTextEncoder;
+use dissect::concepts::classifier_captioner::ClassifierCaptioner;
 use dissect::concepts::embedded::{pool_texts, HeldOutImage};
 use dissect::concepts::feature_encoder::{ClipImageEncoder, FeatureEncoder};
 use dissect::concepts::pipeline::Providers;
@@ -63,9 +63,8 @@ pub fn build_providers(
 ) -> anyhow::Result<Providers> {
     let cache = ResponseCache::at(cache_dir);
     // EfficientNet-Lite2 serves the embedded captioner and image encoder; loaded once if needed.
-    let needs_lite2 = services.captioner.url.is_empty()
-        || services.clip_torchscript.is_none()
-        || services.images.url.is_empty();
+    let needs_lite2 =
+        services.captioner.url.is_empty() || services.clip_torchscript.is_none() || services.images.url.is_empty();
     let lite2 = if needs_lite2 {
         Some(share(
             EfficientNetLite::load_default(Variant::Lite2, LoadOptions::default())
@@ -99,11 +98,17 @@ pub fn build_providers(
     // CLIP's text encoder where CLIP is configured (the paper's choice for the top-3 and its
     // 0.81 threshold); else the embedded sentence encoder with its calibrated threshold.
     let text: Arc<dyn TextEncoder> = match (&services.clip_torchscript, &services.clip_tokenizer) {
-        (Some(clip), Some(tokenizer)) => Arc::new(ClipTextEncoder::load(clip, tokenizer, tch::Device::Cpu).with_context(|| {
-            format!("loading the CLIP text encoder {} (config keys services.clip_torchscript, services.clip_tokenizer)", clip.display())
-        })?),
+        (Some(clip), Some(tokenizer)) => {
+            Arc::new(ClipTextEncoder::load(clip, tokenizer, tch::Device::Cpu).with_context(|| {
+                format!(
+                    "loading the CLIP text encoder {} (config keys services.clip_torchscript, services.clip_tokenizer)",
+                    clip.display()
+                )
+            })?)
+        }
         _ => Arc::new(
-            SentenceEncoder::load_default(TextModel::MiniLmL6V2).context("loading the all-MiniLM-L6-v2 text encoder")?,
+            SentenceEncoder::load_default(TextModel::MiniLmL6V2)
+                .context("loading the all-MiniLM-L6-v2 text encoder")?,
         ),
     };
     let image_encoder: Arc<dyn ImageEncoder> = match &services.clip_torchscript {

@@ -36,7 +36,10 @@ pub fn provenance_json(components: &[ComponentInfo]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for c in components {
         let role = serde_json::to_value(c.role).expect("role serialises");
-        map.insert(role.as_str().unwrap_or("unknown").to_string(), serde_json::to_value(c).expect("component serialises"));
+        map.insert(
+            role.as_str().unwrap_or("unknown").to_string(),
+            serde_json::to_value(c).expect("component serialises"),
+        );
     }
     serde_json::Value::Object(map)
 }
@@ -120,11 +123,13 @@ pub async fn open_run(db: &SqlitePool, spec: &RunSpec<'_>) -> anyhow::Result<Ope
 /// Marks the run finished: `done` when every neuron is done or failed, else `cancelled`.
 pub async fn close_run(db: &SqlitePool, run_id: i64, cancelled: bool) -> anyhow::Result<()> {
     let status = if cancelled { "cancelled" } else { "done" };
-    sqlx::query("UPDATE dissection_runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?")
-        .bind(status)
-        .bind(run_id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE dissection_runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?",
+    )
+    .bind(status)
+    .bind(run_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -151,7 +156,11 @@ pub struct NeuronWriter {
 impl NeuronWriter {
     /// The label source this run writes: empty for ordinary runs.
     fn source_name(&self) -> &'static str {
-        if self.options.leak_free { LEAK_FREE_SOURCE } else { "" }
+        if self.options.leak_free {
+            LEAK_FREE_SOURCE
+        } else {
+            ""
+        }
     }
 
     /// Leak-free captions differ per unit (each withholds its own class), so each unit's are
@@ -194,7 +203,10 @@ impl NeuronWriter {
         .await?;
         // A neuron retried after a failure starts from a clean slate.
         sqlx::query("DELETE FROM top_images WHERE run_neuron_id = ?").bind(run_neuron_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM candidate_concepts WHERE run_neuron_id = ?").bind(run_neuron_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM candidate_concepts WHERE run_neuron_id = ?")
+            .bind(run_neuron_id)
+            .execute(&mut *tx)
+            .await?;
 
         match outcome {
             NeuronOutcome::Failed { stage, reason, .. } => {
@@ -340,8 +352,10 @@ impl NeuronWriter {
             .await?;
             concept_ids.push(id);
             for img in &c.images {
-                let known: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM images WHERE sha256 = ?").bind(&img.key).fetch_optional(&mut *tx).await?;
+                let known: Option<i64> = sqlx::query_scalar("SELECT id FROM images WHERE sha256 = ?")
+                    .bind(&img.key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 // Retrieved images are probing images (registered); generated ones are stored
                 // by their source and registered there.
                 if let Some(image_id) = known {
@@ -400,7 +414,14 @@ pub fn heatmap_key(image_sha256: &str, m: &ImageMap) -> String {
     let mut h = Sha256::new();
     h.update(b"dnd-studio heatmap map v1\n");
     h.update(image_sha256.as_bytes());
-    for v in [m.map.height as u64, m.map.width as u64, m.view.x0 as u64, m.view.y0 as u64, m.view.x1 as u64, m.view.y1 as u64] {
+    for v in [
+        m.map.height as u64,
+        m.map.width as u64,
+        m.view.x0 as u64,
+        m.view.y0 as u64,
+        m.view.x1 as u64,
+        m.view.y1 as u64,
+    ] {
         h.update(v.to_le_bytes());
     }
     h.update(m.map.to_le_bytes());

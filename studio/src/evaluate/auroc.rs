@@ -77,7 +77,7 @@ mod tests {
             3 => vec![9.0, 8.0, 1.0, 0.0], // a perfect dog detector
             5 => vec![0.0, 1.0, 7.0, 8.0], // a perfect car detector
             _ => vec![5.0, 6.0, 0.0, 1.0], // labelled "autos" but fires on dogs
-            };
+        };
         let d = detectors(&classes, &image_class, &units, &activation);
         assert_eq!(d.len(), 2);
         assert_eq!((d[0].class.as_str(), d[0].units.clone(), d[0].auroc), ("dog", vec![3], 1.0));

@@ -63,7 +63,8 @@ pub fn covered_classes(classifier: &ActivationSummaries, rows: &[usize]) -> Cove
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for &row in rows {
         let logits = classifier.row(row, Summary::Mean);
-        let top = logits.iter().enumerate().filter(|(_, v)| v.is_finite()).max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c);
+        let top =
+            logits.iter().enumerate().filter(|(_, v)| v.is_finite()).max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c);
         if let Some(c) = top {
             *counts.entry(c as i64).or_default() += 1;
         }
@@ -188,7 +189,8 @@ mod tests {
         for (row, &c) in winners.iter().enumerate() {
             mean[row * 3 + c] = 5.0;
         }
-        let sums = ActivationSummaries { layer: "classifier".into(), n_images: 6, channels: 3, max: mean.clone(), mean };
+        let sums =
+            ActivationSummaries { layer: "classifier".into(), n_images: 6, channels: 3, max: mean.clone(), mean };
         let c = covered_classes(&sums, &[0, 1, 2, 3, 4]);
         assert_eq!(c.classes, BTreeSet::from([1]));
         assert_eq!((c.units, c.images), (3, 5));

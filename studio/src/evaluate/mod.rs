@@ -74,7 +74,11 @@ pub struct QualityReport {
 }
 
 /// Current rank-1 labels of one layer: (unit, method, source, text).
-async fn layer_labels(db: &SqlitePool, model_id: i64, layer: &str) -> anyhow::Result<Vec<(i64, String, String, String)>> {
+async fn layer_labels(
+    db: &SqlitePool,
+    model_id: i64,
+    layer: &str,
+) -> anyhow::Result<Vec<(i64, String, String, String)>> {
     Ok(sqlx::query_as(
         "SELECT n.unit, lb.method, lb.source_name, lb.text
          FROM labels lb JOIN neurons n ON n.id = lb.neuron_id JOIN layers l ON l.id = n.layer_id
@@ -129,7 +133,10 @@ fn evaluation_classes(set: &ScannedSet, partition: &Partition, builtin: bool) ->
         }
     }
     let names: Vec<String> = counts.into_iter().filter(|(_, n)| *n >= 2).map(|(k, _)| k).collect();
-    let images = rows.iter().filter_map(|&r| class_of(r).and_then(|c| names.iter().position(|n| *n == c)).map(|c| (r, c))).collect();
+    let images = rows
+        .iter()
+        .filter_map(|&r| class_of(r).and_then(|c| names.iter().position(|n| *n == c)).map(|c| (r, c)))
+        .collect();
     let source = if builtin {
         "the built-in set's evaluation split, one class per category folder"
     } else {
@@ -147,7 +154,11 @@ fn folder_classes(root: &std::path::Path) -> anyhow::Result<ClassImages> {
     names.sort();
     names.dedup();
     if names.len() < 2 {
-        anyhow::bail!("--classes {}: needs at least two sub-folders of images, one per class (found {})", root.display(), names.len());
+        anyhow::bail!(
+            "--classes {}: needs at least two sub-folders of images, one per class (found {})",
+            root.display(),
+            names.len()
+        );
     }
     let images = set
         .images
@@ -161,7 +172,9 @@ fn folder_classes(root: &std::path::Path) -> anyhow::Result<ClassImages> {
 /// Captions of the given images of `set` by the embedded captioner (with the set's descriptions,
 /// as Step 2 captions full images).
 fn captions(set: &ScannedSet, rows: &[usize]) -> anyhow::Result<Vec<String>> {
-    let lite2 = share(EfficientNetLite::load_default(Variant::Lite2, LoadOptions::default()).context("loading EfficientNet-Lite2")?);
+    let lite2 = share(
+        EfficientNetLite::load_default(Variant::Lite2, LoadOptions::default()).context("loading EfficientNet-Lite2")?,
+    );
     let captioner = ClassifierCaptioner::new(lite2)?;
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(32) {
@@ -172,7 +185,12 @@ fn captions(set: &ScannedSet, rows: &[usize]) -> anyhow::Result<Vec<String>> {
         let inputs: Vec<CaptionInput> = chunk
             .iter()
             .zip(&pictures)
-            .map(|(&r, img)| CaptionInput { key: &set.images[r].sha256, image: img, description: set.images[r].description.as_deref(), withheld_classes: &[] })
+            .map(|(&r, img)| CaptionInput {
+                key: &set.images[r].sha256,
+                image: img,
+                description: set.images[r].description.as_deref(),
+                withheld_classes: &[],
+            })
             .collect();
         out.extend(captioner.caption(&inputs)?);
     }
@@ -197,15 +215,18 @@ struct Target {
 
 impl Target {
     fn open(config: &Config, model: &str, probe: &str) -> anyhow::Result<Target> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
         let assets = &config.storage.assets_dir;
         let db = rt.block_on(crate::db::open(&config.database_path()))?;
         rt.block_on(crate::builtin::register(&db, assets));
         let loaded = engine::load_model(model, assets)?;
         let set = engine::scan_probe(probe, assets)?;
         let first_layer = loaded.model.layers()[0].name.clone();
-        let (model_id, _, set_row) = rt.block_on(register_target(&db, &loaded, model, assets, &first_layer, probe, &set))?;
-        let slug: String = rt.block_on(sqlx::query_scalar("SELECT slug FROM models WHERE id = ?").bind(model_id).fetch_one(&db))?;
+        let (model_id, _, set_row) =
+            rt.block_on(register_target(&db, &loaded, model, assets, &first_layer, probe, &set))?;
+        let slug: String =
+            rt.block_on(sqlx::query_scalar("SELECT slug FROM models WHERE id = ?").bind(model_id).fetch_one(&db))?;
         let partition = Partition::of_set(&set, set_row.split_seed, set_row.heldout_fraction);
         Ok(Target { rt, db, loaded, set, model_id, slug, partition })
     }
@@ -223,7 +244,11 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
     let target = Target::open(config, &args.model, &args.probe)?;
     let Target { rt, db, loaded, set, model_id, partition, .. } = &target;
     let (model_id, slug) = (*model_id, target.slug.clone());
-    let layers = if args.layers.is_empty() { rt.block_on(labelled_layers(&db, model_id, &loaded))? } else { args.layers.clone() };
+    let layers = if args.layers.is_empty() {
+        rt.block_on(labelled_layers(&db, model_id, &loaded))?
+    } else {
+        args.layers.clone()
+    };
     if layers.is_empty() {
         anyhow::bail!("no labels on model `{}` yet: run `dnd dissect` (or import labels) first", args.model);
     }
@@ -235,7 +260,8 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
         recorded.push(c.clone());
     }
     let cache = config.storage.data_dir.join("activations");
-    let (_, recording) = engine::record(loaded, set, &recorded, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
+    let (_, recording) =
+        engine::record(loaded, set, &recorded, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
     let layer_of = |name: &str| &recording.layers[recorded.iter().position(|l| l == name).expect("recorded")];
     let encoder = SentenceEncoder::load_default(TextModel::MpnetBaseV2).context("loading all-mpnet-base-v2")?;
 
@@ -261,14 +287,17 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
     let caption_embs = encoder.embed(&caption_refs)?;
 
     // AUROC classes and their images' activations.
-    let classes = labelled_folder.unwrap_or_else(|| evaluation_classes(&set, &partition, args.probe == crate::builtin::BUILTIN_SET_SLUG));
+    let classes = labelled_folder
+        .unwrap_or_else(|| evaluation_classes(&set, &partition, args.probe == crate::builtin::BUILTIN_SET_SLUG));
     let class_names: Vec<&str> = classes.names.iter().map(String::as_str).collect();
     let class_embs = if class_names.is_empty() { Vec::new() } else { encoder.embed(&class_names)? };
     let class_list: Vec<(String, Vec<f32>)> = classes.names.iter().cloned().zip(class_embs).collect();
     let class_rows: Vec<usize> = classes.images.iter().map(|&(r, _)| r).collect();
     let image_class: Vec<usize> = classes.images.iter().map(|&(_, c)| c).collect();
     let class_recording = match &classes.set {
-        Some(folder) => Some(engine::record(loaded, folder, &layers, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?.1),
+        Some(folder) => Some(
+            engine::record(loaded, folder, &layers, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?.1,
+        ),
         None => None,
     };
 
@@ -292,7 +321,8 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
                 .zip(&embs)
                 .map(|(u, e)| auroc::LabelledUnit { unit: u.0, label: &u.1, embedding: e })
                 .collect();
-            let detectors = auroc::detectors(&class_list, &image_class, &labelled, &|unit| column(class_sums, unit, &class_rows));
+            let detectors =
+                auroc::detectors(&class_list, &image_class, &labelled, &|unit| column(class_sums, unit, &class_rows));
             let aurocs: Vec<f64> = detectors.iter().map(|d| d.auroc).collect();
             methods.push(MethodLayerScore {
                 method,
@@ -311,7 +341,12 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
         partition: partition.info().clone(),
         evaluation_images: eval_rows.len(),
         classes_source: classes.source.clone(),
-        classes: classes.names.iter().enumerate().map(|(c, n)| (n.clone(), image_class.iter().filter(|&&k| k == c).count())).collect(),
+        classes: classes
+            .names
+            .iter()
+            .enumerate()
+            .map(|(c, n)| (n.clone(), image_class.iter().filter(|&&k| k == c).count()))
+            .collect(),
         final_layer,
         layers: layer_reports,
     };
@@ -333,10 +368,19 @@ pub fn evaluate_final(
 ) -> anyhow::Result<final_layer::FinalLayerReport> {
     let target = Target::open(config, model, probe)?;
     let cache = config.storage.data_dir.join("activations");
-    let (_, recording) = engine::record(&target.loaded, &target.set, &[layer.to_string()], &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
+    let (_, recording) = engine::record(
+        &target.loaded,
+        &target.set,
+        &[layer.to_string()],
+        &cache,
+        32,
+        None,
+        &mut engine::forward_steps(&mut *on_step),
+    )?;
     let coverage = final_layer::covered_classes(&recording.layers[0], &target.partition.rows(Split::Probe));
     let encoder = SentenceEncoder::load_default(TextModel::MpnetBaseV2).context("loading all-mpnet-base-v2")?;
-    let report = target.rt.block_on(final_layer::final_layer(&target.db, &encoder, &target.slug, layer, coverage, examples))?;
+    let report =
+        target.rt.block_on(final_layer::final_layer(&target.db, &encoder, &target.slug, layer, coverage, examples))?;
     target.rt.block_on(final_layer::store(&target.db, &report))?;
     target.close();
     Ok(report)

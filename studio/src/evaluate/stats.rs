@@ -19,7 +19,8 @@ impl MeanSem {
         }
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 { values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let var =
+            if values.len() > 1 { values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
         Some(MeanSem { mean, sem: (var / n).sqrt(), n: values.len() })
     }
 }

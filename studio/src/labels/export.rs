@@ -46,9 +46,21 @@ pub async fn load(
     method: &str,
     source: &str,
 ) -> anyhow::Result<Vec<ExportedLabel>> {
-    let rows: Vec<(String, i64, String, String, i64, String, Option<f64>, Option<String>, Option<i64>, Option<String>, Option<i64>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT l.name, n.unit, lb.method, lb.source_name, lb.rank, lb.text, lb.score, lb.extra_json,
+    let rows: Vec<(
+        String,
+        i64,
+        String,
+        String,
+        i64,
+        String,
+        Option<f64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT l.name, n.unit, lb.method, lb.source_name, lb.rank, lb.text, lb.score, lb.extra_json,
                     lb.import_id, li.file_name, lb.run_id, r.provenance_json
              FROM labels lb
              JOIN neurons n ON n.id = lb.neuron_id
@@ -58,13 +70,13 @@ pub async fn load(
              LEFT JOIN dissection_runs r ON r.id = lb.run_id
              WHERE m.slug = ? AND l.name = ? AND lb.method = ? AND lb.source_name = ? AND lb.is_current = 1
              ORDER BY n.unit, lb.rank",
-        )
-        .bind(model_slug)
-        .bind(layer)
-        .bind(method)
-        .bind(source)
-        .fetch_all(db)
-        .await?;
+    )
+    .bind(model_slug)
+    .bind(layer)
+    .bind(method)
+    .bind(source)
+    .fetch_all(db)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(layer, unit, method, source, rank, text, score, extra, import_id, file, run_id, provenance)| {

@@ -202,13 +202,9 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             match format {
                 Format::ClipDissect => (Some(field(0)), field(1), vec![field(2)], Some(field(3)), None),
                 Format::Milan => (Some(field(0)), field(1), vec![field(2)], None, None),
-                Format::NetDissectTally => (
-                    None,
-                    field(0),
-                    vec![field(2)],
-                    Some(field(3)),
-                    Some(serde_json::json!({ "category": field(1) })),
-                ),
+                Format::NetDissectTally => {
+                    (None, field(0), vec![field(2)], Some(field(3)), Some(serde_json::json!({ "category": field(1) })))
+                }
                 Format::DndTop3 => (None, field(0), vec![field(1), field(2), field(3)], None, None),
                 Format::Dnd => (None, field(0), vec![field(1)], None, None),
             };
@@ -232,9 +228,8 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             (None, Some(l)) => l.clone(),
             (None, None) => unreachable!("formats without a layer column have a fixed layer"),
         };
-        let raw_unit: i64 = unit_field
-            .parse()
-            .map_err(|_| line_error(line, format!("unit `{unit_field}` is not a whole number")))?;
+        let raw_unit: i64 =
+            unit_field.parse().map_err(|_| line_error(line, format!("unit `{unit_field}` is not a whole number")))?;
         // NetDissect-Lite numbers units from 1.
         let unit = if format == Format::NetDissectTally { raw_unit - 1 } else { raw_unit };
         let channels = target.layers[&layer];
@@ -242,7 +237,10 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             let shown = if format == Format::NetDissectTally {
                 format!("unit {raw_unit} (1-based) is outside layer `{layer}`, which has units 1..={channels}")
             } else {
-                format!("unit {raw_unit} is outside layer `{layer}`, which has units 0..={}", channels.saturating_sub(1))
+                format!(
+                    "unit {raw_unit} is outside layer `{layer}`, which has units 0..={}",
+                    channels.saturating_sub(1)
+                )
             };
             return Err(line_error(line, shown));
         }
@@ -298,8 +296,7 @@ mod tests {
 
     fn parse_with(bytes: &[u8], layer: Option<&str>, mapping: &[(&str, &str)]) -> Result<ParsedFile, ImportError> {
         let layers = resnet50_layers();
-        let mapping: BTreeMap<String, String> =
-            mapping.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mapping: BTreeMap<String, String> = mapping.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         parse(bytes, &ImportTarget { layers: &layers, layer_mapping: &mapping, layer })
     }
 
@@ -314,7 +311,14 @@ mod tests {
         assert_eq!(p.rows.len(), 40);
         assert_eq!(
             p.rows[0],
-            LabelRow { layer: "conv1".into(), unit: 0, rank: 1, text: "red".into(), score: Some(0.25616455), extra: None }
+            LabelRow {
+                layer: "conv1".into(),
+                unit: 0,
+                rank: 1,
+                text: "red".into(),
+                score: Some(0.25616455),
+                extra: None
+            }
         );
     }
 
@@ -348,7 +352,11 @@ mod tests {
         assert_eq!(ranks, [1, 2]);
         assert_eq!(
             p.rows[..3].iter().map(|r| (r.unit, r.rank, r.text.as_str())).collect::<Vec<_>>(),
-            [(29, 1, "spiral and circular objects"), (29, 2, "circular objects/structures"), (29, 3, "objects and environments")]
+            [
+                (29, 1, "spiral and circular objects"),
+                (29, 2, "circular objects/structures"),
+                (29, 3, "objects and environments")
+            ]
         );
         let p = parse_with(&fixture("sample_resnet50_imagenet_broden_fc.csv"), Some("fc"), &[]).unwrap();
         assert_eq!(p.format, Format::Dnd);
@@ -394,7 +402,11 @@ mod tests {
         ];
         for (bytes, expected) in cases {
             let err = parse_with(bytes, Some("layer4"), &[]).map(|p| format!("{p:?}")).unwrap_err().to_string();
-            assert!(err.contains(expected), "input {:?}: got `{err}`, expected `{expected}`", String::from_utf8_lossy(bytes));
+            assert!(
+                err.contains(expected),
+                "input {:?}: got `{err}`, expected `{expected}`",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 

@@ -50,5 +50,11 @@ pub async fn import_file(
     let record = store::ImportRecord { model_id, method, source_name, file_name, file_bytes: bytes, layer_mapping };
     let import_id = store::store_import(db, record, &parsed).await?;
     let neurons = parsed.rows.iter().map(|r| (&r.layer, r.unit)).collect::<std::collections::HashSet<_>>().len();
-    Ok(ImportSummary { import_id, format: parsed.format.as_str(), method: method.as_str(), labels: parsed.rows.len(), neurons })
+    Ok(ImportSummary {
+        import_id,
+        format: parsed.format.as_str(),
+        method: method.as_str(),
+        labels: parsed.rows.len(),
+        neurons,
+    })
 }

@@ -96,7 +96,15 @@ mod tests {
         );
         let model_id = register_model(
             &db,
-            ModelSpec { slug: "m", name: "M", description: "", builtin_key: Some("m"), weights_path: &weights, dataset: None, model: &model },
+            ModelSpec {
+                slug: "m",
+                name: "M",
+                description: "",
+                builtin_key: Some("m"),
+                weights_path: &weights,
+                dataset: None,
+                model: &model,
+            },
         )
         .await
         .unwrap();

@@ -5,7 +5,10 @@
 //! queued → running → done | failed | cancelled; a running job whose server stopped goes back to
 //! queued (and resumes: finished neurons are kept by the dissection run).
 
-use super::{RegisterRequest, REGISTER_KINDS, DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, MAX_JOB_NEURONS, SCORING_FUNCTIONS};
+use super::{
+    DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
+    REGISTER_KINDS, SCORING_FUNCTIONS,
+};
 use leptos::prelude::ServerFnError;
 use sqlx::SqlitePool;
 
@@ -132,27 +135,29 @@ pub async fn get(db: &SqlitePool, id: i64) -> Result<Option<JobView>, JobError> 
 /// A job and its newest events, oldest first.
 pub async fn detail(db: &SqlitePool, id: i64) -> Result<Option<JobDetail>, JobError> {
     let Some(job) = get(db, id).await? else { return Ok(None) };
-    let mut events: Vec<(String, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT at, level, stage, message FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT ?",
-    )
-    .bind(id)
-    .bind(EVENT_LIMIT)
-    .fetch_all(db)
-    .await?;
+    let mut events: Vec<(String, String, Option<String>, String)> =
+        sqlx::query_as("SELECT at, level, stage, message FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(id)
+            .bind(EVENT_LIMIT)
+            .fetch_all(db)
+            .await?;
     events.reverse();
-    let events = events.into_iter().map(|(at, level, stage, message)| JobEventView { at, level, stage, message }).collect();
+    let events =
+        events.into_iter().map(|(at, level, stage, message)| JobEventView { at, level, stage, message }).collect();
     Ok(Some(JobDetail { job, events }))
 }
 
 /// Models with their layers, and probing sets that are ready.
 pub async fn form_options(db: &SqlitePool) -> Result<JobFormOptions, JobError> {
-    let models: Vec<(i64, String, String)> = sqlx::query_as("SELECT id, slug, name FROM models ORDER BY id").fetch_all(db).await?;
+    let models: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, slug, name FROM models ORDER BY id").fetch_all(db).await?;
     let mut choices = Vec::with_capacity(models.len());
     for (id, slug, name) in models {
-        let layers: Vec<(String, i64)> = sqlx::query_as("SELECT name, channels FROM layers WHERE model_id = ? ORDER BY position")
-            .bind(id)
-            .fetch_all(db)
-            .await?;
+        let layers: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, channels FROM layers WHERE model_id = ? ORDER BY position")
+                .bind(id)
+                .fetch_all(db)
+                .await?;
         choices.push(ModelChoice { slug, name, layers });
     }
     let probe_sets: Vec<(String, String, i64)> = sqlx::query_as(
@@ -172,7 +177,11 @@ fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {
 pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobError> {
     let options = form_options(db).await?;
     let model = options.models.iter().find(|m| m.slug == r.model).ok_or_else(|| {
-        JobError::Invalid(format!("unknown model `{}`; registered: {}", r.model, names(options.models.iter().map(|m| m.slug.as_str()))))
+        JobError::Invalid(format!(
+            "unknown model `{}`; registered: {}",
+            r.model,
+            names(options.models.iter().map(|m| m.slug.as_str()))
+        ))
     })?;
     let &(_, channels) = model.layers.iter().find(|(l, _)| *l == r.layer).ok_or_else(|| {
         JobError::Invalid(format!(
@@ -185,7 +194,10 @@ pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobE
     let units = study::units::parse_units(&r.neurons, channels as usize, r.seed)
         .map_err(|e| JobError::Invalid(format!("neurons `{}`: {e}", r.neurons.trim())))?;
     if units.len() > MAX_JOB_NEURONS {
-        return Err(JobError::Invalid(format!("{} neurons asked; one job takes at most {MAX_JOB_NEURONS}", units.len())));
+        return Err(JobError::Invalid(format!(
+            "{} neurons asked; one job takes at most {MAX_JOB_NEURONS}",
+            units.len()
+        )));
     }
     if !options.probe_sets.iter().any(|(s, _, _)| *s == r.probe_set) {
         return Err(JobError::Invalid(format!(
@@ -198,7 +210,11 @@ pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobE
         return Err(JobError::Invalid(format!("summary `{}`: expected mean or max", r.summary)));
     }
     if !SCORING_FUNCTIONS.contains(&r.scoring.as_str()) {
-        return Err(JobError::Invalid(format!("scoring `{}`: expected one of {}", r.scoring, SCORING_FUNCTIONS.join(", "))));
+        return Err(JobError::Invalid(format!(
+            "scoring `{}`: expected one of {}",
+            r.scoring,
+            SCORING_FUNCTIONS.join(", ")
+        )));
     }
     Ok(())
 }
@@ -213,11 +229,16 @@ pub async fn enqueue_dissection(db: &SqlitePool, r: &DissectJobRequest) -> Resul
 /// the path is what `kind` needs (the job itself checks the contents).
 pub async fn enqueue_registration(db: &SqlitePool, kind: &str, r: &RegisterRequest) -> Result<i64, JobError> {
     let Some((kind, what)) = REGISTER_KINDS.iter().find(|(k, _)| *k == kind) else {
-        return Err(JobError::Invalid(format!("unknown registration `{kind}`: expected register_probe_set or register_model")));
+        return Err(JobError::Invalid(format!(
+            "unknown registration `{kind}`: expected register_probe_set or register_model"
+        )));
     };
     let path = std::path::Path::new(r.path.trim());
     if !path.is_absolute() {
-        return Err(JobError::Invalid(format!("`{}` is not an absolute path on the server; give {what}", r.path.trim())));
+        return Err(JobError::Invalid(format!(
+            "`{}` is not an absolute path on the server; give {what}",
+            r.path.trim()
+        )));
     }
     let fits = if *kind == "register_probe_set" { path.is_dir() } else { path.is_file() };
     if !fits {
@@ -241,11 +262,13 @@ async fn enqueue(db: &SqlitePool, kind: &str, payload: &str) -> Result<i64, JobE
     let id = match existing {
         Some(id) => id,
         None => {
-            let id: i64 = sqlx::query_scalar("INSERT INTO jobs (kind, payload_json, message) VALUES (?, ?, 'waiting in the queue') RETURNING id")
-                .bind(kind)
-                .bind(payload)
-                .fetch_one(&mut *tx)
-                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (kind, payload_json, message) VALUES (?, ?, 'waiting in the queue') RETURNING id",
+            )
+            .bind(kind)
+            .bind(payload)
+            .fetch_one(&mut *tx)
+            .await?;
             add_event_in(&mut tx, id, "info", None, "queued").await?;
             id
         }
@@ -258,7 +281,8 @@ async fn enqueue(db: &SqlitePool, kind: &str, payload: &str) -> Result<i64, JobE
 /// between neurons, keeping those finished).
 pub async fn request_cancel(db: &SqlitePool, id: i64) -> Result<(), JobError> {
     let mut tx = db.begin().await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
     match status.as_deref() {
         None => return Err(JobError::NotFound(format!("no job #{id}"))),
         Some("queued") => {
@@ -302,7 +326,14 @@ pub async fn requeue_interrupted(db: &SqlitePool) -> Result<u64, JobError> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        add_event_in(&mut tx, id, "warn", None, "the server stopped while this job ran; it was put back in the queue and resumes where it stopped").await?;
+        add_event_in(
+            &mut tx,
+            id,
+            "warn",
+            None,
+            "the server stopped while this job ran; it was put back in the queue and resumes where it stopped",
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(ids.len() as u64)
@@ -321,7 +352,14 @@ pub async fn claim_next(db: &SqlitePool, device: &str) -> Result<Option<ClaimedJ
 }
 
 /// Records where a running job is; also its heartbeat.
-pub async fn set_progress(db: &SqlitePool, id: i64, stage: &str, done: i64, total: Option<i64>, message: &str) -> Result<(), JobError> {
+pub async fn set_progress(
+    db: &SqlitePool,
+    id: i64,
+    stage: &str,
+    done: i64,
+    total: Option<i64>,
+    message: &str,
+) -> Result<(), JobError> {
     sqlx::query("UPDATE jobs SET stage = ?, progress_done = ?, progress_total = ?, message = ?, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?")
     .bind(stage)
     .bind(done)
@@ -335,19 +373,33 @@ pub async fn set_progress(db: &SqlitePool, id: i64, stage: &str, done: i64, tota
 
 /// Whether someone asked to cancel the job; also its heartbeat.
 pub async fn heartbeat(db: &SqlitePool, id: i64) -> Result<bool, JobError> {
-    let cancel: Option<i64> = sqlx::query_scalar("UPDATE jobs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ? RETURNING cancel_requested")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let cancel: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ? RETURNING cancel_requested",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
     Ok(cancel.unwrap_or(0) != 0)
 }
 
-pub async fn add_event(db: &SqlitePool, id: i64, level: &str, stage: Option<&str>, message: &str) -> Result<(), JobError> {
+pub async fn add_event(
+    db: &SqlitePool,
+    id: i64,
+    level: &str,
+    stage: Option<&str>,
+    message: &str,
+) -> Result<(), JobError> {
     let mut conn = db.acquire().await?;
     add_event_in(&mut conn, id, level, stage, message).await
 }
 
-async fn add_event_in(conn: &mut sqlx::SqliteConnection, id: i64, level: &str, stage: Option<&str>, message: &str) -> Result<(), JobError> {
+async fn add_event_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    level: &str,
+    stage: Option<&str>,
+    message: &str,
+) -> Result<(), JobError> {
     sqlx::query("INSERT INTO job_events (job_id, level, stage, message) VALUES (?, ?, ?, ?)")
         .bind(id)
         .bind(level)
@@ -360,9 +412,16 @@ async fn add_event_in(conn: &mut sqlx::SqliteConnection, id: i64, level: &str, s
 
 /// How a job ended.
 pub enum Outcome<'a> {
-    Done { message: &'a str, result_json: &'a str },
-    Failed { error: &'a str },
-    Cancelled { message: &'a str },
+    Done {
+        message: &'a str,
+        result_json: &'a str,
+    },
+    Failed {
+        error: &'a str,
+    },
+    Cancelled {
+        message: &'a str,
+    },
     /// Stopped by a server shutdown: back to the queue, to resume at the next start.
     Interrupted,
 }

@@ -352,7 +352,10 @@ mod tests {
         LayerLabels {
             layer: name.into(),
             channels: 192,
-            methods: methods.iter().map(|(m, s)| (MethodRef { method: m.to_string(), source: s.to_string() }, 5)).collect(),
+            methods: methods
+                .iter()
+                .map(|(m, s)| (MethodRef { method: m.to_string(), source: s.to_string() }, 5))
+                .collect(),
             recorded: true,
         }
     }
@@ -376,7 +379,8 @@ mod tests {
 
     #[test]
     fn methods_are_the_union_of_every_layer_sorted() {
-        let seen = methods_seen(&[layer("a", &[("milan", ""), ("dnd", "")]), layer("b", &[("milan", ""), ("milan", "x")])]);
+        let seen =
+            methods_seen(&[layer("a", &[("milan", ""), ("dnd", "")]), layer("b", &[("milan", ""), ("milan", "x")])]);
         let keys: Vec<String> = seen.iter().map(method_key).collect();
         assert_eq!(keys, ["dnd", "milan", "milan--x"]);
     }
@@ -393,7 +397,10 @@ mod tests {
         ]);
         let s = build_study(&fields(), &opts, &picks, &[m("milan"), m("dnd")]).unwrap();
         assert_eq!(s.name, "S");
-        assert_eq!(s.layers.iter().map(|l| (l.layer.as_str(), l.units.as_str())).collect::<Vec<_>>(), [("a", "random:50"), ("b", "0-3")]);
+        assert_eq!(
+            s.layers.iter().map(|l| (l.layer.as_str(), l.units.as_str())).collect::<Vec<_>>(),
+            [("a", "random:50"), ("b", "0-3")]
+        );
         assert_eq!(s.methods, [m("dnd"), m("milan")]);
         assert_eq!((s.raters_per_item, s.images_per_item, s.seed, s.attention_checks), (3, 10, 7, 1));
         assert_eq!(s.image_summary, "max");
@@ -404,7 +411,9 @@ mod tests {
         let opts = NewStudyOptions { models: vec![], layers: vec![layer("a", &[("milan", ""), ("dnd", "")])] };
         let on = BTreeMap::from([("a".to_string(), LayerPick { on: true, units: String::new() })]);
         assert!(build_study(&fields(), &opts, &on, &[m("milan")]).unwrap_err().contains("2 to 6"));
-        assert!(build_study(&fields(), &opts, &BTreeMap::new(), &[m("milan"), m("dnd")]).unwrap_err().contains("layer"));
+        assert!(build_study(&fields(), &opts, &BTreeMap::new(), &[m("milan"), m("dnd")])
+            .unwrap_err()
+            .contains("layer"));
         let mut f = fields();
         f.raters = "three".into();
         assert!(build_study(&f, &opts, &on, &[m("milan"), m("dnd")]).unwrap_err().contains("Raters per neuron"));

@@ -34,9 +34,14 @@ fn origin_text(r: &RaterStats) -> String {
 
 /// `on_exclude(rater, exclude)`: exclude (`true`) or include again (`false`).
 #[component]
-pub fn RaterTable(raters: Vec<RaterStats>, on_exclude: Callback<(i64, bool)>, on_revoke: Callback<i64>) -> impl IntoView {
+pub fn RaterTable(
+    raters: Vec<RaterStats>,
+    on_exclude: Callback<(i64, bool)>,
+    on_revoke: Callback<i64>,
+) -> impl IntoView {
     if raters.is_empty() {
-        return view! { <p class="empty" id="raters">"No rater yet: invite some or share the open link."</p> }.into_any();
+        return view! { <p class="empty" id="raters">"No rater yet: invite some or share the open link."</p> }
+            .into_any();
     }
     view! {
         <table class="raters" id="raters">

@@ -132,14 +132,14 @@ fn StudyView(detail: StudyDetail, csrf: String) -> impl IntoView {
             Ok(())
         }))
     };
-    let make_open_link = move |_| act(Box::pin(async move { create_open_link(csrf.get_value(), id).await.map(|_| ()) }));
+    let make_open_link =
+        move |_| act(Box::pin(async move { create_open_link(csrf.get_value(), id).await.map(|_| ()) }));
     let on_exclude = Callback::new(move |(rater, exclude): (i64, bool)| {
         let reason = exclude.then(String::new);
         act(Box::pin(async move { exclude_rater(csrf.get_value(), id, rater, reason).await }))
     });
-    let on_revoke = Callback::new(move |rater: i64| {
-        act(Box::pin(async move { revoke_rater(csrf.get_value(), id, rater).await }))
-    });
+    let on_revoke =
+        Callback::new(move |rater: i64| act(Box::pin(async move { revoke_rater(csrf.get_value(), id, rater).await })));
 
     let exports = ["responses.csv", "responses.json", "results.csv", "results.json"];
     view! {

@@ -90,7 +90,12 @@ fn focus_scale(i: usize, rating: Option<u8>) {
 }
 
 #[component]
-pub fn TaskForm(token: String, task: RaterTask, instructions: String, on_submitted: Callback<SubmitAck>) -> impl IntoView {
+pub fn TaskForm(
+    token: String,
+    task: RaterTask,
+    instructions: String,
+    on_submitted: Callback<SubmitAck>,
+) -> impl IntoView {
     let RaterTask { assignment_id, images, descriptions, .. } = task;
     let n = descriptions.len();
     let ids = StoredValue::new(descriptions.iter().map(|d| d.id).collect::<Vec<_>>());
@@ -123,7 +128,8 @@ pub fn TaskForm(token: String, task: RaterTask, instructions: String, on_submitt
         });
         let submission = ids.with_value(|ids| ::study::types::Submission {
             assignment_id,
-            ratings: ratings.with_untracked(|r| ids.iter().zip(r).map(|(id, v)| (*id, v.unwrap_or(0) as i64)).collect()),
+            ratings: ratings
+                .with_untracked(|r| ids.iter().zip(r).map(|(id, v)| (*id, v.unwrap_or(0) as i64)).collect()),
             best: ids[best_index],
             client_time_ms: shown_at.get_value().map(|t| (browser::now_ms() - t).max(0.0) as i64),
             idempotency_key,

@@ -1,5 +1,4 @@
 use super::*;
-use studio::dissection::store::{self, heatmap_key, NeuronWriter, RunSpec};
 use axum::body::Body;
 use axum::http::Request;
 use dissect::concepts::pipeline::{ConceptEntry, DissectOptions, NeuronOutcome, NeuronResult, TopEntry};
@@ -8,6 +7,7 @@ use dissect::concepts::summarize::Candidates;
 use dissect::crops::{ImageMap, Summary};
 use sqlx::Row;
 use std::collections::HashMap;
+use studio::dissection::store::{self, heatmap_key, NeuronWriter, RunSpec};
 use tower::ServiceExt;
 
 /// Output pixels whose opacity is the image's highest.
@@ -114,7 +114,8 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
     let layer = model.layer_index("stage6").unwrap();
     let set = studio::engine::scan_probe(root.to_str().unwrap(), &assets).unwrap();
     let (images, recording) =
-        studio::engine::record(&loaded, &set, &["stage6".to_string()], &dir.path().join("acts"), 4, None, &mut |_| {}).unwrap();
+        studio::engine::record(&loaded, &set, &["stage6".to_string()], &dir.path().join("acts"), 4, None, &mut |_| {})
+            .unwrap();
     let summaries = &recording.layers[0];
     // The unit with the strongest single-image mean: not a dead one.
     let peak = |u: usize| (0..images.len()).map(|i| summaries.get(i, u, Summary::Mean)).fold(f32::MIN, f32::max);
@@ -172,7 +173,13 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
     let result = NeuronResult {
         unit,
         top: entries.clone(),
-        candidates: Candidates { labels: vec!["thing".into()], simplified: vec![], answers: vec![], fell_back: false, support: vec![] },
+        candidates: Candidates {
+            labels: vec!["thing".into()],
+            simplified: vec![],
+            answers: vec![],
+            fell_back: false,
+            support: vec![],
+        },
         concepts: vec![ConceptEntry { label: "thing".into(), scores, images: vec![] }],
         best: Some(0),
         top3: vec![0],
