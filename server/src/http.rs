@@ -43,7 +43,7 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         .route("/export/{model}/{layer}", get(export_labels))
         .merge(crate::images::router(ctx.db.clone(), config.storage.data_dir.clone()))
         .merge(crate::study_http::router(ctx.db.clone()))
-        .merge(crate::jobs::events::router(ctx.db.clone(), ctx.jobs.clone()))
+        .merge(crate::job_events::router(ctx.db.clone(), ctx.jobs.clone()))
         .leptos_routes_with_context(&state, routes, provide.clone(), {
             let leptos = leptos.clone();
             move || app::shell(leptos.clone())

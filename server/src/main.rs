@@ -4,9 +4,8 @@ mod admin_secret;
 mod cli;
 mod http;
 mod images;
-mod jobs;
+mod job_events;
 mod page_cache;
-mod shutdown;
 mod study_http;
 mod uploads;
 
@@ -317,8 +316,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     builtin::register(&db, &config.storage.assets_dir).await;
     let ctx = server_context(&config, db.clone())?;
     app::api::set_clip_configured(clip_dissect::clip_configured(&config.services));
-    let shutdown = shutdown::Shutdown::on_signals();
-    let runner = jobs::spawn(config.clone(), db.clone(), ctx.jobs.clone(), shutdown.clone());
+    let shutdown = studio::shutdown::Shutdown::on_signals();
+    let runner = studio::jobs::runner::spawn(config.clone(), db.clone(), ctx.jobs.clone(), shutdown.clone());
     {
         // Live views end their streams at shutdown, or the HTTP server would wait for them.
         let (signals, shutdown) = (ctx.jobs.clone(), shutdown.clone());

@@ -273,7 +273,7 @@ mod tests {
             "builtin",
             &["stage2".to_string()],
             32,
-            &mut |_| {},
+            &mut |_, _, _| {},
         )
         .unwrap();
         let args = ClipDissectArgs {

@@ -7,16 +7,32 @@
 //! store, labels (import, export, the current label), label evaluation and native CLIP-Dissect.
 //! It prints nothing: long work reports progress through callbacks ([`engine::OnStep`],
 //! [`dissection::RunObserver`]) and answers reports for a front end to show.
+//!
+//! Without the `service` feature only the types front ends share with the browser bundle are
+//! built ([`jobs`]' requests and views); everything else needs it.
 
+#[cfg(feature = "service")]
 pub mod builtin;
+#[cfg(feature = "service")]
 pub mod clip_dissect;
+#[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
 pub mod db;
+#[cfg(feature = "service")]
 pub mod dissection;
+#[cfg(feature = "service")]
 pub mod engine;
+#[cfg(feature = "service")]
 pub mod evaluate;
+pub mod jobs;
+#[cfg(feature = "service")]
 pub mod labels;
+#[cfg(feature = "service")]
 pub mod registry;
+#[cfg(feature = "service")]
+pub mod shutdown;
+#[cfg(feature = "service")]
 pub mod study_images;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

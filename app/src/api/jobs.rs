@@ -6,122 +6,40 @@
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
-use serde::{Deserialize, Serialize};
 
-/// The scoring functions a dissection can use (docs/method.md), as the engine names them.
-pub const SCORING_FUNCTIONS: [&str; 4] = ["topk-squared-image-products", "topk-squared", "image-products", "mean"];
+// The job types live in the service layer (shared with the browser bundle); the queue's SQL and
+// the runner are there too.
+#[cfg(feature = "ssr")]
+use studio::jobs::queue;
+pub use studio::jobs::{
+    DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
+    REGISTER_KINDS, SCORING_FUNCTIONS,
+};
 
-/// Largest number of neurons one job may ask for (a whole layer of the built-in models fits).
-pub const MAX_JOB_NEURONS: usize = 4096;
-
-/// A dissection as the browser asks for it (`dnd dissect`'s options).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DissectJobRequest {
-    /// Model slug, as in `/m/{slug}`.
-    pub model: String,
-    pub layer: String,
-    /// `0-49`, `3,7,9` or `random:50`.
-    pub neurons: String,
-    /// Seed of `random:N`.
-    pub seed: u64,
-    /// Probing-set slug.
-    pub probe_set: String,
-    /// `mean` or `max`.
-    pub summary: String,
-    /// One of [`SCORING_FUNCTIONS`].
-    pub scoring: String,
-}
-
-/// A folder of images or a TorchScript model file on the server's disk, to register.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RegisterRequest {
-    /// Absolute path on the server.
-    pub path: String,
-}
-
-/// What registration jobs there are: (job kind, what the path must be).
-pub const REGISTER_KINDS: [(&str, &str); 2] = [
-    ("register_probe_set", "a folder of images (sub-folders become labels, sidecar .txt files descriptions)"),
-    ("register_model", "a TorchScript file with its JSON manifest beside it (tools/export_torchscript.py)"),
-];
-
-/// One job as the queue shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    pub id: i64,
-    pub kind: String,
-    /// What it works on, in words (model · layer · neurons, or the path it registers).
-    pub target: String,
-    /// queued, running, done, failed or cancelled.
-    pub status: String,
-    pub stage: Option<String>,
-    pub done: i64,
-    pub total: Option<i64>,
-    pub message: Option<String>,
-    pub error: Option<String>,
-    pub cancel_requested: bool,
-    /// Times it was started (a restart re-queues a running job, which then resumes).
-    pub attempts: i64,
-    /// Neurons that failed so far (each has an event with its reason).
-    pub failed_neurons: i64,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub request: Option<DissectJobRequest>,
-    /// The dissection run it writes, once opened.
-    pub run_id: Option<i64>,
-}
-
-impl JobView {
-    pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "done" | "failed" | "cancelled")
+/// A job error as a server-function error, with its status on the response.
+#[cfg(feature = "ssr")]
+fn fail(e: queue::JobError) -> ServerFnError {
+    if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+        resp.set_status(http::StatusCode::from_u16(e.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR));
     }
-}
-
-/// One line of a job's log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobEventView {
-    pub at: String,
-    pub level: String,
-    pub stage: Option<String>,
-    pub message: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobDetail {
-    pub job: JobView,
-    pub events: Vec<JobEventView>,
-}
-
-/// A model the start form offers: its slug, name, and layers (name, units).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelChoice {
-    pub slug: String,
-    pub name: String,
-    pub layers: Vec<(String, i64)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobFormOptions {
-    pub models: Vec<ModelChoice>,
-    /// (slug, name, images) of every probing set.
-    pub probe_sets: Vec<(String, String, i64)>,
-    /// The admin session's CSRF token; `None` when the visitor is not logged in as admin.
-    pub csrf: Option<String>,
+    if let queue::JobError::Db(db) = &e {
+        tracing::error!(error = %db, "job queue query failed");
+    }
+    ServerFnError::new(e.to_string())
 }
 
 /// The most recent jobs, newest first (the SSE stream sends the same list).
 #[server(prefix = "/api", endpoint = "jobs/list")]
 pub async fn list_jobs() -> Result<Vec<JobView>, ServerFnError> {
     let ctx = crate::state::server_context()?;
-    queue::list(&ctx.db, queue::LIST_LIMIT).await.map_err(queue::fail)
+    queue::list(&ctx.db, queue::LIST_LIMIT).await.map_err(fail)
 }
 
 /// One job with its log.
 #[server(prefix = "/api", endpoint = "jobs/get")]
 pub async fn load_job(id: i64) -> Result<Option<JobDetail>, ServerFnError> {
     let ctx = crate::state::server_context()?;
-    queue::detail(&ctx.db, id).await.map_err(queue::fail)
+    queue::detail(&ctx.db, id).await.map_err(fail)
 }
 
 /// What the start form can offer, and whether the visitor may use it.
@@ -130,7 +48,7 @@ pub async fn load_job_form() -> Result<JobFormOptions, ServerFnError> {
     let ctx = crate::state::server_context()?;
     let cookie = super::study::admin_cookie().await;
     let csrf = study::admin::authorize(&ctx.db, cookie.as_deref(), None).await.ok().map(|s| s.csrf_token);
-    let mut options = queue::form_options(&ctx.db).await.map_err(queue::fail)?;
+    let mut options = queue::form_options(&ctx.db).await.map_err(fail)?;
     options.csrf = csrf;
     Ok(options)
 }
@@ -140,7 +58,7 @@ pub async fn load_job_form() -> Result<JobFormOptions, ServerFnError> {
 #[server(prefix = "/api", endpoint = "jobs/start", input = Json)]
 pub async fn start_dissection(csrf: String, request: DissectJobRequest) -> Result<i64, ServerFnError> {
     let (db, _) = super::study::admin_guard(Some(&csrf)).await?;
-    let id = queue::enqueue_dissection(&db, &request).await.map_err(queue::fail)?;
+    let id = queue::enqueue_dissection(&db, &request).await.map_err(fail)?;
     crate::state::server_context()?.jobs.changed();
     Ok(id)
 }
@@ -150,7 +68,7 @@ pub async fn start_dissection(csrf: String, request: DissectJobRequest) -> Resul
 #[server(prefix = "/api", endpoint = "jobs/register", input = Json)]
 pub async fn start_registration(csrf: String, kind: String, request: RegisterRequest) -> Result<i64, ServerFnError> {
     let (db, _) = super::study::admin_guard(Some(&csrf)).await?;
-    let id = queue::enqueue_registration(&db, &kind, &request).await.map_err(queue::fail)?;
+    let id = queue::enqueue_registration(&db, &kind, &request).await.map_err(fail)?;
     crate::state::server_context()?.jobs.changed();
     Ok(id)
 }
@@ -159,10 +77,7 @@ pub async fn start_registration(csrf: String, kind: String, request: RegisterReq
 #[server(prefix = "/api", endpoint = "jobs/cancel", input = Json)]
 pub async fn cancel_job(csrf: String, id: i64) -> Result<(), ServerFnError> {
     let (db, _) = super::study::admin_guard(Some(&csrf)).await?;
-    queue::request_cancel(&db, id).await.map_err(queue::fail)?;
+    queue::request_cancel(&db, id).await.map_err(fail)?;
     crate::state::server_context()?.jobs.changed();
     Ok(())
 }
-
-#[cfg(feature = "ssr")]
-pub mod queue;

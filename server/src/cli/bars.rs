@@ -15,12 +15,12 @@ pub fn image_bar() -> ProgressBar {
 
 /// One bar per step of a [`studio::engine::OnStep`] report: a new step clears the last bar.
 #[derive(Default)]
-pub struct StepBars {
+struct StepBars {
     current: Option<(String, ProgressBar)>,
 }
 
 impl StepBars {
-    pub fn step(&mut self, step: &str, done: usize, total: usize) {
+    fn step(&mut self, step: &str, done: usize, total: usize) {
         if self.current.as_ref().is_none_or(|(s, _)| s != step) {
             self.finish();
             let bar = image_bar();
@@ -33,9 +33,17 @@ impl StepBars {
         }
     }
 
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         if let Some((_, bar)) = self.current.take() {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Runs `work` with one bar per step it reports; the bars are gone before its result is shown.
+pub fn with_step_bars<T>(work: impl FnOnce(studio::engine::OnStep<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut bars = StepBars::default();
+    let result = work(&mut |step, done, total| bars.step(step, done, total));
+    bars.finish();
+    result
 }

@@ -1,6 +1,6 @@
 //! `dnd clip-dissect`: native CLIP-Dissect with progress bars, then one line per unit and a summary.
 
-use super::bars::StepBars;
+use super::bars::with_step_bars;
 use dissect::clip_dissect::{Origin, SoftWpmiParams};
 use studio::clip_dissect::{run, ClipDissectArgs};
 use studio::config::Config;
@@ -8,10 +8,7 @@ use studio::config::Config;
 /// `dnd clip-dissect`: [`run`], then one line per unit and a summary.
 pub fn clip_dissect(config: &Config, args: &ClipDissectArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut bars = StepBars::default();
-    let r = run(config, args, &mut |s, d, t| bars.step(s, d, t));
-    bars.finish();
-    let r = r?;
+    let r = with_step_bars(|on_step| run(config, args, on_step))?;
     for reason in r.unreadable.iter().take(20) {
         eprintln!("skipped by CLIP: {reason}");
     }

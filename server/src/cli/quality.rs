@@ -1,6 +1,6 @@
 //! `dnd quality` and `dnd evaluate-final`: label quality reports as text or JSON.
 
-use super::bars::StepBars;
+use super::bars::with_step_bars;
 use studio::config::Config;
 use studio::evaluate::final_layer::{FinalLayerReport, COVERED_MIN_IMAGES};
 use studio::evaluate::stats::MeanSem;
@@ -8,16 +8,8 @@ use studio::evaluate::{self, QualityArgs, QualityReport};
 
 /// `dnd quality`.
 pub fn quality(config: &Config, args: &QualityArgs, json: bool) -> anyhow::Result<()> {
-    let mut bars = StepBars::default();
-    let report = evaluate::quality(config, args, &mut |s, d, t| bars.step(s, d, t));
-    bars.finish();
-    let report = report?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_quality(&report);
-    }
-    Ok(())
+    let report = with_step_bars(|on_step| evaluate::quality(config, args, on_step))?;
+    show(&report, json, print_quality)
 }
 
 /// `dnd evaluate-final`.
@@ -29,14 +21,16 @@ pub fn evaluate_final(
     examples: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut bars = StepBars::default();
-    let report = evaluate::evaluate_final(config, model, probe, layer, examples, &mut |s, d, t| bars.step(s, d, t));
-    bars.finish();
-    let report = report?;
+    let report = with_step_bars(|on_step| evaluate::evaluate_final(config, model, probe, layer, examples, on_step))?;
+    show(&report, json, print_final_layer)
+}
+
+/// A report as JSON (for scripts) or as text.
+fn show<R: serde::Serialize>(report: &R, json: bool, as_text: fn(&R)) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print_final_layer(&report);
+        as_text(report);
     }
     Ok(())
 }

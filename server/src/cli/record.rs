@@ -1,7 +1,7 @@
 //! `dnd record` and `dnd crops`: the engine from the command line, with a progress bar and a
 //! summary at the end.
 
-use super::bars::StepBars;
+use super::bars::with_step_bars;
 use dissect::crops::Summary;
 use dissect::probe::ScannedSet;
 use dissect::record::{LayerSource, Recording};
@@ -12,11 +12,8 @@ use studio::engine::{self, LoadedModel};
 /// `dnd record`: records the layers and registers them (see [`studio::dissection::record_layers`]).
 pub fn record(config: &Config, model: &str, probe: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut bars = StepBars::default();
     let recorded =
-        studio::dissection::record_layers(config, model, probe, layers, batch, &mut |s, d, t| bars.step(s, d, t));
-    bars.finish();
-    let recorded = recorded?;
+        with_step_bars(|on_step| studio::dissection::record_layers(config, model, probe, layers, batch, on_step))?;
     print_summary(&recorded.set, &recorded.recording, started);
     Ok(())
 }
@@ -71,17 +68,10 @@ pub fn crops(
     if unit >= channels {
         anyhow::bail!("unit {unit} is outside layer `{layer_name}`, which has units 0..={}", channels - 1);
     }
-    let mut bars = StepBars::default();
-    let (images, recording) = engine::record(
-        loaded,
-        set,
-        &[layer_name.to_string()],
-        cache_dir,
-        32,
-        None,
-        &mut engine::forward_steps(&mut |s, d, t| bars.step(s, d, t)),
-    )?;
-    bars.finish();
+    let (images, recording) = with_step_bars(|on_step| {
+        let layers = [layer_name.to_string()];
+        engine::record(loaded, set, &layers, cache_dir, 32, None, &mut engine::forward_steps(on_step))
+    })?;
     let d_probe = partition.d_probe(&recording.layers[0]);
     let top = dissect::dtop::neuron_top(model, &images, d_probe.summaries(), layer, unit, summary, dissect::crops::K)?;
     let name = |i: usize| set.images[i].rel_path.as_str();

@@ -17,9 +17,7 @@
 mod staging;
 pub mod unzip;
 
-use app::api::jobs::{queue, RegisterRequest};
 use app::api::study::{cookie_value, ADMIN_COOKIE};
-use app::state::JobSignals;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +28,8 @@ use staging::{stream_field, text_field, Staging};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use studio::config::{Config, UploadsSection};
+use studio::jobs::JobSignals;
+use studio::jobs::{queue, RegisterRequest};
 
 /// Largest manifest accepted (inline class names of a 21k-class model fit easily).
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;

@@ -2,8 +2,6 @@
 //! jobs as JSON (the same list as the `list_jobs` server function), sent on connect and after
 //! every change, at most a few times a second; the stream ends when the server stops.
 
-use app::api::jobs::queue;
-use app::state::JobSignals;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -12,6 +10,8 @@ use futures::stream::{self, Stream};
 use sqlx::SqlitePool;
 use std::convert::Infallible;
 use std::time::Duration;
+use studio::jobs::queue;
+use studio::jobs::JobSignals;
 
 /// Changes closer together than this are sent as one event.
 const COALESCE: Duration = Duration::from_millis(150);

@@ -1,24 +1,21 @@
-//! The job runner: one background task per server that takes queued jobs one at a time (one job
+//! The job runner: one background task per server process that takes queued jobs one at a time (one job
 //! per device by default), runs each on a blocking thread, writes its progress and failures to
 //! the job's row as it goes, and answers cancel requests and shutdowns between neurons.
 //!
 //! A job the server was running when it stopped goes back to the queue at the next start and
 //! resumes: the dissection run keeps every finished neuron, so only the rest are computed.
 
-pub mod events;
-
+use super::queue::{self, ClaimedJob, Outcome};
+use super::{DissectJobRequest, JobSignals, RegisterRequest};
+use crate::config::Config;
+use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
-use app::api::jobs::queue::{self, ClaimedJob, Outcome};
-use app::api::jobs::{DissectJobRequest, RegisterRequest};
-use app::state::JobSignals;
 use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
 use sqlx::SqlitePool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use studio::config::Config;
-use studio::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 
 /// How often a running job's row is checked for a cancel request (and its heartbeat written).
 const POLL: Duration = Duration::from_millis(500);
@@ -86,7 +83,7 @@ async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<
         layer: r.layer.clone(),
         neurons: r.neurons.clone(),
         seed: r.seed,
-        probe: if source == "builtin" { studio::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
+        probe: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
         scoring: dissect::concepts::scoring::ScoringFunction::parse(&r.scoring)
             .with_context(|| format!("unknown scoring function `{}`", r.scoring))?,
         summary: dissect::crops::Summary::parse(&r.summary)
@@ -207,7 +204,7 @@ async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals
                     tokio::runtime::Handle::current(),
                 );
                 tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-                    let loaded = studio::engine::load_model(&spec, &assets)?;
+                    let loaded = crate::engine::load_model(&spec, &assets)?;
                     let layers = loaded.model.layers().len();
                     let (_, slug) = rt.block_on(dissection::register_loaded_model(&db, &loaded, &spec, &assets))?;
                     Ok(format!("model `{slug}` with {layers} dissectable layers"))

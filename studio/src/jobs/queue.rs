@@ -1,5 +1,5 @@
 //! The job queue in SQLite (`jobs`, `job_events`): what the server functions ask for, and what
-//! the server's job runner uses to claim, report on and finish jobs. All of the queue's SQL is
+//! the job runner ([`super::runner`]) uses to claim, report on and finish jobs. All of the queue's SQL is
 //! here so the two sides agree on its states:
 //!
 //! queued → running → done | failed | cancelled; a running job whose server stopped goes back to
@@ -9,7 +9,6 @@ use super::{
     DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
     REGISTER_KINDS, SCORING_FUNCTIONS,
 };
-use leptos::prelude::ServerFnError;
 use sqlx::SqlitePool;
 
 /// How many jobs the queue view lists.
@@ -39,17 +38,6 @@ impl JobError {
             JobError::Db(_) => 500,
         }
     }
-}
-
-/// A job error as a server-function error, with its status on the response.
-pub fn fail(e: JobError) -> ServerFnError {
-    if let Some(resp) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
-        resp.set_status(http::StatusCode::from_u16(e.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR));
-    }
-    if let JobError::Db(db) = &e {
-        tracing::error!(error = %db, "job queue query failed");
-    }
-    ServerFnError::new(e.to_string())
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,0 +1,119 @@
+//! Background jobs: dissections and registrations queued from the browser (or an upload), run
+//! one at a time by the runner, with progress and a log in the database.
+//!
+//! The types here are shared with the browser bundle (no feature needed); the queue's SQL
+//! ([`queue`]), the runner ([`runner`]) and the wake-up signals ([`signals`]) come with the
+//! `service` feature.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "service")]
+pub mod queue;
+#[cfg(feature = "service")]
+pub mod runner;
+#[cfg(feature = "service")]
+pub mod signals;
+#[cfg(feature = "service")]
+pub use signals::JobSignals;
+
+/// The scoring functions a dissection can use (docs/method.md), as the engine names them.
+pub const SCORING_FUNCTIONS: [&str; 4] = ["topk-squared-image-products", "topk-squared", "image-products", "mean"];
+
+/// Largest number of neurons one job may ask for (a whole layer of the built-in models fits).
+pub const MAX_JOB_NEURONS: usize = 4096;
+
+/// A dissection as the browser asks for it (`dnd dissect`'s options).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DissectJobRequest {
+    /// Model slug, as in `/m/{slug}`.
+    pub model: String,
+    pub layer: String,
+    /// `0-49`, `3,7,9` or `random:50`.
+    pub neurons: String,
+    /// Seed of `random:N`.
+    pub seed: u64,
+    /// Probing-set slug.
+    pub probe_set: String,
+    /// `mean` or `max`.
+    pub summary: String,
+    /// One of [`SCORING_FUNCTIONS`].
+    pub scoring: String,
+}
+
+/// A folder of images or a TorchScript model file on the server's disk, to register.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Absolute path on the server.
+    pub path: String,
+}
+
+/// What registration jobs there are: (job kind, what the path must be).
+pub const REGISTER_KINDS: [(&str, &str); 2] = [
+    ("register_probe_set", "a folder of images (sub-folders become labels, sidecar .txt files descriptions)"),
+    ("register_model", "a TorchScript file with its JSON manifest beside it (tools/export_torchscript.py)"),
+];
+
+/// One job as the queue shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    /// What it works on, in words (model · layer · neurons, or the path it registers).
+    pub target: String,
+    /// queued, running, done, failed or cancelled.
+    pub status: String,
+    pub stage: Option<String>,
+    pub done: i64,
+    pub total: Option<i64>,
+    pub message: Option<String>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    /// Times it was started (a restart re-queues a running job, which then resumes).
+    pub attempts: i64,
+    /// Neurons that failed so far (each has an event with its reason).
+    pub failed_neurons: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub request: Option<DissectJobRequest>,
+    /// The dissection run it writes, once opened.
+    pub run_id: Option<i64>,
+}
+
+impl JobView {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "done" | "failed" | "cancelled")
+    }
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobEventView {
+    pub at: String,
+    pub level: String,
+    pub stage: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub events: Vec<JobEventView>,
+}
+
+/// A model the start form offers: its slug, name, and layers (name, units).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelChoice {
+    pub slug: String,
+    pub name: String,
+    pub layers: Vec<(String, i64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobFormOptions {
+    pub models: Vec<ModelChoice>,
+    /// (slug, name, images) of every probing set.
+    pub probe_sets: Vec<(String, String, i64)>,
+    /// The admin session's CSRF token; `None` when the visitor is not logged in as admin.
+    pub csrf: Option<String>,
+}
