@@ -12,8 +12,10 @@ export LIBTORCH_INCLUDE="$DND_CACHE/libtorch/wheel/torch"
 export RUSTC=/usr/bin/rustc
 export RUSTC_BOOTSTRAP=1
 
-# Pinned tools (wasm-bindgen-cli) and npm tools (wasm-opt from binaryen, playwright-core).
-export PATH="$DND_CACHE/tools/bin:$PATH"
+# Pinned tools (wasm-bindgen-cli) and npm tools (wasm-opt from binaryen, playwright-core), and
+# the `dnd` command as the README writes it: the release binary `make run` / scripts/build.sh build.
+DND_REPO="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+export PATH="$DND_REPO/target/release:$DND_CACHE/tools/bin:$PATH"
 
 # Embedded-default assets (weights, probing images) prepared by scripts/fetch_assets.py.
 export DND_ASSETS="${DND_ASSETS:-$DND_CACHE/assets}"

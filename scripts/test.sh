@@ -9,4 +9,6 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo test --release --workspace --exclude frontend
 scripts/build.sh
+# The README's commands say `dnd …` after `. scripts/env.sh`, from any folder.
+(cd / && dnd --version >/dev/null) || { echo "dnd is not on PATH after . scripts/env.sh (see scripts/env.sh)" >&2; exit 1; }
 scripts/e2e.sh
