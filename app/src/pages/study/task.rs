@@ -1,8 +1,8 @@
 //! One task of the rater's page: the neuron's images, the question, each description with the
 //! paper's 1–5 scale, and which description fits best. Works with the mouse or the keyboard
-//! alone: the highlighted ("focused") description takes digits 1–5 (then the next one is
-//! focused), ↑/↓ (or Tab) move between descriptions, `b` marks the focused one as best, Enter
-//! submits once everything is answered.
+//! alone: the highlighted ("focused") description takes digits 1–5 and `b` (best), and keeps the
+//! highlight, so "5 then b" rates and picks the same description, as the hint on the page says;
+//! ↑/↓ (or Tab) move between descriptions; Enter submits once everything is answered.
 //!
 //! A submission carries the time since the task was shown and one idempotency key per task, so a
 //! retry after a network failure can never store the answer twice; answers stay on screen until
@@ -169,10 +169,8 @@ pub fn TaskForm(
         ev.prevent_default();
         let i = focused.get_untracked().min(n - 1);
         match action {
-            KeyAction::Rate(v) => {
-                ratings.update(|r| r[i] = Some(v));
-                move_focus((i + 1).min(n - 1));
-            }
+            // The highlight stays: a key acts on what is highlighted, and only ↑ ↓ move it.
+            KeyAction::Rate(v) => ratings.update(|r| r[i] = Some(v)),
             KeyAction::Next => move_focus((i + 1).min(n - 1)),
             KeyAction::Previous => move_focus(i.saturating_sub(1)),
             KeyAction::MarkBest => best.set(Some(i)),
@@ -243,7 +241,7 @@ pub fn TaskForm(
                     {move || if complete.get() { "Ready: press Enter or Submit." } else { "Rate every description and pick the best one." }}
                 </span>
             </div>
-            <p class="meta keys">"Keys: 1–5 rate the highlighted description · ↑ ↓ move · b marks it best · Enter submits"</p>
+            <p class="meta keys">"Keys: 1–5 rate the highlighted description · b marks it best · ↑ ↓ move the highlight · Enter submits"</p>
         </form>
     }
     .into_any()
