@@ -130,6 +130,11 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("unit  967: ") && out.contains("unit  985: "), "{out}");
     assert!(out.contains("substitute Llm: Qwen2.5"), "substitutes are announced: {out}");
+    // Not on a terminal (here a pipe): plain progress lines instead of a hidden bar, the last
+    // one when every neuron is done.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("neurons: 0/2 neurons (0 %)"), "the start is reported: {err}");
+    assert!(err.contains("neurons: 2/2 neurons (100 %) (0 failed), "), "the end is reported: {err}");
     let db = dir.path().join("dnd-studio.db");
     assert!(db.is_file(), "database at {}", db.display());
 

@@ -72,6 +72,10 @@ async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
          WHERE y.name = 'classifier' AND n.unit = 967 AND l.method = 'dnd' AND l.rank = 1 AND l.is_current = 1",
     )
     .await;
+    // The log lists the neuron's labels as it was stored, its rank-1 label first.
+    let line =
+        log.iter().find(|m| m.starts_with("unit  967: ")).unwrap_or_else(|| panic!("no line for unit 967: {log:?}"));
+    assert!(line["unit  967: ".len()..].starts_with(&label), "{line} vs the stored label `{label}`");
     // The finished job's neuron page shows its label.
     let page = client()
         .get(format!("{}/m/efficientnet-lite0/classifier/967", s.base))

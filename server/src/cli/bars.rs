@@ -1,49 +1,158 @@
-//! Progress bars on the terminal for the service layer's long steps.
+//! Progress of the service layer's long steps on stderr: a bar on a terminal; elsewhere (a log
+//! file, CI, nohup), where a bar would be hidden and the command silent for minutes, a plain line
+//! when a step starts, at most every [`PLAIN_EVERY`] while it runs, and when it ends, each with
+//! the rate and an ETA.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
-/// A bar counting images (a recording's forward pass, CLIP's embeddings).
-pub fn image_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
+/// How often a plain progress line is printed while a step runs.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// One step's progress (`name`, counting `unit`s: images, neurons).
+pub struct StepProgress {
+    name: String,
+    unit: &'static str,
+    message: String,
+    view: View,
 }
 
-/// One bar per step of a [`studio::engine::OnStep`] report: a new step clears the last bar.
+enum View {
+    Bar(ProgressBar),
+    Plain { started: Instant, last_line: Option<Instant>, done: usize, total: usize },
+}
+
+impl StepProgress {
+    pub fn new(name: &str, unit: &'static str) -> StepProgress {
+        let view = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
+            let template =
+                format!("{{prefix:>8}} [{{bar:40}}] {{pos}}/{{len}} {unit}{{msg}}, {{per_sec}}, eta {{eta}}");
+            bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+            bar.set_prefix(name.to_string());
+            View::Bar(bar)
+        } else {
+            View::Plain { started: Instant::now(), last_line: None, done: 0, total: 0 }
+        };
+        StepProgress { name: name.to_string(), unit, message: String::new(), view }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `done` of `total` finished.
+    pub fn set(&mut self, done: usize, total: usize) {
+        match &mut self.view {
+            View::Bar(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            View::Plain { done: d, total: t, last_line, .. } => {
+                let changed = (*d, *t) != (done, total);
+                (*d, *t) = (done, total);
+                let due = last_line.is_none_or(|at| at.elapsed() >= PLAIN_EVERY);
+                if last_line.is_none() || (changed && (due || done >= total)) {
+                    self.print_line();
+                }
+            }
+        }
+    }
+
+    /// A note shown beside the count (e.g. "2 failed").
+    pub fn set_message(&mut self, message: String) {
+        self.message = if message.is_empty() { message } else { format!(" ({message})") };
+        if let View::Bar(bar) = &self.view {
+            bar.set_message(self.message.clone());
+        }
+    }
+
+    /// Prints a line above the bar (or as is, without one).
+    pub fn println(&self, line: &str) {
+        match &self.view {
+            View::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
+            View::Plain { .. } => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(self) {
+        if let View::Bar(bar) = self.view {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn print_line(&mut self) {
+        let View::Plain { started, last_line, done, total } = &mut self.view else { return };
+        *last_line = Some(Instant::now());
+        let secs = started.elapsed().as_secs_f64();
+        let pct = if *total > 0 { 100.0 * *done as f64 / *total as f64 } else { 0.0 };
+        let (unit, name, message) = (self.unit, &self.name, &self.message);
+        let pace = match *done {
+            0 => String::new(),
+            d if d as f64 >= secs => format!(", {:.1} {unit}/s", d as f64 / secs),
+            d => format!(", {:.1} s each", secs / d as f64),
+        };
+        let eta = if *done == 0 || *done >= *total {
+            String::new()
+        } else {
+            format!(", eta {}", human_duration(secs / *done as f64 * (*total - *done) as f64))
+        };
+        eprintln!("{name}: {done}/{total} {unit} ({pct:.0} %){message}{pace}{eta}");
+    }
+}
+
+/// `42 s`, `3.5 min`, `2.1 h`.
+fn human_duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+/// One [`StepProgress`] per step of a [`studio::engine::OnStep`] report: a new step ends the last.
 #[derive(Default)]
 struct StepBars {
-    current: Option<(String, ProgressBar)>,
+    current: Option<StepProgress>,
 }
 
 impl StepBars {
     fn step(&mut self, step: &str, done: usize, total: usize) {
-        if self.current.as_ref().is_none_or(|(s, _)| s != step) {
+        if self.current.as_ref().is_none_or(|p| p.name() != step) {
             self.finish();
-            let bar = image_bar();
-            bar.set_message(step.to_string());
-            self.current = Some((step.to_string(), bar));
+            self.current = Some(StepProgress::new(step, "images"));
         }
-        if let Some((_, bar)) = &self.current {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
+        if let Some(p) = &mut self.current {
+            p.set(done, total);
         }
     }
 
     fn finish(&mut self) {
-        if let Some((_, bar)) = self.current.take() {
-            bar.finish_and_clear();
+        if let Some(p) = self.current.take() {
+            p.finish();
         }
     }
 }
 
-/// Runs `work` with one bar per step it reports; the bars are gone before its result is shown.
+/// Runs `work` showing each step it reports; bars are gone before its result is shown.
 pub fn with_step_bars<T>(work: impl FnOnce(studio::engine::OnStep<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut bars = StepBars::default();
     let result = work(&mut |step, done, total| bars.step(step, done, total));
     bars.finish();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human_duration(42.4), "42 s");
+        assert_eq!(human_duration(210.0), "3.5 min");
+        assert_eq!(human_duration(7560.0), "2.1 h");
+    }
 }

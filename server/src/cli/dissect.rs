@@ -1,11 +1,10 @@
 //! `dnd dissect`: a dissection run with progress bars, then the labels and a timing summary.
 
-use super::bars::image_bar;
+use super::bars::StepProgress;
 use anyhow::Context;
 use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
-use indicatif::{ProgressBar, ProgressStyle};
 use studio::config::Config;
-use studio::dissection::{run_dissection, DissectArgs, RunEnv, RunObserver};
+use studio::dissection::{describe_outcome, run_dissection, DissectArgs, RunEnv, RunObserver};
 
 /// `dnd dissect`: [`run_dissection`] with progress bars, then the labels and a timing summary.
 pub fn dissect(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
@@ -39,17 +38,17 @@ pub fn dissect(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The command line's view of a run: a recording bar, then a neuron bar; labels printed at the end.
+/// The command line's view of a run: a recording's progress, then the neurons'; labels printed at the end.
 #[derive(Default)]
 struct CliObserver {
-    bar: Option<(String, ProgressBar)>,
+    progress: Option<StepProgress>,
     lines: Vec<String>,
 }
 
 impl CliObserver {
     fn finish(&mut self) {
-        if let Some((_, bar)) = self.bar.take() {
-            bar.finish_and_clear();
+        if let Some(p) = self.progress.take() {
+            p.finish();
         }
     }
 }
@@ -57,55 +56,31 @@ impl CliObserver {
 impl RunObserver for CliObserver {
     fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
         let Some(total) = total else { return };
-        if self.bar.as_ref().is_none_or(|(s, _)| s != stage) {
+        if self.progress.as_ref().is_none_or(|p| p.name() != stage) {
             self.finish();
-            let bar = if stage == "neurons" {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template("neurons [{bar:40}] {pos}/{len} ({msg}), {per_sec}, eta {eta}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                );
-                bar.set_message("0 failed");
-                bar
-            } else {
-                let bar = image_bar();
-                bar.set_message("forward");
-                bar
-            };
-            bar.set_length(total as u64);
-            self.bar = Some((stage.to_string(), bar));
+            // "activations" (the recording's forward pass, in images), then "neurons".
+            let mut p = StepProgress::new(stage, if stage == "neurons" { "neurons" } else { "images" });
+            if stage == "neurons" {
+                p.set_message("0 failed".into());
+            }
+            self.progress = Some(p);
         }
-        if let Some((_, bar)) = &self.bar {
-            bar.set_position(done as u64);
+        if let Some(p) = &mut self.progress {
+            p.set(done, total);
         }
     }
 
     fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress) {
-        if let Some((_, bar)) = &self.bar {
-            bar.set_message(format!("{} failed", progress.failed));
+        if let Some(p) = &mut self.progress {
+            p.set_message(format!("{} failed", progress.failed));
         }
-        self.lines.push(describe(outcome));
+        self.lines.push(describe_outcome(outcome));
     }
 
     fn note(&mut self, message: &str) {
-        // Printed whether or not stderr is a terminal (a bar's own println is dropped when
-        // the bar is hidden, e.g. in a pipe).
-        match &self.bar {
-            Some((_, bar)) => bar.suspend(|| eprintln!("{message}")),
+        match &self.progress {
+            Some(p) => p.println(message),
             None => eprintln!("{message}"),
-        }
-    }
-}
-
-fn describe(o: &NeuronOutcome) -> String {
-    match o {
-        NeuronOutcome::Done(r) => {
-            let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();
-            format!("unit {:>4}: {}", r.unit, top3.join(" | "))
-        }
-        NeuronOutcome::Failed { unit, stage, reason } => {
-            format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str())
         }
     }
 }

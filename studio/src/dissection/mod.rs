@@ -295,6 +295,20 @@ pub fn run_dissection(
     })
 }
 
+/// A finished neuron in one line: its unit and top-3 labels, or where and why it failed (the
+/// command line prints these; a job's log keeps them).
+pub fn describe_outcome(o: &NeuronOutcome) -> String {
+    match o {
+        NeuronOutcome::Done(r) => {
+            let top3: Vec<&str> = r.top3.iter().map(|&i| r.concepts[i].label.as_str()).collect();
+            format!("unit {:>4}: {}", r.unit, top3.join(" | "))
+        }
+        NeuronOutcome::Failed { unit, stage, reason } => {
+            format!("unit {unit:>4}: FAILED at {}: {reason}", stage.as_str())
+        }
+    }
+}
+
 /// Where recordings are cached.
 pub fn activation_dir(config: &Config) -> PathBuf {
     config.storage.data_dir.join("activations")

@@ -312,11 +312,16 @@ impl RunObserver for JobObserver<'_> {
     }
 
     fn neuron(&mut self, outcome: &NeuronOutcome, _progress: NeuronProgress) {
-        if let NeuronOutcome::Failed { unit, stage, reason } = outcome {
-            let message = format!("unit {unit} failed at {}: {reason}", stage.as_str());
-            let r = self.rt.block_on(queue::add_event(self.db, self.id, "warn", Some("neurons"), &message));
-            self.write("failure", r);
-        }
+        // Every neuron in the log as it is stored: its labels, or (a warning, which the queue
+        // counts) why it failed.
+        let (level, message) = match outcome {
+            NeuronOutcome::Failed { unit, stage, reason } => {
+                ("warn", format!("unit {unit} failed at {}: {reason}", stage.as_str()))
+            }
+            NeuronOutcome::Done(_) => ("info", dissection::describe_outcome(outcome)),
+        };
+        let r = self.rt.block_on(queue::add_event(self.db, self.id, level, Some("neurons"), &message));
+        self.write("neuron", r);
     }
 
     fn note(&mut self, message: &str) {
