@@ -414,7 +414,8 @@ pub async fn set_status(db: &SqlitePool, study_id: i64, status: &str) -> Result<
 async fn summaries(db: &SqlitePool, filter: &'static str, id: Option<i64>) -> Result<Vec<crate::types::StudySummary>> {
     let sql = format!(
         "SELECT s.id, s.name, m.slug AS model, s.status, s.created_at,
-                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = s.id) AS items,
+                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = s.id AND i.is_attention_check = 0) AS neurons,
+                (SELECT COUNT(*) FROM study_items i WHERE i.study_id = s.id AND i.is_attention_check = 1) AS checks,
                 (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters,
                 (SELECT COUNT(*) FROM responses p WHERE p.study_id = s.id) AS responses
          FROM studies s JOIN models m ON m.id = s.model_id WHERE {filter} ORDER BY s.id DESC"
@@ -427,7 +428,8 @@ async fn summaries(db: &SqlitePool, filter: &'static str, id: Option<i64>) -> Re
             name: r.get("name"),
             model: r.get("model"),
             status: r.get("status"),
-            items: r.get("items"),
+            neurons: r.get("neurons"),
+            attention_checks: r.get("checks"),
             raters: r.get("raters"),
             responses: r.get("responses"),
             created_at: r.get("created_at"),

@@ -71,7 +71,10 @@ pub struct StudySummary {
     pub name: String,
     pub model: String,
     pub status: String,
-    pub items: i64,
+    /// Neurons rated (attention-check tasks not counted).
+    pub neurons: i64,
+    /// Attention-check tasks besides them.
+    pub attention_checks: i64,
     pub raters: i64,
     pub responses: i64,
     pub created_at: String,

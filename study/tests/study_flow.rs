@@ -705,3 +705,20 @@ async fn each_task_shows_its_descriptions_in_its_own_random_order() {
     let varied = orders.values().filter(|o| o.iter().any(|x| *x != o[0])).count();
     assert!(varied >= 3, "items whose tasks showed different orders: {varied} of {}: {orders:?}", orders.len());
 }
+
+/// The study lists count neurons, not tasks: attention-check tasks are counted apart.
+#[tokio::test]
+async fn summaries_count_neurons_and_attention_checks_apart() {
+    let (_dir, db) = labelled_db().await;
+    let id = create(&db, &new_study()).await.unwrap();
+    let summary = setup::study_summary(&db, id).await.unwrap().unwrap();
+    assert_eq!((summary.neurons, summary.attention_checks), (5, 1), "3 of block3 and 2 of block5, and 1 check");
+    let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM study_items WHERE study_id = ?")
+        .bind(id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 6, "the check is a task of its own");
+    let listed = setup::list_studies(&db).await.unwrap();
+    assert_eq!(listed[0].neurons, 5);
+}

@@ -105,7 +105,7 @@ fn StudiesAdmin(csrf: String, on_logout: Callback<()>) -> impl IntoView {
                                         <td><a href=format!("/admin/studies/{}", s.id)>{s.name}</a></td>
                                         <td>{s.model}</td>
                                         <td><span class=format!("status status-{}", s.status)>{s.status.clone()}</span></td>
-                                        <td class="num">{s.items}</td>
+                                        <td class="num">{s.neurons}</td>
                                         <td class="num">{s.raters}</td>
                                         <td class="num">{s.responses}</td>
                                         <td class="meta">{s.created_at}</td>

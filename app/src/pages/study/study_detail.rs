@@ -8,7 +8,7 @@ use super::results::{AgreementTable, ResultsChart, ResultsTable};
 use super::{browser, method_name, readable};
 use crate::api::study::{
     admin_session, create_open_link, exclude_rater, invite_raters, load_study, revoke_rater, set_study_status,
-    StudyDetail,
+    StudyDetail, StudySummary,
 };
 use crate::components::ErrorNote;
 use leptos::prelude::*;
@@ -154,7 +154,7 @@ fn StudyView(detail: StudyDetail, csrf: String) -> impl IntoView {
                 "Status: " <strong id="study-status" class=move || format!("status status-{}", summary.with(|s| s.status.clone()))>
                     {move || summary.with(|s| s.status.clone())}
                 </strong>
-                " · " {move || summary.with(|s| format!("{} neurons · {} raters · {} responses", s.items, s.raters, s.responses))}
+                " · " {move || summary.with(|s| summary_line(s))}
                 " "
                 <button type="button" id="open-study" on:click=move |_| set_status("open")
                     disabled=move || busy.get() || summary.with(|s| s.status == "open")>"Open"</button>
@@ -250,4 +250,14 @@ fn StudySettings(settings: crate::api::study::NewStudy) -> impl IntoView {
         </dl>
     }
     .into_any()
+}
+
+/// "6 neurons (+1 attention check) · 3 raters · 24 responses".
+fn summary_line(s: &StudySummary) -> String {
+    let checks = match s.attention_checks {
+        0 => String::new(),
+        1 => " (+1 attention check)".to_string(),
+        n => format!(" (+{n} attention checks)"),
+    };
+    format!("{} neurons{checks} · {} raters · {} responses", s.neurons, s.raters, s.responses)
 }
