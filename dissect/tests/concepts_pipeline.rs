@@ -40,8 +40,10 @@ impl ChatModel for FirstCaptionLlm {
         // Rotate through the captions with the seed so the N answers differ.
         let line = body[(r.seed as usize) % body.len()];
         let caption = line.split_once(". ").map(|x| x.1).unwrap_or(line);
-        let phrase = caption.rsplit("showing a ").next().unwrap_or(caption);
-        Ok(phrase.replace("photo of a ", "").split(" or a ").next().unwrap().to_string())
+        let phrase = caption.rsplit("showing ").next().unwrap_or(caption);
+        let phrase = phrase.trim_start_matches("a photo of ");
+        let first = phrase.split(" or ").next().unwrap();
+        Ok(first.strip_prefix("an ").or_else(|| first.strip_prefix("a ")).unwrap_or(first).to_string())
     }
 }
 

@@ -34,12 +34,29 @@ impl ClassifierCaptioner {
     }
 }
 
+/// `name` after its indefinite article: "a tabby", "an espresso", "a unicycle", "an hourglass".
+/// By the first letter, with the few sounds that spelling gets wrong among class names.
+pub fn with_article(name: &str) -> String {
+    let lower = name.to_lowercase();
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| lower.starts_with(p));
+    let vowel_sound = if starts(&["uni", "eu", "one", "use", "ewe", "uk"]) {
+        false
+    } else if starts(&["hour", "honest", "honor", "heir"]) {
+        true
+    } else {
+        lower.starts_with(['a', 'e', 'i', 'o', 'u'])
+    };
+    format!("{} {name}", if vowel_sound { "an" } else { "a" })
+}
+
 /// "a photo of a tabby" or "a photo of a tabby or a tiger cat", after the description if any.
 pub fn render_caption(top: &[(usize, f32)], description: Option<&str>) -> String {
     let names = imagenet::short_names();
     let mut seen = match top {
-        [(a, pa), (b, _), ..] if *pa < CONFIDENT => format!("a {} or a {}", names[*a], names[*b]),
-        [(a, _), ..] => format!("a {}", names[*a]),
+        [(a, pa), (b, _), ..] if *pa < CONFIDENT => {
+            format!("{} or {}", with_article(&names[*a]), with_article(&names[*b]))
+        }
+        [(a, _), ..] => with_article(&names[*a]),
         [] => "an image".to_string(),
     };
     match description.map(str::trim).filter(|d| !d.is_empty()) {
@@ -89,12 +106,28 @@ mod tests {
 
     #[test]
     fn captions_name_one_class_when_confident_and_two_otherwise() {
-        assert_eq!(render_caption(&[(967, 0.9), (968, 0.05)], None), "a photo of a espresso");
+        assert_eq!(render_caption(&[(967, 0.9), (968, 0.05)], None), "a photo of an espresso");
         assert_eq!(render_caption(&[(281, 0.4), (292, 0.3)], None), "a photo of a tabby or a tiger");
         assert_eq!(
             render_caption(&[(967, 0.9), (968, 0.05)], Some("a cup of coffee on a saucer.")),
-            "a cup of coffee on a saucer, showing a espresso"
+            "a cup of coffee on a saucer, showing an espresso"
         );
         assert_eq!(render_caption(&[], Some("  ")), "a photo of an image");
+    }
+
+    #[test]
+    fn articles_follow_the_sound() {
+        for (name, expected) in [
+            ("tabby", "a tabby"),
+            ("Egyptian cat", "an Egyptian cat"),
+            ("abacus", "an abacus"),
+            ("umbrella", "an umbrella"),
+            ("unicycle", "a unicycle"),
+            ("European fire salamander", "a European fire salamander"),
+            ("hourglass", "an hourglass"),
+            ("hognose snake", "a hognose snake"),
+        ] {
+            assert_eq!(with_article(name), expected);
+        }
     }
 }

@@ -10,7 +10,7 @@
 use super::providers::{
     CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder,
 };
-use super::scoring::{order_with_ties, score_concepts, top_distinct, ConceptScores, ScoringFunction, TieBreak};
+use super::scoring::{label_concepts, order_with_ties, score_concepts, ConceptScores, ScoringFunction, TieBreak};
 use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
@@ -592,7 +592,8 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
         let threshold =
             self.options.duplicate_label_cosine.unwrap_or_else(|| self.providers.text_encoder.duplicate_cosine());
-        let top3 = top_distinct(&order, &text_emb, 3, threshold);
+        let has_images: Vec<bool> = image_keys.iter().map(|keys| !keys.is_empty()).collect();
+        let top3 = label_concepts(&order, &has_images, &text_emb, 3, threshold);
 
         let concepts = labels
             .into_iter()

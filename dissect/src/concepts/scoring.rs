@@ -187,6 +187,22 @@ pub fn order_with_ties(scores: &[ConceptScores], function: ScoringFunction, ties
 /// calibrated value ([`super::TextEncoder::duplicate_cosine`]).
 pub const CLIP_DUPLICATE_LABEL_COSINE: f32 = 0.81;
 
+/// The concepts a neuron's labels are made of, best first: the best concept always (it is the
+/// answer of Step 3), then up to `n - 1` more among those that had concept images to be judged
+/// by (a concept without any scores −1 for lack of evidence, not because its images missed),
+/// skipping near-duplicates as [`top_distinct`] does.
+pub fn label_concepts(
+    order: &[usize],
+    has_images: &[bool],
+    text_embeddings: &[Vec<f32>],
+    n: usize,
+    duplicate_cosine: f32,
+) -> Vec<usize> {
+    let judged: Vec<usize> =
+        order.iter().enumerate().filter(|&(pos, &c)| pos == 0 || has_images[c]).map(|(_, &c)| c).collect();
+    top_distinct(&judged, text_embeddings, n, duplicate_cosine)
+}
+
 /// The "multiple labels": walk candidates best first and keep up to `n` whose text embedding has
 /// cosine ≤ `duplicate_cosine` with every label kept before it.
 pub fn top_distinct(order: &[usize], text_embeddings: &[Vec<f32>], n: usize, duplicate_cosine: f32) -> Vec<usize> {
@@ -208,6 +224,17 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn labels_leave_out_runners_up_without_concept_images() {
+        let emb = |x: f32| vec![x, 1.0 - x];
+        let text = vec![emb(1.0), emb(0.0), emb(0.5), emb(0.2)];
+        // Order 2, 0, 1, 3; concept 0 has no images: it is skipped as a runner-up.
+        let has = [false, true, true, true];
+        assert_eq!(label_concepts(&[2, 0, 1, 3], &has, &text, 3, 0.99), vec![2, 1, 3]);
+        // The best concept stays even without images (it is Step 3's answer).
+        assert_eq!(label_concepts(&[0, 1], &has, &text, 3, 0.99), vec![0, 1]);
     }
 
     #[test]
