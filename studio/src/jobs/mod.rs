@@ -16,7 +16,9 @@ pub mod signals;
 #[cfg(feature = "service")]
 pub use signals::JobSignals;
 
-/// The scoring functions a dissection can use (docs/method.md), as the engine names them.
+/// The scoring functions a dissection can use (docs/method.md), as the engine names them
+/// (`dissect::concepts::scoring::ScoringFunction`, which the browser bundle cannot link; a test
+/// keeps the two lists equal), the default first.
 pub const SCORING_FUNCTIONS: [&str; 4] = ["topk-squared-image-products", "topk-squared", "image-products", "mean"];
 
 /// Largest number of neurons one job may ask for (a whole layer of the built-in models fits).
@@ -34,7 +36,7 @@ pub struct DissectJobRequest {
     pub seed: u64,
     /// Probing-set slug.
     pub probe_set: String,
-    /// `mean` or `max`.
+    /// `mean` or `max` (`dissect::crops::Summary`'s names; a test keeps them equal).
     pub summary: String,
     /// One of [`SCORING_FUNCTIONS`].
     pub scoring: String,
@@ -116,4 +118,27 @@ pub struct JobFormOptions {
     pub probe_sets: Vec<(String, String, i64)>,
     /// The admin session's CSRF token; `None` when the visitor is not logged in as admin.
     pub csrf: Option<String>,
+}
+
+/// The activation summaries a dissection can use, as the engine names them.
+pub const SUMMARIES: [&str; 2] = ["mean", "max"];
+
+#[cfg(all(test, feature = "service"))]
+mod tests {
+    use super::*;
+    use dissect::concepts::scoring::ScoringFunction;
+    use dissect::crops::Summary;
+
+    /// The browser's lists are the engine's names, so every choice a form offers parses.
+    #[test]
+    fn the_forms_choices_are_the_engines_names() {
+        let mut offered = SCORING_FUNCTIONS.to_vec();
+        let mut engine: Vec<&str> = ScoringFunction::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(offered[0], ScoringFunction::default().as_str(), "the default comes first");
+        offered.sort();
+        engine.sort();
+        assert_eq!(offered, engine);
+        let summaries: Vec<&str> = Summary::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(SUMMARIES.to_vec(), summaries);
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::{
     DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
-    REGISTER_KINDS, SCORING_FUNCTIONS,
+    REGISTER_KINDS, SCORING_FUNCTIONS, SUMMARIES,
 };
 use sqlx::SqlitePool;
 
@@ -194,7 +194,7 @@ pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobE
             names(options.probe_sets.iter().map(|(s, _, _)| s.as_str()))
         )));
     }
-    if !matches!(r.summary.as_str(), "mean" | "max") {
+    if !SUMMARIES.contains(&r.summary.as_str()) {
         return Err(JobError::Invalid(format!("summary `{}`: expected mean or max", r.summary)));
     }
     if !SCORING_FUNCTIONS.contains(&r.scoring.as_str()) {
