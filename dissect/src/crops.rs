@@ -43,8 +43,10 @@ pub const MAX_WORKING_SIZE: u32 = 4096;
 /// Crops per forward pass in [`crop_activations`].
 pub const CROP_BATCH: usize = 32;
 
-/// How a neuron's activation map is reduced to one number, `g` in docs/method.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a neuron's activation map is reduced to one number, `g` in docs/method.md. Serialized
+/// by its name ([`Summary::as_str`]), as settings and job payloads store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Summary {
     /// Spatial mean (the default).
     #[default]
@@ -583,6 +585,9 @@ mod tests {
         }
         assert_eq!(Summary::parse("Mean"), None, "names are lower-case, as stored");
         assert_eq!(Summary::parse(""), None);
+        for s in Summary::ALL {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()), "serialized by name");
+        }
     }
 
     fn b(x0: u32, y0: u32, x1: u32, y1: u32) -> CropBox {

@@ -228,8 +228,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             let summary = parse_summary(&summary)?;
-            let args =
-                dissection::DissectArgs { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free };
+            let args = dissection::DissectArgs {
+                model,
+                layer,
+                neurons,
+                seed,
+                units: None,
+                probe,
+                scoring,
+                summary,
+                batch,
+                leak_free,
+            };
             cli::dissect(&config, &args)
         }
         Command::ClipDissect { model, layer, probe, concepts, units, seed, batch } => cli::clip_dissect(

@@ -13,7 +13,7 @@ use leptos::server_fn::codec::Json;
 use studio::jobs::queue;
 pub use studio::jobs::{
     DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
-    REGISTER_KINDS, SCORING_FUNCTIONS,
+    REGISTER_KINDS, SCORING_FUNCTIONS, SUMMARIES,
 };
 
 /// A job error as a server-function error, with its status on the response.

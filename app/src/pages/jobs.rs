@@ -4,7 +4,7 @@
 
 use crate::api::jobs::{
     cancel_job, list_jobs, load_job, load_job_form, start_dissection, start_registration, DissectJobRequest,
-    JobFormOptions, JobView, RegisterRequest, REGISTER_KINDS, SCORING_FUNCTIONS,
+    JobFormOptions, JobView, RegisterRequest, REGISTER_KINDS, SCORING_FUNCTIONS, SUMMARIES,
 };
 use crate::components::ErrorNote;
 use crate::pages::study::readable;
@@ -110,7 +110,7 @@ fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoVie
     let neurons = RwSignal::new("0-9".to_string());
     let seed = RwSignal::new("0".to_string());
     let probe_set = RwSignal::new(opts.probe_sets.first().map(|p| p.0.clone()).unwrap_or_default());
-    let summary = RwSignal::new("mean".to_string());
+    let summary = RwSignal::new(SUMMARIES[0].to_string());
     let scoring = RwSignal::new(SCORING_FUNCTIONS[0].to_string());
     let error = RwSignal::new(None::<String>);
     let started = RwSignal::new(None::<i64>);
@@ -191,8 +191,7 @@ fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoVie
                     </select>
                     <label for="job-summary">"Top images by"</label>
                     <select id="job-summary" on:change=move |ev| summary.set(event_target_value(&ev))>
-                        <option value="mean">"mean activation"</option>
-                        <option value="max">"max activation"</option>
+                        {SUMMARIES.iter().map(|s| view! { <option value=*s>{format!("{s} activation")}</option> }).collect_view()}
                     </select>
                     <label for="job-scoring">"Scoring function"</label>
                     <select id="job-scoring" on:change=move |ev| scoring.set(event_target_value(&ev))>

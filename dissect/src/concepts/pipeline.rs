@@ -58,7 +58,6 @@ impl Providers {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DissectOptions {
     /// `g`: spatial mean (default) or max.
-    #[serde(with = "summary_name")]
     pub summary: Summary,
     /// K: size of D_top.
     pub top_k: usize,
@@ -93,17 +92,6 @@ impl Default for DissectOptions {
             duplicate_label_cosine: None,
             leak_free: false,
         }
-    }
-}
-
-mod summary_name {
-    use crate::crops::Summary;
-    pub fn serialize<S: serde::Serializer>(s: &Summary, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.as_str())
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Summary, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(de)?;
-        Summary::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown summary `{s}`; use mean or max")))
     }
 }
 

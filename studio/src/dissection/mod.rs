@@ -29,6 +29,9 @@ pub struct DissectArgs {
     pub layer: String,
     pub neurons: String,
     pub seed: u64,
+    /// `neurons` already parsed against the layer (a queued job's, checked when it was queued);
+    /// `None`: parsed here.
+    pub units: Option<Vec<usize>>,
     pub probe: String,
     pub scoring: ScoringFunction,
     pub summary: Summary,
@@ -163,8 +166,14 @@ pub fn run_dissection(
         );
     }
     let channels = model.layers()[layer].channels;
-    let units =
-        study::units::parse_units(&args.neurons, channels, args.seed).map_err(|e| anyhow::anyhow!("--neurons {e}"))?;
+    let units = match &args.units {
+        Some(units) => match units.iter().find(|&&u| u >= channels) {
+            Some(u) => anyhow::bail!("unit {u} is outside layer `{}` ({channels} units)", args.layer),
+            None => units.clone(),
+        },
+        None => study::units::parse_units(&args.neurons, channels, args.seed)
+            .map_err(|e| anyhow::anyhow!("--neurons {e}"))?,
+    };
     let set = engine::scan_probe(&args.probe, assets)?;
     let (model_id, layer_id, set_row) =
         rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;

@@ -7,8 +7,11 @@
 
 use super::{
     DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
-    REGISTER_KINDS, SCORING_FUNCTIONS, SUMMARIES,
+    REGISTER_KINDS, SCORING_FUNCTIONS,
 };
+use dissect::concepts::scoring::ScoringFunction;
+use dissect::crops::Summary;
+use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 /// How many jobs the queue view lists.
@@ -63,7 +66,8 @@ struct JobRow {
 /// What a job works on, in words.
 fn target_of(kind: &str, payload_json: &str) -> String {
     if kind == "dissect" {
-        if let Ok(r) = serde_json::from_str::<DissectJobRequest>(payload_json) {
+        if let Some(p) = DissectPayload::parse(payload_json) {
+            let r = p.request();
             return format!("{} · {} · neurons {} · {}", r.model, r.layer, r.neurons, r.probe_set);
         }
     } else if let Ok(r) = serde_json::from_str::<RegisterRequest>(payload_json) {
@@ -79,7 +83,9 @@ impl From<JobRow> for JobView {
         JobView {
             id: r.id,
             target: target_of(&r.kind, &r.payload_json),
-            request: (r.kind == "dissect").then(|| serde_json::from_str(&r.payload_json).ok()).flatten(),
+            request: (r.kind == "dissect")
+                .then(|| DissectPayload::parse(&r.payload_json).map(|p| p.request().clone()))
+                .flatten(),
             kind: r.kind,
             status: r.status,
             stage: r.stage,
@@ -161,24 +167,70 @@ fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
 
-/// Checks a dissection request against what is registered, naming whatever is wrong.
-pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobError> {
+/// A dissection as the queue stores it (the job's payload): what was asked, for the queue's
+/// views, and what that was resolved to when it was queued (ids, the checked units, the engine's
+/// enums), so the runner looks nothing up by name and parses nothing again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedDissection {
+    pub request: DissectJobRequest,
+    pub model_id: i64,
+    pub layer_id: i64,
+    pub probe_set_id: i64,
+    pub units: Vec<usize>,
+    pub summary: Summary,
+    pub scoring: ScoringFunction,
+}
+
+/// A dissection job's payload: resolved ([`QueuedDissection`]), or the bare request a server
+/// before resolved payloads queued (the runner resolves it when it starts).
+pub enum DissectPayload {
+    Resolved(QueuedDissection),
+    Request(DissectJobRequest),
+}
+
+impl DissectPayload {
+    pub fn parse(payload_json: &str) -> Option<DissectPayload> {
+        match serde_json::from_str::<QueuedDissection>(payload_json) {
+            Ok(q) => Some(DissectPayload::Resolved(q)),
+            Err(_) => serde_json::from_str(payload_json).ok().map(DissectPayload::Request),
+        }
+    }
+
+    pub fn request(&self) -> &DissectJobRequest {
+        match self {
+            DissectPayload::Resolved(q) => &q.request,
+            DissectPayload::Request(r) => r,
+        }
+    }
+}
+
+/// Resolves a dissection request against what is registered (the edge where the form's names
+/// become ids and enums), naming whatever is wrong.
+pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDissection, JobError> {
     let options = form_options(db).await?;
-    let model = options.models.iter().find(|m| m.slug == r.model).ok_or_else(|| {
-        JobError::Invalid(format!(
+    let model_id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM models WHERE slug = ?").bind(&r.model).fetch_optional(db).await?;
+    let model = options.models.iter().find(|m| m.slug == r.model);
+    let (Some(model_id), Some(model)) = (model_id, model) else {
+        return Err(JobError::Invalid(format!(
             "unknown model `{}`; registered: {}",
             r.model,
             names(options.models.iter().map(|m| m.slug.as_str()))
-        ))
-    })?;
-    let &(_, channels) = model.layers.iter().find(|(l, _)| *l == r.layer).ok_or_else(|| {
-        JobError::Invalid(format!(
+        )));
+    };
+    let layer: Option<(i64, i64)> = sqlx::query_as("SELECT id, channels FROM layers WHERE model_id = ? AND name = ?")
+        .bind(model_id)
+        .bind(&r.layer)
+        .fetch_optional(db)
+        .await?;
+    let Some((layer_id, channels)) = layer else {
+        return Err(JobError::Invalid(format!(
             "model `{}` has no layer `{}`; its layers: {}",
             r.model,
             r.layer,
             names(model.layers.iter().map(|(l, _)| l.as_str()))
-        ))
-    })?;
+        )));
+    };
     let units = study::units::parse_units(&r.neurons, channels as usize, r.seed)
         .map_err(|e| JobError::Invalid(format!("neurons `{}`: {e}", r.neurons.trim())))?;
     if units.len() > MAX_JOB_NEURONS {
@@ -187,30 +239,30 @@ pub async fn validate(db: &SqlitePool, r: &DissectJobRequest) -> Result<(), JobE
             units.len()
         )));
     }
-    if !options.probe_sets.iter().any(|(s, _, _)| *s == r.probe_set) {
+    let probe_set_id: Option<i64> = sqlx::query_scalar("SELECT id FROM probe_sets WHERE slug = ? AND status = 'ready'")
+        .bind(&r.probe_set)
+        .fetch_optional(db)
+        .await?;
+    let Some(probe_set_id) = probe_set_id else {
         return Err(JobError::Invalid(format!(
             "unknown probing set `{}`; ready: {}",
             r.probe_set,
             names(options.probe_sets.iter().map(|(s, _, _)| s.as_str()))
         )));
-    }
-    if !SUMMARIES.contains(&r.summary.as_str()) {
-        return Err(JobError::Invalid(format!("summary `{}`: expected mean or max", r.summary)));
-    }
-    if !SCORING_FUNCTIONS.contains(&r.scoring.as_str()) {
-        return Err(JobError::Invalid(format!(
-            "scoring `{}`: expected one of {}",
-            r.scoring,
-            SCORING_FUNCTIONS.join(", ")
-        )));
-    }
-    Ok(())
+    };
+    let summary = Summary::parse(&r.summary)
+        .ok_or_else(|| JobError::Invalid(format!("summary `{}`: expected mean or max", r.summary)))?;
+    let scoring = ScoringFunction::parse(&r.scoring).ok_or_else(|| {
+        JobError::Invalid(format!("scoring `{}`: expected one of {}", r.scoring, SCORING_FUNCTIONS.join(", ")))
+    })?;
+    Ok(QueuedDissection { request: r.clone(), model_id, layer_id, probe_set_id, units, summary, scoring })
 }
 
-/// Queues a checked dissection request; an identical queued or running job is answered instead.
+/// Queues a dissection request once resolved; an identical queued or running job is answered
+/// instead.
 pub async fn enqueue_dissection(db: &SqlitePool, r: &DissectJobRequest) -> Result<i64, JobError> {
-    validate(db, r).await?;
-    enqueue(db, "dissect", &serde_json::to_string(r).map_err(|e| JobError::Invalid(e.to_string()))?).await
+    let queued = resolve(db, r).await?;
+    enqueue(db, "dissect", &serde_json::to_string(&queued).map_err(|e| JobError::Invalid(e.to_string()))?).await
 }
 
 /// Queues the registration of a folder or model file on the server's disk, after checking that
@@ -450,4 +502,109 @@ pub async fn finish(db: &SqlitePool, id: i64, outcome: Outcome<'_>) -> Result<()
     add_event_in(&mut tx, id, level, None, &event).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{register_model, register_probe_set, ModelSpec, ProbeSetSpec};
+    use crate::test_support::{temp_db, FakeModel};
+    use dissect::model::{LayerInfo, LayerKind};
+
+    /// A database with model `fake` (layer `conv`, 4 units) and a ready probing set `demo`.
+    async fn registered() -> (tempfile::TempDir, SqlitePool) {
+        let (dir, db) = temp_db().await;
+        let weights = dir.path().join("w.bin");
+        std::fs::write(&weights, b"weights").unwrap();
+        let layers = vec![LayerInfo { name: "conv".into(), kind: LayerKind::Conv, channels: 4, spatial: Some((8, 8)) }];
+        let model = FakeModel(layers, vec![]);
+        let spec = ModelSpec {
+            slug: "fake",
+            name: "Fake",
+            description: "",
+            builtin_key: None,
+            weights_path: &weights,
+            dataset: None,
+            model: &model,
+        };
+        register_model(&db, spec).await.unwrap();
+        let root = dir.path().join("set");
+        std::fs::create_dir_all(&root).unwrap();
+        for i in 0..3u8 {
+            image::RgbImage::from_pixel(4, 4, image::Rgb([i, 9, 9])).save(root.join(format!("{i}.png"))).unwrap();
+        }
+        let set = ProbeSetSpec {
+            slug: "demo".into(),
+            name: "Demo".into(),
+            description: String::new(),
+            source: "folder",
+            root,
+            heldout_fraction: 0.3,
+            split_seed: 0,
+        };
+        register_probe_set(&db, set).await.unwrap();
+        (dir, db)
+    }
+
+    fn request(neurons: &str) -> DissectJobRequest {
+        DissectJobRequest {
+            model: "fake".into(),
+            layer: "conv".into(),
+            neurons: neurons.into(),
+            seed: 0,
+            probe_set: "demo".into(),
+            summary: "max".into(),
+            scoring: "topk-squared".into(),
+        }
+    }
+
+    /// The form's names become ids, units and enums once, when the job is queued; the runner
+    /// reads them back, and a payload from before (the bare request) still reads.
+    #[tokio::test]
+    async fn a_queued_dissection_stores_what_it_resolved_to() {
+        let (_dir, db) = registered().await;
+        let id = enqueue_dissection(&db, &request("1,3")).await.unwrap();
+        let payload: String =
+            sqlx::query_scalar("SELECT payload_json FROM jobs WHERE id = ?").bind(id).fetch_one(&db).await.unwrap();
+        let Some(DissectPayload::Resolved(q)) = DissectPayload::parse(&payload) else { panic!("{payload}") };
+        let ids: (i64, i64, i64) = sqlx::query_as(
+            "SELECT m.id, l.id, s.id FROM models m JOIN layers l ON l.model_id = m.id, probe_sets s
+             WHERE m.slug = 'fake' AND l.name = 'conv' AND s.slug = 'demo'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        assert_eq!((q.model_id, q.layer_id, q.probe_set_id), ids);
+        assert_eq!(q.units, vec![1, 3]);
+        assert_eq!((q.summary, q.scoring), (Summary::Max, ScoringFunction::TopkSquared));
+        assert_eq!(q.request, request("1,3"));
+        assert_eq!(enqueue_dissection(&db, &request("1,3")).await.unwrap(), id, "the same request is the same job");
+        let view = get(&db, id).await.unwrap().unwrap();
+        assert_eq!(view.request, Some(request("1,3")));
+        assert_eq!(view.target, "fake · conv · neurons 1,3 · demo");
+
+        let legacy = serde_json::to_string(&request("2")).unwrap();
+        let Some(DissectPayload::Request(r)) = DissectPayload::parse(&legacy) else { panic!("{legacy}") };
+        assert_eq!(resolve(&db, &r).await.unwrap().units, vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_resolve_names_the_problem_and_queues_nothing() {
+        let (_dir, db) = registered().await;
+        let error = |r: DissectJobRequest| {
+            let db = db.clone();
+            async move { resolve(&db, &r).await.unwrap_err().to_string() }
+        };
+        let e = error(DissectJobRequest { layer: "conx".into(), ..request("0") }).await;
+        assert!(e.contains("has no layer `conx`") && e.contains("conv"), "{e}");
+        let e = error(DissectJobRequest { probe_set: "nope".into(), ..request("0") }).await;
+        assert!(e.contains("unknown probing set `nope`") && e.contains("demo"), "{e}");
+        let e = error(DissectJobRequest { summary: "median".into(), ..request("0") }).await;
+        assert!(e.contains("summary `median`"), "{e}");
+        let e = error(request("4")).await;
+        assert!(e.contains("neurons `4`"), "{e}");
+        assert!(enqueue_dissection(&db, &request("9")).await.is_err());
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&db).await.unwrap();
+        assert_eq!(jobs, 0);
+    }
 }

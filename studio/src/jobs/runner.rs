@@ -5,8 +5,8 @@
 //! A job the server was running when it stopped goes back to the queue at the next start and
 //! resumes: the dissection run keeps every finished neuron, so only the rest are computed.
 
-use super::queue::{self, ClaimedJob, Outcome};
-use super::{DissectJobRequest, JobSignals, RegisterRequest};
+use super::queue::{self, ClaimedJob, DissectPayload, Outcome};
+use super::{JobSignals, RegisterRequest};
 use crate::config::Config;
 use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
 use crate::shutdown::Shutdown;
@@ -65,29 +65,39 @@ pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shut
     })
 }
 
-/// A queued dissection as `dnd dissect` would run it: built-in models by name, others by file.
-async fn dissect_args(db: &SqlitePool, r: &DissectJobRequest) -> anyhow::Result<DissectArgs> {
+/// A queued dissection as `dnd dissect` would run it: built-in models by name, others by file,
+/// found by the ids it was queued with (a payload from before ids were stored is resolved now).
+async fn dissect_args(db: &SqlitePool, payload_json: &str) -> anyhow::Result<DissectArgs> {
+    let q = match DissectPayload::parse(payload_json).context("the job's request cannot be read")? {
+        DissectPayload::Resolved(q) => q,
+        DissectPayload::Request(r) => queue::resolve(db, &r).await?,
+    };
     let (builtin_key, weights): (Option<String>, String) =
-        sqlx::query_as("SELECT builtin_key, weights_path FROM models WHERE slug = ?")
-            .bind(&r.model)
+        sqlx::query_as("SELECT builtin_key, weights_path FROM models WHERE id = ?")
+            .bind(q.model_id)
             .fetch_optional(db)
             .await?
-            .with_context(|| format!("model `{}` is no longer registered", r.model))?;
-    let (source, root): (String, String) = sqlx::query_as("SELECT source, root_path FROM probe_sets WHERE slug = ?")
-        .bind(&r.probe_set)
+            .with_context(|| format!("model `{}` is no longer registered", q.request.model))?;
+    let layer: String = sqlx::query_scalar("SELECT name FROM layers WHERE id = ? AND model_id = ?")
+        .bind(q.layer_id)
+        .bind(q.model_id)
         .fetch_optional(db)
         .await?
-        .with_context(|| format!("probing set `{}` is no longer registered", r.probe_set))?;
+        .with_context(|| format!("layer `{}` is no longer registered", q.request.layer))?;
+    let (source, root): (String, String) = sqlx::query_as("SELECT source, root_path FROM probe_sets WHERE id = ?")
+        .bind(q.probe_set_id)
+        .fetch_optional(db)
+        .await?
+        .with_context(|| format!("probing set `{}` is no longer registered", q.request.probe_set))?;
     Ok(DissectArgs {
         model: builtin_key.unwrap_or(weights),
-        layer: r.layer.clone(),
-        neurons: r.neurons.clone(),
-        seed: r.seed,
+        layer,
+        neurons: q.request.neurons.clone(),
+        seed: q.request.seed,
+        units: Some(q.units),
         probe: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
-        scoring: dissect::concepts::scoring::ScoringFunction::parse(&r.scoring)
-            .with_context(|| format!("unknown scoring function `{}`", r.scoring))?,
-        summary: dissect::crops::Summary::parse(&r.summary)
-            .with_context(|| format!("unknown activation summary `{}`", r.summary))?,
+        scoring: q.scoring,
+        summary: q.summary,
         batch: 32,
         leak_free: false,
     })
@@ -100,10 +110,7 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
         return run_registration(config, db, signals, job).await;
     }
     let args = match job.kind.as_str() {
-        "dissect" => match serde_json::from_str::<DissectJobRequest>(&job.payload_json) {
-            Ok(r) => dissect_args(db, &r).await,
-            Err(e) => Err(anyhow::anyhow!("the job's request cannot be read: {e}")),
-        },
+        "dissect" => dissect_args(db, &job.payload_json).await,
         other => Err(anyhow::anyhow!("this server cannot run jobs of kind `{other}`")),
     };
     let args = match args {
