@@ -55,6 +55,16 @@ fn record_caches_and_reports_rejected_files() {
     let second = dnd(dir.path(), &["record", "--probe", probe, "--layer", "stage4", "--layer", "classifier"]);
     let out = text(&second);
     assert!(out.contains("0 forwarded") && out.contains("(from cache)"), "{out}");
+    // Registered from the command's own scan and load: only what it used (not the built-in
+    // set), the model under the name the server gives it.
+    let db = dir.path().join("dnd-studio.db");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM probe_sets WHERE slug = 'probe' AND source = 'folder'"), 1);
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM probe_sets"), 1, "the built-in set is the server's to register");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM probe_set_images"), 4);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM models WHERE name = 'EfficientNet-Lite0' AND description <> ''"),
+        1
+    );
 }
 
 #[test]

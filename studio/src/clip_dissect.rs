@@ -147,7 +147,6 @@ pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyh
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let import_id = rt.block_on(async {
         let db = crate::db::open(&config.database_path()).await?;
-        crate::builtin::register(&db, assets).await;
         // The model, layer and probing set, and the layer's recording (which this run may have
         // made), so a rating study on the layer finds its top images.
         let (model_id, _, set_row) =

@@ -27,10 +27,12 @@ pub async fn register_probe_set(db: &SqlitePool, spec: ProbeSetSpec) -> anyhow::
     let scanned = tokio::task::spawn_blocking(move || probe::scan(&root, ImageLimits::default()))
         .await
         .context("probing-set scan panicked")??;
-    store_probe_set(db, &spec, &scanned).await
+    register_scanned_set(db, &spec, &scanned).await
 }
 
-async fn store_probe_set(db: &SqlitePool, spec: &ProbeSetSpec, set: &ScannedSet) -> anyhow::Result<i64> {
+/// [`register_probe_set`] for a set the caller has scanned already (a dissection scans its set
+/// once and registers it from that scan).
+pub async fn register_scanned_set(db: &SqlitePool, spec: &ProbeSetSpec, set: &ScannedSet) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
     let existing: Option<(i64, String)> = sqlx::query_as(
         "SELECT id, slug FROM probe_sets WHERE content_sha256 = ? AND heldout_fraction = ? AND split_seed = ?",

@@ -66,7 +66,6 @@ pub fn record_layers(
     loaded.model.layer_indices(&names)?;
     let set = engine::scan_probe(probe_spec, assets)?;
     let db = rt.block_on(crate::db::open(&config.database_path()))?;
-    rt.block_on(builtin::register(&db, assets));
     let (model_id, _, set_row) =
         rt.block_on(register_target(&db, &loaded, model_spec, assets, &layers[0], probe_spec, &set))?;
     let (_, recording) = engine::record(
@@ -153,7 +152,6 @@ pub fn run_dissection(
     let assets = &config.storage.assets_dir;
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
-    rt.block_on(builtin::register(db, assets));
 
     observer.stage("loading", 0, None);
     let loaded = engine::load_model(&args.model, assets)?;
@@ -347,50 +345,52 @@ pub async fn register_loaded_model(
 ) -> anyhow::Result<(i64, String)> {
     let builtin =
         [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
-    let (weights, slug, name) = match builtin {
-        Some(v) => (assets.join("models").join(v.weights_file_name()), v.name().to_string(), v.name().to_string()),
+    let id = match builtin {
+        Some(v) => {
+            let weights = assets.join("models").join(v.weights_file_name());
+            registry::register_model(db, builtin::model_spec(v, &weights, loaded.model.as_ref())).await?
+        }
         None => {
             let path = PathBuf::from(model_spec);
             let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
-            (path, slug_of(&stem), stem)
+            let slug = slug_of(&stem);
+            let spec = ModelSpec {
+                slug: &slug,
+                name: &stem,
+                description: "",
+                builtin_key: None,
+                weights_path: &path,
+                dataset: None,
+                model: loaded.model.as_ref(),
+            };
+            registry::register_model(db, spec).await?
         }
     };
-    let id = registry::register_model(
-        db,
-        ModelSpec {
-            slug: &slug,
-            name: &name,
-            description: "",
-            builtin_key: builtin.map(|v| v.name()),
-            weights_path: &weights,
-            dataset: builtin.map(|_| "ImageNet-1k"),
-            model: loaded.model.as_ref(),
-        },
-    )
-    .await?;
     let slug: String = sqlx::query_scalar("SELECT slug FROM models WHERE id = ?").bind(id).fetch_one(db).await?;
     Ok((id, slug))
 }
 
 /// Registers a folder of images as a probing set (named after the folder); answers its id.
 pub async fn register_folder_set(db: &SqlitePool, root: &Path) -> anyhow::Result<i64> {
-    let base = root.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "set".into());
-    registry::register_probe_set(
-        db,
-        ProbeSetSpec {
-            slug: slug_of(&base),
-            name: base,
-            description: String::new(),
-            source: "folder",
-            root: root.to_path_buf(),
-            heldout_fraction: BUILTIN_HELDOUT_FRACTION,
-            split_seed: 0,
-        },
-    )
-    .await
+    registry::register_probe_set(db, folder_set_spec(root)).await
 }
 
-/// Model, layer and probing-set ids, registering the model and the set when new.
+/// A folder of images as a probing set: named after the folder, split as the built-in set is.
+fn folder_set_spec(root: &Path) -> ProbeSetSpec {
+    let base = root.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "set".into());
+    ProbeSetSpec {
+        slug: slug_of(&base),
+        name: base,
+        description: String::new(),
+        source: "folder",
+        root: root.to_path_buf(),
+        heldout_fraction: BUILTIN_HELDOUT_FRACTION,
+        split_seed: 0,
+    }
+}
+
+/// Model, layer and probing-set ids, registering the model and the set (from `set`, already
+/// scanned) when new.
 pub async fn register_target(
     db: &SqlitePool,
     loaded: &LoadedModel,
@@ -408,15 +408,13 @@ pub async fn register_target(
         .await
         .with_context(|| format!("layer `{layer_name}` of model #{model_id} is not registered"))?;
 
-    let set_id = if probe_spec == BUILTIN_SET_SLUG {
-        sqlx::query_scalar::<_, i64>("SELECT id FROM probe_sets WHERE content_sha256 = ? ORDER BY id LIMIT 1")
-            .bind(&set.content_hash)
-            .fetch_optional(db)
-            .await?
-            .context("the built-in probing set is not registered (are its images missing? run scripts/setup.sh)")?
+    // From the scan the caller made: a set is scanned and hashed once per command or job.
+    let set_spec = if probe_spec == BUILTIN_SET_SLUG {
+        builtin::probe_set_spec(assets)
     } else {
-        register_folder_set(db, Path::new(probe_spec)).await?
+        folder_set_spec(Path::new(probe_spec))
     };
+    let set_id = registry::register_scanned_set(db, &set_spec, set).await?;
     let (fraction, seed): (f64, i64) =
         sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
             .bind(set_id)

@@ -219,7 +219,6 @@ impl Target {
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
         let assets = &config.storage.assets_dir;
         let db = rt.block_on(crate::db::open(&config.database_path()))?;
-        rt.block_on(crate::builtin::register(&db, assets));
         let loaded = engine::load_model(model, assets)?;
         let set = engine::scan_probe(probe, assets)?;
         let first_layer = loaded.model.layers()[0].name.clone();
