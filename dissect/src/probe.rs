@@ -53,10 +53,14 @@ pub struct RejectedFile {
 pub enum RejectCode {
     Empty,
     Corrupt,
+    /// The data ends early (a JPEG cut short in a copy or download): decoders fill the rest in.
+    Truncated,
     NotImage,
     TooLarge,
     Duplicate,
     IoError,
+    /// A symbolic link that leads out of the probing folder (not followed).
+    LinkOutside,
 }
 
 impl RejectCode {
@@ -64,10 +68,13 @@ impl RejectCode {
         match self {
             RejectCode::Empty => "empty",
             RejectCode::Corrupt => "corrupt",
+            RejectCode::Truncated => "truncated",
             RejectCode::NotImage => "not_image",
             RejectCode::TooLarge => "too_large",
             RejectCode::Duplicate => "duplicate",
             RejectCode::IoError => "io_error",
+            // The schema's reason codes (migrations/0001) have none closer; the reason says it.
+            RejectCode::LinkOutside => "other",
         }
     }
 }
@@ -151,16 +158,17 @@ pub fn scan(root: &Path, limits: ImageLimits) -> Result<ScannedSet, ProbeError> 
     if !root.is_dir() {
         return Err(ProbeError::NotAFolder(root.to_path_buf()));
     }
+    let root_real = std::fs::canonicalize(root).map_err(|source| ProbeError::Io { path: root.into(), source })?;
     let mut files = Vec::new();
-    collect_files(root, &mut files)?;
+    let mut rejected = Vec::new();
+    collect_files(root, &root_real, root, &mut files, &mut rejected)?;
     files.sort();
 
     let mut images: Vec<ProbeImage> = Vec::new();
-    let mut rejected = Vec::new();
     let mut seen = std::collections::HashMap::<String, String>::new();
     for path in files {
         let rel_path = relative(root, &path);
-        match inspect(&path, &rel_path, limits) {
+        match inspect(&path, &rel_path, &root_real, limits) {
             Ok(img) => {
                 if let Some(first) = seen.get(&img.sha256) {
                     let reason = format!("duplicate content of {first}");
@@ -193,14 +201,46 @@ pub fn scan(root: &Path, limits: ImageLimits) -> Result<ScannedSet, ProbeError> 
     Ok(ScannedSet { root: root.to_path_buf(), images, rejected, content_hash: hex::encode(h.finalize()) })
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ProbeError> {
+/// Image-named files below `dir`. A symbolic link is followed only to a file inside the folder
+/// (`root_real`, its canonical path); one that leads out is listed in `rejected`, so a folder
+/// registered from disk reads nothing outside itself. Links to folders are not followed (inside,
+/// their images are found where they are).
+fn collect_files(
+    root: &Path,
+    root_real: &Path,
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    rejected: &mut Vec<RejectedFile>,
+) -> Result<(), ProbeError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ProbeError::Io { path: dir.into(), source })?;
     for entry in entries {
         let entry = entry.map_err(|source| ProbeError::Io { path: dir.into(), source })?;
         let path = entry.path();
         let ft = entry.file_type().map_err(|source| ProbeError::Io { path: path.clone(), source })?;
         if ft.is_dir() {
-            collect_files(&path, out)?;
+            collect_files(root, root_real, &path, out, rejected)?;
+        } else if ft.is_symlink() {
+            match std::fs::canonicalize(&path) {
+                Ok(target) if target.starts_with(root_real) => {
+                    if target.is_file() && has_image_extension(&path) {
+                        out.push(path);
+                    }
+                }
+                Ok(target) if !(has_image_extension(&path) || target.is_dir()) => {
+                    // Not something the scan reads (a sidecar is checked where it is read).
+                }
+                Ok(_) => rejected.push(RejectedFile {
+                    rel_path: relative(root, &path),
+                    code: RejectCode::LinkOutside,
+                    reason: "symbolic link that leads outside the probing folder (not followed)".into(),
+                }),
+                Err(e) if has_image_extension(&path) => rejected.push(RejectedFile {
+                    rel_path: relative(root, &path),
+                    code: RejectCode::IoError,
+                    reason: format!("broken symbolic link: {e}"),
+                }),
+                Err(_) => {}
+            }
         } else if has_image_extension(&path) {
             out.push(path);
         }
@@ -220,7 +260,12 @@ fn relative(root: &Path, path: &Path) -> String {
 }
 
 /// Reads the file and its image header; `Err` says why the file is rejected.
-fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImage, (RejectCode, String)> {
+fn inspect(
+    path: &Path,
+    rel_path: &str,
+    root_real: &Path,
+    limits: ImageLimits,
+) -> Result<ProbeImage, (RejectCode, String)> {
     let io = |e: std::io::Error| (RejectCode::IoError, format!("cannot read: {e}"));
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.len() == 0 {
@@ -239,6 +284,10 @@ fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImag
         let reason = format!("unsupported image format {format:?} (accepted: {})", IMAGE_EXTENSIONS.join(", "));
         return Err((RejectCode::NotImage, reason));
     }
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
+        let reason = "truncated JPEG: the data ends before the image does (cut short in a copy or download?)";
+        return Err((RejectCode::Truncated, reason.into()));
+    }
     let (width, height) =
         reader.into_dimensions().map_err(|e| (RejectCode::Corrupt, format!("corrupt image header: {e}")))?;
     check_dimensions(width, height, limits).map_err(|reason| (RejectCode::TooLarge, reason))?;
@@ -255,8 +304,55 @@ fn inspect(path: &Path, rel_path: &str, limits: ImageLimits) -> Result<ProbeImag
         format: format_name(format).to_string(),
         bytes: meta.len(),
         label,
-        description: sidecar_description(path),
+        description: sidecar_description(path, root_real),
     })
+}
+
+/// Whether a JPEG's data reaches its end-of-image marker. Walks the marker segments (skipping
+/// their declared lengths, so an embedded EXIF thumbnail's own end marker is not mistaken for
+/// the image's) and the entropy-coded data after each start-of-scan (where a 0xFF byte is
+/// always followed by 0x00 or a restart marker). Bytes after the end marker are allowed.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut pos = 2;
+    loop {
+        // A marker: 0xFF (possibly repeated as fill), then its code.
+        if bytes.get(pos) != Some(&0xFF) {
+            return false;
+        }
+        while bytes.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&code) = bytes.get(pos) else { return false };
+        pos += 1;
+        match code {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes.get(pos..pos + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+            return false;
+        };
+        if len < 2 || pos + len > bytes.len() {
+            return false;
+        }
+        pos += len;
+        if code == 0xDA {
+            // Entropy-coded data up to the next marker that is not a restart marker.
+            loop {
+                let Some(i) = bytes[pos..].iter().position(|&b| b == 0xFF) else { return false };
+                pos += i;
+                match bytes.get(pos + 1) {
+                    None => return false,
+                    Some(0x00) | Some(0xD0..=0xD7) => pos += 2,
+                    Some(0xFF) => pos += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 /// Canonical lower-case name of a decodable format (`jpeg`, not the `jpg` extension).
@@ -287,8 +383,14 @@ pub fn check_dimensions(width: u32, height: u32, limits: ImageLimits) -> Result<
     Ok(())
 }
 
-fn sidecar_description(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path.with_extension("txt")).ok()?;
+/// The sidecar `<stem>.txt`'s first line; one that is (or leads through) a link out of the
+/// folder is not read.
+fn sidecar_description(path: &Path, root_real: &Path) -> Option<String> {
+    let sidecar = path.with_extension("txt");
+    if !std::fs::canonicalize(&sidecar).ok()?.starts_with(root_real) {
+        return None;
+    }
+    let text = std::fs::read_to_string(sidecar).ok()?;
     text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
 }
 
@@ -301,6 +403,68 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
         out
+    }
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, (x ^ y) as u8]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_jpeg_is_complete_only_up_to_its_end_marker() {
+        let whole = jpeg(64, 48);
+        assert!(jpeg_is_complete(&whole));
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"trailing bytes after the image");
+        assert!(jpeg_is_complete(&trailing), "bytes after the end marker are allowed");
+        for cut in [whole.len() - 2, whole.len() / 2, whole.len() / 10, 3] {
+            assert!(!jpeg_is_complete(&whole[..cut]), "cut at {cut} of {}", whole.len());
+        }
+        // Real photos of the built-in set (encoders other than ours), whole and cut.
+        let folder = crate::assets::assets_dir().join("probe/builtin/skimage");
+        for name in ["rocket.jpg", "retina.jpg", "hubble_deep_field.jpg"] {
+            let photo = std::fs::read(folder.join(name))
+                .unwrap_or_else(|e| panic!("{name} of the built-in set (run scripts/setup.sh): {e}"));
+            assert!(jpeg_is_complete(&photo), "{name}");
+            assert!(!jpeg_is_complete(&photo[..photo.len() / 2]), "{name} cut in half");
+        }
+    }
+
+    #[test]
+    fn truncated_jpegs_and_links_out_of_the_folder_are_rejected_with_their_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("set");
+        std::fs::create_dir_all(&root).unwrap();
+        let whole = jpeg(64, 48);
+        std::fs::write(root.join("whole.jpg"), &whole).unwrap();
+        std::fs::write(root.join("half.jpg"), &whole[..whole.len() / 2]).unwrap();
+        std::fs::write(dir.path().join("outside.png"), png(5, 5, 9)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.png"), root.join("link.png")).unwrap();
+        std::fs::write(root.join("inside.png"), png(6, 6, 8)).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("inside.png"), root.join("sub/again.png")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("parent")).unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "a description from outside").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("inside.txt")).unwrap();
+
+        let set = scan(&root, ImageLimits::default()).unwrap();
+        let mut paths: Vec<&str> = set.images.iter().map(|i| i.rel_path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["inside.png", "whole.jpg"]);
+        let inside = set.images.iter().find(|i| i.rel_path == "inside.png").unwrap();
+        assert_eq!(inside.description, None, "a sidecar linked from outside is not read");
+        let reason = |p: &str| set.rejected.iter().find(|r| r.rel_path == p).map(|r| (r.code, r.reason.clone()));
+        let (code, why) = reason("half.jpg").unwrap();
+        assert_eq!(code, RejectCode::Truncated);
+        assert!(why.contains("truncated JPEG"), "{why}");
+        let (code, why) = reason("link.png").unwrap();
+        assert_eq!(code, RejectCode::LinkOutside);
+        assert!(why.contains("outside the probing folder") && !why.contains("outside.png"), "{why}");
+        assert_eq!(reason("parent").map(|r| r.0), Some(RejectCode::LinkOutside), "a linked folder outside");
+        // A link to a file inside is read (here the same content: a duplicate, not a second image).
+        assert_eq!(reason("sub/again.png").map(|r| r.0), Some(RejectCode::Duplicate));
     }
 
     #[test]

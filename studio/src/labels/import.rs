@@ -141,6 +141,32 @@ pub enum ImportError {
     NoRows,
 }
 
+/// The longest label any method may store, in characters: MILAN's sentences and CLIP-Dissect's
+/// words are far shorter; a longer one is a broken file, and would bloat every page showing it.
+pub const MAX_LABEL_CHARS: usize = 500;
+
+/// How much of a quoted input (a header) an error shows.
+const EXCERPT_CHARS: usize = 120;
+
+/// A bounded, escaped excerpt of input for an error message (control characters and quotes
+/// escaped, long input cut with "…").
+fn excerpt(input: &str) -> String {
+    let mut shown: String = input.chars().take(EXCERPT_CHARS).collect::<String>().escape_debug().to_string();
+    if input.chars().count() > EXCERPT_CHARS {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Refuses a label longer than [`MAX_LABEL_CHARS`], saying which and how long.
+pub fn check_label_length(text: &str) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars > MAX_LABEL_CHARS {
+        return Err(format!("a label is {chars} characters long; at most {MAX_LABEL_CHARS} are stored"));
+    }
+    Ok(())
+}
+
 fn line_error(line: u64, message: impl Into<String>) -> ImportError {
     ImportError::Line { line, message: message.into() }
 }
@@ -169,7 +195,7 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
         Some(Err(e)) => return Err(line_error(1, format!("malformed CSV: {e}"))),
         None => return Err(ImportError::Empty),
     };
-    let format = Format::detect(&header).ok_or_else(|| ImportError::UnknownHeader(header.join(",")))?;
+    let format = Format::detect(&header).ok_or_else(|| ImportError::UnknownHeader(excerpt(&header.join(","))))?;
     let fixed_layer = if format.has_layer_column() {
         None
     } else {
@@ -218,7 +244,8 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
                     return Err(line_error(
                         line,
                         format!(
-                            "layer `{name}` is not a layer of this model (valid: {}); map it to one of them",
+                            "layer `{}` is not a layer of this model (valid: {}); map it to one of them",
+                            excerpt(name),
                             valid_layers(target.layers)
                         ),
                     ));
@@ -228,8 +255,9 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             (None, Some(l)) => l.clone(),
             (None, None) => unreachable!("formats without a layer column have a fixed layer"),
         };
-        let raw_unit: i64 =
-            unit_field.parse().map_err(|_| line_error(line, format!("unit `{unit_field}` is not a whole number")))?;
+        let raw_unit: i64 = unit_field
+            .parse()
+            .map_err(|_| line_error(line, format!("unit `{}` is not a whole number", excerpt(unit_field))))?;
         // NetDissect-Lite numbers units from 1.
         let unit = if format == Format::NetDissectTally { raw_unit - 1 } else { raw_unit };
         let channels = target.layers[&layer];
@@ -247,9 +275,10 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
         let score = match score_field {
             None | Some("") => None,
             Some(s) => {
-                let v: f64 = s.parse().map_err(|_| line_error(line, format!("score `{s}` is not a number")))?;
+                let v: f64 =
+                    s.parse().map_err(|_| line_error(line, format!("score `{}` is not a number", excerpt(s))))?;
                 if !v.is_finite() {
-                    return Err(line_error(line, format!("score `{s}` is not a finite number")));
+                    return Err(line_error(line, format!("score `{}` is not a finite number", excerpt(s))));
                 }
                 Some(v)
             }
@@ -265,6 +294,7 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             if text.is_empty() {
                 return Err(line_error(line, format!("label {} is empty", i + 1)));
             }
+            check_label_length(text).map_err(|e| line_error(line, format!("label {}: {e}", i + 1)))?;
             rows.push(LabelRow {
                 layer: layer.clone(),
                 unit: unit as u32,
@@ -302,6 +332,20 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn long_labels_and_long_headers_are_refused_with_a_bounded_message() {
+        let long = "x".repeat(MAX_LABEL_CHARS + 1);
+        let file = format!("layer,unit,description\nconv1,0,red\nconv1,1,{long}\n");
+        let e = parse_with(file.as_bytes(), None, &[]).unwrap_err().to_string();
+        assert!(e.contains("line 3: label 1: a label is 501 characters long; at most 500"), "{e}");
+        assert!(e.len() < 200, "the message does not quote the label: {} bytes", e.len());
+        let fits = format!("layer,unit,description\nconv1,0,{}\n", "y".repeat(MAX_LABEL_CHARS));
+        assert!(parse_with(fits.as_bytes(), None, &[]).is_ok());
+        let header = format!("{}\n1\n", "h".repeat(100_000));
+        let e = parse_with(header.as_bytes(), None, &[]).unwrap_err().to_string();
+        assert!(e.contains("unrecognised header `hhh") && e.contains("…`") && e.len() < 1_000, "{} bytes", e.len());
     }
 
     #[test]
@@ -399,6 +443,7 @@ mod tests {
             (b"layer,unit,description\nconv1,0,red\nconv1,0,blue\n", "line 3: unit 0 of layer `conv1` appears twice"),
             (b"layer,unit,description\nconv1,0,r\xffd\n", "line 2: not valid UTF-8"),
             (b"unit,category,label,score\n0,object,dog,0.1\n", "unit 0 (1-based) is outside layer `layer4`"),
+            (b"header\x07with,a bell\n", "unrecognised header `header\\u{7}with,a bell`"),
         ];
         for (bytes, expected) in cases {
             let err = parse_with(bytes, Some("layer4"), &[]).map(|p| format!("{p:?}")).unwrap_err().to_string();

@@ -19,6 +19,11 @@ pub struct ImportRecord<'a> {
 
 /// Stores `parsed` and returns the import's id. Nothing is written if any row fails.
 pub async fn store_import(db: &SqlitePool, rec: ImportRecord<'_>, parsed: &ParsedFile) -> anyhow::Result<i64> {
+    // Every writer of imported labels (files, native CLIP-Dissect) is bounded alike.
+    for r in &parsed.rows {
+        super::import::check_label_length(&r.text)
+            .map_err(|e| anyhow::anyhow!("unit {} of layer `{}`: {e}", r.unit, r.layer))?;
+    }
     let mut tx = db.begin().await?;
     let import_id: i64 = sqlx::query_scalar(
         "INSERT INTO label_imports (model_id, method, source_name, format, file_name, file_sha256,
