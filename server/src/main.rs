@@ -172,6 +172,10 @@ enum Command {
         /// Distinguishes several sources of one method (e.g. two MILAN checkpoints).
         #[arg(long, default_value = "")]
         source: String,
+        /// Leave out the rows of layers the model does not have (reported per layer with row
+        /// counts) instead of refusing the file, e.g. `conv1` of the public ResNet-50 files.
+        #[arg(long)]
+        skip_unknown_layers: bool,
     },
 }
 
@@ -261,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let partition = dissect::partition::Partition::of_set(&set, 0, builtin::BUILTIN_HELDOUT_FRACTION);
             cli::crops(&loaded, &set, &partition, &layer, unit, summary, &activation_dir(&config))
         }
-        Command::ImportLabels { model, file, method, layer, map, source } => {
+        Command::ImportLabels { model, file, method, layer, map, source, skip_unknown_layers } => {
             let method = method
                 .map(|m| {
                     labels::import::Method::parse(&m).with_context(|| {
@@ -281,12 +285,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             runtime()?.block_on(async {
                 let db = db::open(&config.database_path()).await?;
-                let s = labels::import_file(&db, &model, &name, &bytes, method, &source, layer.as_deref(), &mapping)
-                    .await?;
+                let options = labels::ImportOptions {
+                    method,
+                    source_name: &source,
+                    layer: layer.as_deref(),
+                    layer_mapping: mapping,
+                    skip_unknown_layers,
+                };
+                let s = labels::import_file(&db, &model, &name, &bytes, &options).await?;
                 println!(
                     "imported {} labels for {} neurons of {model} from {name} ({} format, method {}, import #{})",
                     s.labels, s.neurons, s.format, s.method, s.import_id
                 );
+                if !s.skipped_layers.is_empty() {
+                    println!(
+                        "left out rows of layers {model} does not have: {}",
+                        labels::import::describe_skipped(&s.skipped_layers)
+                    );
+                }
                 anyhow::Ok(())
             })
         }

@@ -241,7 +241,6 @@ mod tests {
     use crate::study_http::tests::{site, SECRET};
     use axum::http::Request as HttpRequest;
     use axum::Router;
-    use std::collections::BTreeMap;
     use study::fixture;
     use tower::ServiceExt;
 
@@ -330,18 +329,8 @@ mod tests {
             page(&s.app, uri, "miss").await;
         }
         let csv = "layer,unit,description\nblock3,1,freshly imported stripes\n";
-        studio::labels::import_file(
-            &s.db,
-            fixture::MODEL,
-            "milan.csv",
-            csv.as_bytes(),
-            None,
-            "",
-            None,
-            &BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+        let options = studio::labels::ImportOptions::default();
+        studio::labels::import_file(&s.db, fixture::MODEL, "milan.csv", csv.as_bytes(), &options).await.unwrap();
         for uri in PAGES {
             page(&s.app, uri, "miss").await;
         }

@@ -180,7 +180,7 @@ pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyh
                 })
                 .collect();
             let csv = to_csv(&rows);
-            let parsed = ParsedFile { format: Format::ClipDissect, rows };
+            let parsed = ParsedFile { format: Format::ClipDissect, rows, skipped_layers: BTreeMap::new() };
             let mapping = BTreeMap::new();
             let record = ImportRecord {
                 model_id,

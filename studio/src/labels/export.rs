@@ -191,7 +191,12 @@ mod tests {
         ];
         let layers: HashMap<String, usize> = [("layer4".to_string(), 8)].into();
         let mapping = BTreeMap::new();
-        let target = ImportTarget { layers: &layers, layer_mapping: &mapping, layer: Some("layer4") };
+        let target = ImportTarget {
+            layers: &layers,
+            layer_mapping: &mapping,
+            layer: Some("layer4"),
+            skip_unknown_layers: false,
+        };
         for format in [Format::ClipDissect, Format::Milan, Format::NetDissectTally, Format::DndTop3, Format::Dnd] {
             let bytes = to_csv(&labels, format).unwrap();
             let parsed = parse(&bytes, &target).unwrap_or_else(|e| panic!("{format:?}: {e}"));

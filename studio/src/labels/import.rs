@@ -113,6 +113,9 @@ pub struct LabelRow {
 pub struct ParsedFile {
     pub format: Format,
     pub rows: Vec<LabelRow>,
+    /// Rows left out per file layer that is not a layer of the model (only with
+    /// [`ImportTarget::skip_unknown_layers`]; reported, never silent).
+    pub skipped_layers: BTreeMap<String, usize>,
 }
 
 /// What the importer needs to know about the model the labels are for.
@@ -123,6 +126,10 @@ pub struct ImportTarget<'a> {
     pub layer_mapping: &'a BTreeMap<String, String>,
     /// The model layer for formats without a layer column (NetDissect tally, DnD CSVs).
     pub layer: Option<&'a str>,
+    /// Leave out the rows of file layers the model does not have (and are not mapped), instead
+    /// of refusing the file: e.g. the public ResNet-50 files' `conv1` for an exported model
+    /// without it.
+    pub skip_unknown_layers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -139,6 +146,8 @@ pub enum ImportError {
     UnknownTargetLayer(String, String),
     #[error("the file has a header but no label rows")]
     NoRows,
+    #[error("no row is of a layer of this model (left out: {0})")]
+    OnlyUnknownLayers(String),
 }
 
 /// The longest label any method may store, in characters: MILAN's sentences and CLIP-Dissect's
@@ -156,6 +165,11 @@ fn excerpt(input: &str) -> String {
         shown.push('…');
     }
     shown
+}
+
+/// "`conv1` (64 rows), `fc` (1000 rows)": what [`ImportTarget::skip_unknown_layers`] left out.
+pub fn describe_skipped(skipped: &BTreeMap<String, usize>) -> String {
+    skipped.iter().map(|(l, n)| format!("`{}` ({n} rows)", excerpt(l))).collect::<Vec<_>>().join(", ")
 }
 
 /// Refuses a label longer than [`MAX_LABEL_CHARS`], saying which and how long.
@@ -210,6 +224,7 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
     };
 
     let mut rows = Vec::new();
+    let mut skipped_layers = BTreeMap::new();
     let mut seen = HashSet::new();
     for record in records {
         let record = record.map_err(|e| {
@@ -239,18 +254,36 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
                 if name.is_empty() {
                     return Err(line_error(line, "empty layer name"));
                 }
-                let mapped = target.layer_mapping.get(name).map(String::as_str).unwrap_or(name);
-                if !target.layers.contains_key(mapped) {
-                    return Err(line_error(
-                        line,
-                        format!(
-                            "layer `{}` is not a layer of this model (valid: {}); map it to one of them",
-                            excerpt(name),
-                            valid_layers(target.layers)
-                        ),
-                    ));
+                match target.layer_mapping.get(name) {
+                    Some(mapped) if target.layers.contains_key(mapped.as_str()) => mapped.clone(),
+                    Some(mapped) => {
+                        return Err(line_error(
+                            line,
+                            format!(
+                                "layer `{}` is mapped to `{}`, which is not a layer of this model (valid: {})",
+                                excerpt(name),
+                                excerpt(mapped),
+                                valid_layers(target.layers)
+                            ),
+                        ))
+                    }
+                    None if target.layers.contains_key(name) => name.to_string(),
+                    None if target.skip_unknown_layers => {
+                        *skipped_layers.entry(name.to_string()).or_default() += 1;
+                        continue;
+                    }
+                    None => {
+                        return Err(line_error(
+                            line,
+                            format!(
+                                "layer `{}` is not a layer of this model (valid: {}); map it to one of them, or \
+                                 skip the rows of layers the model lacks",
+                                excerpt(name),
+                                valid_layers(target.layers)
+                            ),
+                        ))
+                    }
                 }
-                mapped.to_string()
             }
             (None, Some(l)) => l.clone(),
             (None, None) => unreachable!("formats without a layer column have a fixed layer"),
@@ -305,10 +338,13 @@ pub fn parse(bytes: &[u8], target: &ImportTarget) -> Result<ParsedFile, ImportEr
             });
         }
     }
+    if rows.is_empty() && !skipped_layers.is_empty() {
+        return Err(ImportError::OnlyUnknownLayers(describe_skipped(&skipped_layers)));
+    }
     if rows.is_empty() {
         return Err(ImportError::NoRows);
     }
-    Ok(ParsedFile { format, rows })
+    Ok(ParsedFile { format, rows, skipped_layers })
 }
 
 #[cfg(test)]
@@ -327,7 +363,7 @@ mod tests {
     fn parse_with(bytes: &[u8], layer: Option<&str>, mapping: &[(&str, &str)]) -> Result<ParsedFile, ImportError> {
         let layers = resnet50_layers();
         let mapping: BTreeMap<String, String> = mapping.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        parse(bytes, &ImportTarget { layers: &layers, layer_mapping: &mapping, layer })
+        parse(bytes, &ImportTarget { layers: &layers, layer_mapping: &mapping, layer, skip_unknown_layers: false })
     }
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -384,6 +420,43 @@ mod tests {
         // Without a layer it asks for one, naming the choices.
         let e = parse_with(&fixture("sample_resnet50_imagenet_layer4.csv"), None, &[]).unwrap_err();
         assert!(e.to_string().contains("layer4"), "{e}");
+    }
+
+    /// The public ResNet-50 file has `conv1` rows; a model exported without `conv1` takes the
+    /// rest when asked to skip, with the left-out rows counted, and a mapping onto a layer the
+    /// model lacks names that layer.
+    #[test]
+    fn rows_of_layers_the_model_lacks_are_skipped_only_when_asked_and_counted() {
+        let mut layers = resnet50_layers();
+        layers.remove("conv1");
+        // The public sample (conv1 rows only), with two rows of a layer the model has.
+        let mut bytes = fixture("sample_resnet50_imagenet_broden.csv");
+        bytes.extend_from_slice(b"layer4,0,dog,0.3\nlayer4,1,cat,0.2\n");
+        let no_mapping = BTreeMap::new();
+        let read = |skip: bool, mapping: &BTreeMap<String, String>| {
+            let target =
+                ImportTarget { layers: &layers, layer_mapping: mapping, layer: None, skip_unknown_layers: skip };
+            parse(&bytes, &target)
+        };
+        let e = read(false, &no_mapping).unwrap_err().to_string();
+        assert!(e.contains("layer `conv1` is not a layer") && e.contains("skip the rows"), "{e}");
+        let all = parse_with(&bytes, None, &[]).unwrap();
+        let kept = read(true, &no_mapping).unwrap();
+        let conv1 = all.rows.iter().filter(|r| r.layer == "conv1").count();
+        assert!(conv1 > 0 && kept.rows.len() == 2 && all.rows.len() == conv1 + 2, "{conv1} of {}", all.rows.len());
+        assert_eq!(kept.skipped_layers, BTreeMap::from([("conv1".to_string(), conv1)]));
+        assert!(kept.rows.iter().all(|r| r.layer != "conv1"));
+        assert_eq!(describe_skipped(&kept.skipped_layers), format!("`conv1` ({conv1} rows)"));
+
+        let bad_map = BTreeMap::from([("conv1".to_string(), "stem".to_string())]);
+        let e = read(true, &bad_map).unwrap_err().to_string();
+        assert!(e.contains("mapped to `stem`, which is not a layer of this model"), "{e}");
+
+        // The public sample alone has nothing this model takes.
+        let target =
+            ImportTarget { layers: &layers, layer_mapping: &no_mapping, layer: None, skip_unknown_layers: true };
+        let e = parse(&fixture("sample_resnet50_imagenet_broden.csv"), &target).unwrap_err().to_string();
+        assert!(e.contains(&format!("no row is of a layer of this model (left out: `conv1` ({conv1} rows))")), "{e}");
     }
 
     #[test]

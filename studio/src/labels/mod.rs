@@ -18,6 +18,23 @@ pub struct ImportSummary {
     pub method: &'static str,
     pub labels: usize,
     pub neurons: usize,
+    /// Rows left out per file layer the model lacks (with [`ImportOptions::skip_unknown_layers`]).
+    pub skipped_layers: BTreeMap<String, usize>,
+}
+
+/// How to read a label file.
+#[derive(Default)]
+pub struct ImportOptions<'a> {
+    /// Default: the one the file's format belongs to.
+    pub method: Option<Method>,
+    /// Tells several sources of one method apart (e.g. two MILAN checkpoints).
+    pub source_name: &'a str,
+    /// The model layer, for formats without a layer column.
+    pub layer: Option<&'a str>,
+    /// File layer name → model layer name.
+    pub layer_mapping: BTreeMap<String, String>,
+    /// Leave out (and report) rows of layers the model lacks instead of refusing the file.
+    pub skip_unknown_layers: bool,
 }
 
 /// Parses `bytes` against the model `model_slug` and stores the labels (all or nothing).
@@ -26,10 +43,7 @@ pub async fn import_file(
     model_slug: &str,
     file_name: &str,
     bytes: &[u8],
-    method: Option<Method>,
-    source_name: &str,
-    layer: Option<&str>,
-    layer_mapping: &BTreeMap<String, String>,
+    options: &ImportOptions<'_>,
 ) -> anyhow::Result<ImportSummary> {
     let model_id: i64 = sqlx::query_scalar("SELECT id FROM models WHERE slug = ?")
         .bind(model_slug)
@@ -44,9 +58,16 @@ pub async fn import_file(
             .into_iter()
             .map(|(n, c)| (n, c as usize))
             .collect();
-    let target = ImportTarget { layers: &layers, layer_mapping, layer };
+    let layer_mapping = &options.layer_mapping;
+    let target = ImportTarget {
+        layers: &layers,
+        layer_mapping,
+        layer: options.layer,
+        skip_unknown_layers: options.skip_unknown_layers,
+    };
     let parsed = import::parse(bytes, &target).with_context(|| format!("{file_name} was not imported"))?;
-    let method = method.unwrap_or(parsed.format.default_method());
+    let method = options.method.unwrap_or(parsed.format.default_method());
+    let source_name = options.source_name;
     let record = store::ImportRecord { model_id, method, source_name, file_name, file_bytes: bytes, layer_mapping };
     let import_id = store::store_import(db, record, &parsed).await?;
     let neurons = parsed.rows.iter().map(|r| (&r.layer, r.unit)).collect::<std::collections::HashSet<_>>().len();
@@ -56,5 +77,6 @@ pub async fn import_file(
         method: method.as_str(),
         labels: parsed.rows.len(),
         neurons,
+        skipped_layers: parsed.skipped_layers.clone(),
     })
 }

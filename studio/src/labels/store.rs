@@ -115,7 +115,7 @@ mod tests {
         .unwrap();
         let layers: HashMap<String, usize> = [("conv1".to_string(), 4)].into();
         let mapping = BTreeMap::new();
-        let target = ImportTarget { layers: &layers, layer_mapping: &mapping, layer: None };
+        let target = ImportTarget { layers: &layers, layer_mapping: &mapping, layer: None, skip_unknown_layers: false };
         let import = |bytes: &'static [u8]| {
             let db = db.clone();
             let parsed = parse(bytes, &target).unwrap();
