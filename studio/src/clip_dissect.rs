@@ -118,7 +118,7 @@ pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyh
         &loaded,
         &set,
         std::slice::from_ref(&args.layer),
-        &config.storage.data_dir.join("activations"),
+        &crate::dissection::activation_dir(config),
         args.batch,
         None,
         &mut engine::forward_steps(&mut *on_step),

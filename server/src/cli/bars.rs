@@ -113,24 +113,30 @@ fn human_duration(secs: f64) -> String {
     }
 }
 
-/// One [`StepProgress`] per step of a [`studio::engine::OnStep`] report: a new step ends the last.
+/// One [`StepProgress`] per step of a report: a new step ends the last.
 #[derive(Default)]
-struct StepBars {
+pub struct StepBars {
     current: Option<StepProgress>,
 }
 
 impl StepBars {
-    fn step(&mut self, step: &str, done: usize, total: usize) {
+    /// The progress of `step` (counting `unit`s), begun when the step is new.
+    pub fn enter(&mut self, step: &str, unit: &'static str) -> &mut StepProgress {
         if self.current.as_ref().is_none_or(|p| p.name() != step) {
             self.finish();
-            self.current = Some(StepProgress::new(step, "images"));
         }
-        if let Some(p) = &mut self.current {
-            p.set(done, total);
+        self.current.get_or_insert_with(|| StepProgress::new(step, unit))
+    }
+
+    /// Prints a line above the current bar (or as is, without one).
+    pub fn println(&self, line: &str) {
+        match &self.current {
+            Some(p) => p.println(line),
+            None => eprintln!("{line}"),
         }
     }
 
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if let Some(p) = self.current.take() {
             p.finish();
         }
@@ -140,7 +146,7 @@ impl StepBars {
 /// Runs `work` showing each step it reports; bars are gone before its result is shown.
 pub fn with_step_bars<T>(work: impl FnOnce(studio::engine::OnStep<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut bars = StepBars::default();
-    let result = work(&mut |step, done, total| bars.step(step, done, total));
+    let result = work(&mut |step, done, total| bars.enter(step, "images").set(done, total));
     bars.finish();
     result
 }

@@ -1,6 +1,6 @@
 //! `dnd dissect`: a dissection run with progress bars, then the labels and a timing summary.
 
-use super::bars::StepProgress;
+use super::bars::StepBars;
 use anyhow::Context;
 use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
 use studio::config::Config;
@@ -41,46 +41,35 @@ pub fn dissect(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
 /// The command line's view of a run: a recording's progress, then the neurons'; labels printed at the end.
 #[derive(Default)]
 struct CliObserver {
-    progress: Option<StepProgress>,
+    bars: StepBars,
+    failed: usize,
     lines: Vec<String>,
 }
 
 impl CliObserver {
     fn finish(&mut self) {
-        if let Some(p) = self.progress.take() {
-            p.finish();
-        }
+        self.bars.finish();
     }
 }
 
 impl RunObserver for CliObserver {
     fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
         let Some(total) = total else { return };
-        if self.progress.as_ref().is_none_or(|p| p.name() != stage) {
-            self.finish();
-            // "activations" (the recording's forward pass, in images), then "neurons".
-            let mut p = StepProgress::new(stage, if stage == "neurons" { "neurons" } else { "images" });
-            if stage == "neurons" {
-                p.set_message("0 failed".into());
-            }
-            self.progress = Some(p);
+        // "activations" (the recording's forward pass, in images), then "neurons".
+        let p = self.bars.enter(stage, if stage == "neurons" { "neurons" } else { "images" });
+        if stage == "neurons" {
+            p.set_message(format!("{} failed", self.failed));
         }
-        if let Some(p) = &mut self.progress {
-            p.set(done, total);
-        }
+        p.set(done, total);
     }
 
     fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress) {
-        if let Some(p) = &mut self.progress {
-            p.set_message(format!("{} failed", progress.failed));
-        }
+        // Shown with the next count, which the run reports right after.
+        self.failed = progress.failed;
         self.lines.push(describe_outcome(outcome));
     }
 
     fn note(&mut self, message: &str) {
-        match &self.progress {
-            Some(p) => p.println(message),
-            None => eprintln!("{message}"),
-        }
+        self.bars.println(message);
     }
 }

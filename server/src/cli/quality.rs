@@ -49,7 +49,7 @@ fn print_final_layer(report: &FinalLayerReport) {
         c.images
     );
     for m in &report.methods {
-        let name = if m.source.is_empty() { m.method.clone() } else { format!("{} ({})", m.method, m.source) };
+        let name = method_name(&m.method, &m.source);
         let covered = m.covered.map(|s| s.to_string()).unwrap_or_else(|| "no covered unit labelled".into());
         println!("  {name:<28} all {}   covered {covered}", m.all);
     }

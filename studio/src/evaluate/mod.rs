@@ -258,7 +258,7 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
     if let Some(c) = classifier.as_ref().filter(|c| !recorded.contains(c)) {
         recorded.push(c.clone());
     }
-    let cache = config.storage.data_dir.join("activations");
+    let cache = crate::dissection::activation_dir(config);
     let (_, recording) =
         engine::record(loaded, set, &recorded, &cache, 32, None, &mut engine::forward_steps(&mut *on_step))?;
     let layer_of = |name: &str| &recording.layers[recorded.iter().position(|l| l == name).expect("recorded")];
@@ -366,7 +366,7 @@ pub fn evaluate_final(
     on_step: OnStep<'_>,
 ) -> anyhow::Result<final_layer::FinalLayerReport> {
     let target = Target::open(config, model, probe)?;
-    let cache = config.storage.data_dir.join("activations");
+    let cache = crate::dissection::activation_dir(config);
     let (_, recording) = engine::record(
         &target.loaded,
         &target.set,

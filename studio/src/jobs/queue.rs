@@ -207,11 +207,11 @@ impl DissectPayload {
 /// Resolves a dissection request against what is registered (the edge where the form's names
 /// become ids and enums), naming whatever is wrong.
 pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDissection, JobError> {
-    let options = form_options(db).await?;
+    // What is registered is listed (form_options) only when a name does not resolve.
     let model_id: Option<i64> =
         sqlx::query_scalar("SELECT id FROM models WHERE slug = ?").bind(&r.model).fetch_optional(db).await?;
-    let model = options.models.iter().find(|m| m.slug == r.model);
-    let (Some(model_id), Some(model)) = (model_id, model) else {
+    let Some(model_id) = model_id else {
+        let options = form_options(db).await?;
         return Err(JobError::Invalid(format!(
             "unknown model `{}`; registered: {}",
             r.model,
@@ -224,11 +224,13 @@ pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDis
         .fetch_optional(db)
         .await?;
     let Some((layer_id, channels)) = layer else {
+        let options = form_options(db).await?;
+        let layers = options.models.iter().find(|m| m.slug == r.model).map(|m| m.layers.as_slice()).unwrap_or(&[]);
         return Err(JobError::Invalid(format!(
             "model `{}` has no layer `{}`; its layers: {}",
             r.model,
             r.layer,
-            names(model.layers.iter().map(|(l, _)| l.as_str()))
+            names(layers.iter().map(|(l, _)| l.as_str()))
         )));
     };
     let units = study::units::parse_units(&r.neurons, channels as usize, r.seed)
@@ -244,6 +246,7 @@ pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDis
         .fetch_optional(db)
         .await?;
     let Some(probe_set_id) = probe_set_id else {
+        let options = form_options(db).await?;
         return Err(JobError::Invalid(format!(
             "unknown probing set `{}`; ready: {}",
             r.probe_set,
