@@ -57,6 +57,37 @@ test('imported labels appear side by side on the neuron page', async () => {
   assert.match(grid, /1 of 1000 neurons/);
 });
 
+test('concept search lists the neurons whose labels of any method mean a concept', async () => {
+  // From the test above: unit 967 has DnD "espresso drinks" / "coffee cups" and CLIP-Dissect
+  // "coffee, cups and mugs"; unit 968 has CLIP-Dissect "cups".
+  const hitsOf = (html) => [...html.matchAll(/<li data-layer="([^"]+)" data-unit="(\d+)"/g)].map((m) => `${m[1]}/${m[2]}`);
+  const html = await (await fetch(`${BASE_URL}${MODEL}?concept=${encodeURIComponent('a cup of coffee')}`)).text();
+  assert.deepEqual(hitsOf(html).slice(0, 2), ['classifier/967', 'classifier/968']);
+  assert.match(html, /all-MiniLM-L6-v2 cosine over 4 labels of 2 neurons/);
+  const missing = await fetch(`${BASE_URL}/m/no-such-model?concept=dog`);
+  assert.equal(missing.status, 404);
+
+  // In the browser: type a concept, search, follow the best hit to its neuron page.
+  const b = await launch();
+  try {
+    const page = await b.context.newPage();
+    await page.goto(`${BASE_URL}${MODEL}`);
+    await waitForHydration(page);
+    await page.fill('input[name=concept]', 'mugs');
+    await page.click('form:has(input[name=concept]) button');
+    await page.waitForURL(/\?concept=mugs$/);
+    const first = page.locator('#concept-hits li').first();
+    await first.waitFor();
+    assert.equal(await first.getAttribute('data-unit'), '967');
+    assert.match(await first.textContent(), /CLIP-Dissect: coffee, cups and mugs/);
+    await first.locator('a.unit').click();
+    await page.waitForURL(/\/classifier\/967$/);
+    assert.deepEqual(b.errors.map(String), []);
+  } finally {
+    await b.close();
+  }
+});
+
 test('a malformed label file is refused with its line number and stores nothing', async () => {
   assert.throws(
     () => importLabels('layer,unit,description\nclassifier,5,ok\nclassifier,1000,too far\n', []),

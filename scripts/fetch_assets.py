@@ -18,6 +18,8 @@ Layout (DND_ASSETS, default $DND_STUDIO_CACHE/assets, default ~/.cache/dnd-studi
     probe/builtin/SOURCES.txt                package, version, sha256 and licence of every source
     text/all-MiniLM-L6-v2/, text/all-mpnet-base-v2/   sentence encoders as shipped: model.safetensors,
                                              tokenizer.json, config.json
+    labelled/fashion-mnist/<class>/*.png     a labelled set for `dnd quality --classes fashion-mnist`:
+                                             50 Fashion-MNIST test images per class, and SOURCE.txt
     .stamps/<step>.done                      JSON stamp: step version + the files the step made
 
 Downloads go to $DND_STUDIO_CACHE/downloads (pip download / apt-get download) and are kept.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import array
 import collections
+import gzip
 import hashlib
 import io
 import itertools
@@ -52,6 +55,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 # Bump when the output of a step changes; a changed stamp makes that step run again.
@@ -144,6 +148,11 @@ DEBIAN = {
         file="darknet_0.0.0+git20180914.61c9d02e-2+b4_amd64.deb",
         sha256="9ca14d36112d242a782bfed4104fa5adcd2ae8bc599ab610f42eb609ee125a01",
         licence="GPL-3.0+ or MIT or WTFPL (per debian/copyright; upstream: public domain)"),
+    "dataset-fashion-mnist": dict(
+        version="0.0~git20200523.55506a9-1",
+        file="dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
+        sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+        licence="MIT (Expat; (c) 2017 Zalando SE, per debian/copyright)"),
 }
 
 # The .pth inside each weights wheel, and its sha256 (lite0: ASSETS.md; lite2: computed here,
@@ -815,6 +824,69 @@ def step_deb_images(ctx: Ctx, pkg: str, base: str, wanted: dict[str, str], cat: 
     return f"{pkg}: {len(images)} images"
 
 
+# A labelled image set for `dnd quality --classes fashion-mnist` (neurons as classifiers): the
+# first FMNIST_PER_CLASS test images of each Fashion-MNIST class, one folder per class named by
+# its class text, as 28x28 grayscale PNGs.
+LABELLED = Path("labelled")
+FMNIST_DIR = "usr/share/datasets/fashion-mnist/"
+FMNIST_CLASSES = ["t-shirt", "trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                  "bag", "ankle boot"]
+FMNIST_PER_CLASS = 50
+
+
+def png_gray(width: int, height: int, pixels: bytes) -> bytes:
+    """An 8-bit grayscale PNG of `pixels` (row-major), no filtering."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + pixels[y * width:(y + 1) * width] for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def step_fashion_mnist(ctx: Ctx) -> str | None:
+    pkg, d = "dataset-fashion-mnist", DEBIAN["dataset-fashion-mnist"]
+    version = f"{pkg}={d['version']} sha256={d['sha256']} per_class={FMNIST_PER_CLASS} v{SCRIPT_VERSION}"
+    if ctx.stamp_ok("labelled-fashion-mnist", version):
+        return None
+    names = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    files = deb_members(ctx.debian(pkg), lambda p: p.startswith(FMNIST_DIR) and p[len(FMNIST_DIR):] in names)
+    try:
+        images = gzip.decompress(files[FMNIST_DIR + names[0]])
+        labels = gzip.decompress(files[FMNIST_DIR + names[1]])
+    except (KeyError, OSError) as e:
+        raise Fail(f"{pkg} {d['version']}: cannot read the test images and labels ({e})")
+    magic, count, rows, cols = struct.unpack(">IIII", images[:16])
+    lmagic, lcount = struct.unpack(">II", labels[:8])
+    if (magic, lmagic, count, rows, cols) != (2051, 2049, lcount, 28, 28) or len(images) != 16 + count * 784:
+        raise Fail(f"{pkg}: unexpected IDX headers (images {magic}/{count}x{rows}x{cols}, labels {lmagic}/{lcount})")
+    out = ctx.assets / LABELLED / "fashion-mnist"
+    staging = Path(tempfile.mkdtemp(prefix=".staging-fashion-mnist-", dir=ctx.assets))
+    written, taken = [], collections.Counter()
+    try:
+        for i in range(count):
+            c = FMNIST_CLASSES[labels[8 + i]]
+            if taken[c] >= FMNIST_PER_CLASS:
+                continue
+            taken[c] += 1
+            (staging / c).mkdir(exist_ok=True)
+            name = f"t10k-{i:05}.png"
+            (staging / c / name).write_bytes(png_gray(28, 28, images[16 + i * 784:16 + (i + 1) * 784]))
+            written.append(str(LABELLED / "fashion-mnist" / c / name))
+        if sorted(taken.values()) != [FMNIST_PER_CLASS] * len(FMNIST_CLASSES):
+            raise Fail(f"{pkg}: fewer than {FMNIST_PER_CLASS} test images in some class ({dict(taken)})")
+        (staging / "SOURCE.txt").write_text(
+            f"Fashion-MNIST, the first {FMNIST_PER_CLASS} test images (t10k) of each class, one folder per class.\n"
+            f"From Debian {pkg} {d['version']} ({d['file']}, sha256 {d['sha256']}).\n"
+            f"Licence: {d['licence']}.\n", encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ctx.stamp_write("labelled-fashion-mnist", version, written)
+    return f"{pkg}: {len(written)} labelled images in {len(FMNIST_CLASSES)} classes ({out})"
+
+
 def sources_txt(tux_counts: dict[str, int]) -> str:
     lines = ["# Sources of the built-in probing images (prepared by scripts/fetch_assets.py).",
              "# category (images)\tpackage\tversion\tfile\tsha256\tlicence"]
@@ -1063,6 +1135,7 @@ def main() -> int:
             lambda: step_llm(ctx, "qwen2.5-coder-0.5b-instruct-q4_k_m"),
             lambda: step_llm(ctx, "smollm2-135m-instruct-q4_1"),
             lambda: step_sources(ctx),
+            lambda: step_fashion_mnist(ctx),
             lambda: step_text_encoder(ctx, "all-MiniLM-L6-v2"),
             lambda: step_text_encoder(ctx, "all-mpnet-base-v2"),
         ]

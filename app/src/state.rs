@@ -15,6 +15,8 @@ pub struct ServerContext {
     pub submissions: study::submit::SubmissionQueue,
     /// Wakes the job runner and the job queue's live views when jobs change.
     pub jobs: JobSignals,
+    /// Concept search over every method's labels (loads its text encoder on first use).
+    pub concepts: Arc<studio::concept_search::ConceptSearcher>,
 }
 
 impl std::fmt::Debug for ServerContext {

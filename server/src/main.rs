@@ -142,8 +142,9 @@ enum Command {
         /// Layer to measure (repeatable; default: every layer with labels).
         #[arg(long = "layer")]
         layers: Vec<String>,
-        /// A labelled image folder, one sub-folder per class, for the AUROC (default: the
-        /// probing set's evaluation images, one class per folder).
+        /// A labelled image folder, one sub-folder per class, for the AUROC, or `fashion-mnist`
+        /// for the labelled set that set-up installs (default: the probing set's evaluation
+        /// images, one class per folder).
         #[arg(long)]
         classes: Option<PathBuf>,
         /// How many classifier neurons to show side by side.
@@ -329,6 +330,7 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
         }),
         submissions: study::submit::SubmissionQueue::start(db),
         jobs: Default::default(),
+        concepts: Default::default(),
     })
 }
 

@@ -149,6 +149,7 @@ pub(crate) mod tests {
             admin_secret: SECRET.into(),
             top_images: Arc::new(images),
             submissions: study::submit::SubmissionQueue::start(db.clone()),
+            concepts: Default::default(),
         };
         Site { app: crate::http::router(&config, ctx), db, dir, study_id, raters }
     }

@@ -4,7 +4,8 @@
 //! the front ends (`server`: HTTP and the command line; `app`: pages) know nothing of the engine.
 //! This crate sits between them and owns the product's state: configuration, the SQLite database
 //! and its migrations, the registry of models, probing sets and layers, dissection runs and their
-//! store, labels (import, export, the current label), label evaluation and native CLIP-Dissect.
+//! store, labels (import, export, the current label, concept search), label evaluation and native
+//! CLIP-Dissect.
 //! It prints nothing: long work reports progress through callbacks ([`engine::OnStep`],
 //! [`dissection::RunObserver`]) and answers reports for a front end to show.
 //!
@@ -16,6 +17,8 @@ pub mod builtin;
 #[cfg(feature = "service")]
 pub mod clip_dissect;
 #[cfg(feature = "service")]
+pub mod concept_search;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "service")]
 pub mod db;
@@ -25,6 +28,8 @@ pub mod dissection;
 pub mod engine;
 #[cfg(feature = "service")]
 pub mod evaluate;
+#[cfg(feature = "service")]
+pub mod gallery;
 pub mod jobs;
 #[cfg(feature = "service")]
 pub mod labels;

@@ -33,3 +33,19 @@ impl TargetModel for FakeModel {
         unreachable!("registration never runs the model")
     }
 }
+
+/// Registers `model` under the slug `m` (weights: a stand-in file in `dir`); answers its id.
+pub async fn register_fake_model(db: &SqlitePool, dir: &std::path::Path, model: &FakeModel) -> i64 {
+    let weights = dir.join("w.bin");
+    std::fs::write(&weights, b"w").unwrap();
+    let spec = crate::registry::ModelSpec {
+        slug: "m",
+        name: "M",
+        description: "",
+        builtin_key: None,
+        weights_path: &weights,
+        dataset: None,
+        model,
+    };
+    crate::registry::register_model(db, spec).await.unwrap()
+}

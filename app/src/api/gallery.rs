@@ -137,9 +137,8 @@ pub fn method_title(method: &str) -> &'static str {
 }
 
 #[cfg(feature = "ssr")]
-mod queries {
+pub(crate) mod queries {
     use super::*;
-    use crate::api::run_details::queries::crop_of;
     use crate::api::{db_error, LayerSummary};
     use sqlx::sqlite::SqliteRow;
     use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -176,6 +175,10 @@ mod queries {
                 width: r.get("width"),
             },
         }))
+    }
+
+    pub(crate) fn image_ref(t: studio::gallery::TopImage) -> crate::api::ImageRef {
+        crate::api::ImageRef { sha256: t.sha256, crop: t.crop }
     }
 
     fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
@@ -278,33 +281,19 @@ mod queries {
             labels_of.entry(r.get("neuron_id")).or_default().push(label_from_row(&r));
         }
         // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
-        let thumbs = sqlx::query(
-            "WITH latest AS (
-                 SELECT rn.neuron_id, MAX(rn.run_id) AS run_id FROM run_neurons rn
-                 JOIN dissection_runs r ON r.id = rn.run_id
-                 WHERE rn.neuron_id IN (SELECT value FROM json_each(?)) AND rn.status = 'done' AND r.method = 'dnd'
-                 GROUP BY rn.neuron_id)
-             SELECT l.neuron_id, i.sha256, t.crop_x0, t.crop_y0, t.crop_x1, t.crop_y1
-             FROM latest l
-             JOIN run_neurons rn ON rn.neuron_id = l.neuron_id AND rn.run_id = l.run_id
-             JOIN top_images t ON t.run_neuron_id = rn.id AND t.rank = 1
-             JOIN images i ON i.id = t.image_id",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        let mut thumb_of: HashMap<i64, crate::api::ImageRef> = thumbs
-            .iter()
-            .map(|r| (r.get::<i64, _>("neuron_id"), crate::api::ImageRef { sha256: r.get("sha256"), crop: crop_of(r) }))
-            .collect();
+        let mut thumb_of = studio::gallery::rank1_top_images(db, &ids).await.map_err(db_error)?;
         let neurons = rows
             .iter()
             .map(|r| {
                 let id: i64 = r.get("id");
                 let mut labels = labels_of.remove(&id).unwrap_or_default();
                 labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
-                NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) }
+                NeuronRow {
+                    unit: r.get("unit"),
+                    class_name: r.get("class_name"),
+                    labels,
+                    thumb: thumb_of.remove(&id).map(image_ref),
+                }
             })
             .collect();
         // Each method's sources with a current label in this layer, walked along the

@@ -5,11 +5,13 @@ mod catalog;
 mod gallery;
 pub mod jobs;
 mod run_details;
+mod search;
 pub mod study;
 
 pub use catalog::*;
 pub use gallery::*;
 pub use run_details::*;
+pub use search::*;
 
 /// Logs a database failure on the server and turns it into a server-function error.
 #[cfg(feature = "ssr")]

@@ -1,15 +1,28 @@
-//! `/m/{model}`: one model and its dissectable layers.
+//! `/m/{model}`: one model, its dissectable layers, and concept search over its labels
+//! (`?concept=`, so a search can be linked).
 
-use crate::api::get_model;
+use crate::api::{get_model, method_title, search_concepts, ConceptSearchView};
 use crate::components::ErrorNote;
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 #[component]
 pub fn ModelPage() -> impl IntoView {
     let params = use_params_map();
+    let query = use_query_map();
     let slug = move || params.read().get("model").unwrap_or_default();
+    let concept = move || query.read().get("concept").map(|c| c.trim().to_string()).unwrap_or_default();
     let detail = Resource::new(slug, get_model);
+    let search = Resource::new(
+        move || (slug(), concept()),
+        |(slug, concept)| async move {
+            if concept.is_empty() {
+                Ok(None)
+            } else {
+                search_concepts(slug, concept).await
+            }
+        },
+    );
 
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -21,6 +34,21 @@ pub fn ModelPage() -> impl IntoView {
                         view! {
                             <h1>{d.model.name.clone()}</h1>
                             <p>{d.model.description.clone()}</p>
+                            <form class="toolbar" method="get" action=format!("/m/{}", d.model.slug)>
+                                <label>"Find neurons for a concept "
+                                    <input type="search" name="concept" value=concept() placeholder="e.g. dog, stripes, wheels" maxlength="200" />
+                                </label>
+                                <button type="submit">"Search labels"</button>
+                            </form>
+                            {
+                                let slug = d.model.slug.clone();
+                                let concept = concept();
+                                match search.await {
+                                    Err(e) => view! { <ErrorNote message=e.to_string() /> }.into_any(),
+                                    Ok(Some(found)) if !concept.is_empty() => view! { <ConceptHits slug concept found /> }.into_any(),
+                                    Ok(_) => ().into_any(),
+                                }
+                            }
                             <table class="layers">
                                 <thead>
                                     <tr><th>"Layer"</th><th>"Kind"</th><th>"Units"</th><th>"Map size"</th></tr>
@@ -53,4 +81,55 @@ pub fn ModelPage() -> impl IntoView {
             })}
         </Suspense>
     }
+}
+
+/// The neurons a concept search found, closest label first.
+#[component]
+fn ConceptHits(slug: String, concept: String, found: ConceptSearchView) -> impl IntoView {
+    let summary = format!(
+        "{} neurons whose labels are closest to “{concept}” ({} cosine over {} labels of {} neurons, every method and rank)",
+        found.hits.len(),
+        found.encoder,
+        found.labels_searched,
+        found.neurons_searched
+    );
+    if found.labels_searched == 0 {
+        return view! {
+            <p class="empty" id="concept-hits">"No labels in this model yet: run a dissection or import another method's labels, then search."</p>
+        }
+        .into_any();
+    }
+    view! {
+        <section id="concept-hits">
+            <p class="meta">{summary}</p>
+            <ol class="concept-hits">
+                {found.hits.into_iter().map(|h| {
+                    let href = format!("/m/{slug}/{}/{}", h.layer, h.unit);
+                    let mut method = method_title(&h.label.method).to_string();
+                    if !h.label.source.is_empty() {
+                        method += &format!(" ({})", h.label.source);
+                    }
+                    if h.label.rank > 1 {
+                        method += &format!(", label {}", h.label.rank);
+                    }
+                    view! {
+                        <li data-layer=h.layer.clone() data-unit=h.unit>
+                            {h.thumb.map(|t| view! {
+                                <a href=href.clone() class="thumb" tabindex="-1">
+                                    <img src=t.url(Some(96)) alt="" loading="lazy" title="top image of the latest DnD run" />
+                                </a>
+                            })}
+                            <a href=href class="unit">{format!("{} · unit {}", h.layer, h.unit)}</a>
+                            {h.class_name.map(|c| view! { <span class="class-name" title="ground-truth class">{c}</span> })}
+                            <span class="label" data-method=h.label.method.clone()>
+                                <span class="method">{method}</span> ": " {h.label.text}
+                            </span>
+                            <span class="cosine" title="cosine similarity to the search text">{format!("{:.3}", h.cosine)}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+        </section>
+    }
+    .into_any()
 }

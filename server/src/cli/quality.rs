@@ -2,7 +2,7 @@
 
 use super::bars::with_step_bars;
 use studio::config::Config;
-use studio::evaluate::final_layer::{FinalLayerReport, COVERED_MIN_IMAGES};
+use studio::evaluate::final_layer::{FinalLayerReport, Scores, COVERED_MIN_IMAGES};
 use studio::evaluate::stats::MeanSem;
 use studio::evaluate::{self, QualityArgs, QualityReport};
 
@@ -48,12 +48,23 @@ fn print_final_layer(report: &FinalLayerReport) {
         c.units,
         c.images
     );
+    let line = |encoder: &str, s: &Scores| {
+        let covered = s.covered.map(|s| s.to_string()).unwrap_or_else(|| "no covered unit labelled".into());
+        format!("{encoder} all {}   covered {covered}", s.all)
+    };
     for m in &report.methods {
         let name = method_name(&m.method, &m.source);
-        let covered = m.covered.map(|s| s.to_string()).unwrap_or_else(|| "no covered unit labelled".into());
-        println!("  {name:<28} all {}   covered {covered}", m.all);
+        println!("  {name:<28} {}", line("mpnet", &m.mpnet));
+        if let Some(clip) = &m.clip {
+            println!("  {:<28} {}", "", line("CLIP ", clip));
+        }
     }
-    println!("  (paper, ResNet-50 fc with mpnet: DnD 0.4588, MILAN 0.2788, CLIP-Dissect 0.5239)");
+    if let Some(clip) = &report.clip_encoder {
+        println!("  CLIP: cosine under {clip}");
+    }
+    println!(
+        "  (paper, ResNet-50 fc, mpnet / CLIP ViT-B/16: DnD 0.4588 / 0.7598, MILAN 0.2788 / 0.7080, CLIP-Dissect 0.5239 / 0.7900)"
+    );
     if !report.examples.is_empty() {
         println!("  examples:");
     }

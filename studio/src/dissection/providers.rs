@@ -97,16 +97,9 @@ pub fn build_providers(
     };
     // CLIP's text encoder where CLIP is configured (the paper's choice for the top-3 and its
     // 0.81 threshold); else the embedded sentence encoder with its calibrated threshold.
-    let text: Arc<dyn TextEncoder> = match (&services.clip_torchscript, &services.clip_tokenizer) {
-        (Some(clip), Some(tokenizer)) => {
-            Arc::new(ClipTextEncoder::load(clip, tokenizer, tch::Device::Cpu).with_context(|| {
-                format!(
-                    "loading the CLIP text encoder {} (config keys services.clip_torchscript, services.clip_tokenizer)",
-                    clip.display()
-                )
-            })?)
-        }
-        _ => Arc::new(
+    let text: Arc<dyn TextEncoder> = match clip_text_encoder(services)? {
+        Some(clip) => Arc::new(clip),
+        None => Arc::new(
             SentenceEncoder::load_default(TextModel::MiniLmL6V2)
                 .context("loading the all-MiniLM-L6-v2 text encoder")?,
         ),
@@ -124,4 +117,19 @@ pub fn build_providers(
         images_source(&services.images, &cache)?
     };
     Ok(Providers { captioner, llm, concept_images, image_encoder, text_encoder: text })
+}
+
+/// CLIP's text encoder, when CLIP is configured (`services.clip_torchscript` and
+/// `services.clip_tokenizer`); `None` otherwise.
+pub fn clip_text_encoder(services: &ServicesSection) -> anyhow::Result<Option<ClipTextEncoder>> {
+    let (Some(clip), Some(tokenizer)) = (&services.clip_torchscript, &services.clip_tokenizer) else {
+        return Ok(None);
+    };
+    let encoder = ClipTextEncoder::load(clip, tokenizer, tch::Device::Cpu).with_context(|| {
+        format!(
+            "loading the CLIP text encoder {} (config keys services.clip_torchscript, services.clip_tokenizer)",
+            clip.display()
+        )
+    })?;
+    Ok(Some(encoder))
 }

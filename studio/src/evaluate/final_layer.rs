@@ -1,11 +1,13 @@
 //! Final-layer evaluation (the paper's Table 2 metric): for classifier units, whose ground truth
 //! is their class, the mean cosine between each method's rank-1 label and the class's full
-//! synonym line ("tabby, tabby cat") under all-mpnet-base-v2. Reads the current labels from the
+//! synonym line ("tabby, tabby cat") under all-mpnet-base-v2, and under CLIP's text encoder when
+//! CLIP is configured (the paper reports both). Reads the current labels from the
 //! database, so it compares every method that has labelled the layer (DnD runs and imported
 //! labels alike), over all labelled units and over the *covered* ones: units whose class the
 //! probing set shows at all ([`covered_classes`]), the only ones any method can describe.
 
 use super::stats::MeanSem;
+use dissect::concepts::TextEncoder;
 use dissect::crops::Summary;
 use dissect::record::ActivationSummaries;
 use dissect::text_encoder::SentenceEncoder;
@@ -22,6 +24,16 @@ pub const COVERED_MIN_IMAGES: usize = 3;
 pub struct MethodScore {
     pub method: String,
     pub source: String,
+    /// Under all-mpnet-base-v2.
+    #[serde(flatten)]
+    pub mpnet: Scores,
+    /// Under CLIP's text encoder, when CLIP is configured.
+    pub clip: Option<Scores>,
+}
+
+/// Mean cosines of one method under one encoder.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
     /// Over every labelled unit.
     pub all: MeanSem,
     /// Over the labelled units whose class is covered; `None` when none is.
@@ -52,6 +64,8 @@ pub struct FinalLayerReport {
     pub model: String,
     pub layer: String,
     pub encoder: String,
+    /// The CLIP text encoder's name, when the report has CLIP scores too.
+    pub clip_encoder: Option<String>,
     pub coverage: Coverage,
     pub methods: Vec<MethodScore>,
     pub examples: Vec<Example>,
@@ -73,10 +87,12 @@ pub fn covered_classes(classifier: &ActivationSummaries, rows: &[usize]) -> Cove
     Coverage { classes, units: classifier.channels, images: rows.len() }
 }
 
-/// Evaluates every method with labels on `layer` of `model` (a classifier layer).
+/// Evaluates every method with labels on `layer` of `model` (a classifier layer), under mpnet
+/// and, when given, CLIP's text encoder.
 pub async fn final_layer(
     db: &SqlitePool,
     encoder: &SentenceEncoder,
+    clip: Option<&dyn TextEncoder>,
     model: &str,
     layer: &str,
     coverage: Coverage,
@@ -102,29 +118,31 @@ pub async fn final_layer(
     }
     let classes: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     let labels: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
-    let a = encoder.embed(&classes)?;
-    let b = encoder.embed(&labels)?;
-    let cosines: Vec<f64> = a.iter().zip(&b).map(|(x, y)| dissect::concepts::cosine(x, y) as f64).collect();
-
-    let mut by_method: BTreeMap<(String, String), (Vec<f64>, Vec<f64>)> = Default::default();
-    for (r, c) in rows.iter().zip(&cosines) {
-        let e = by_method.entry((r.2.clone(), r.3.clone())).or_default();
-        e.0.push(*c);
-        if coverage.classes.contains(&r.0) {
-            e.1.push(*c);
-        }
+    let cosines = |a: Vec<Vec<f32>>, b: Vec<Vec<f32>>| -> Vec<f64> {
+        a.iter().zip(&b).map(|(x, y)| dissect::concepts::cosine(x, y) as f64).collect()
+    };
+    let mpnet = cosines(encoder.embed(&classes)?, encoder.embed(&labels)?);
+    let clip_cosines = match clip {
+        Some(clip) => Some(cosines(clip.embed(&classes)?, clip.embed(&labels)?)),
+        None => None,
+    };
+    let covered_flags: Vec<bool> = rows.iter().map(|r| coverage.classes.contains(&r.0)).collect();
+    let mut methods: Vec<MethodScore> = Vec::new();
+    for key in rows.iter().map(|r| (&r.2, &r.3)).collect::<BTreeSet<_>>() {
+        let of_method: Vec<usize> = (0..rows.len()).filter(|&i| (&rows[i].2, &rows[i].3) == key).collect();
+        let scores = |cos: &[f64]| Scores {
+            all: MeanSem::of(&of_method.iter().map(|&i| cos[i]).collect::<Vec<_>>()).expect("one label at least"),
+            covered: MeanSem::of(&of_method.iter().filter(|&&i| covered_flags[i]).map(|&i| cos[i]).collect::<Vec<_>>()),
+        };
+        methods.push(MethodScore {
+            method: key.0.clone(),
+            source: key.1.clone(),
+            mpnet: scores(&mpnet),
+            clip: clip_cosines.as_deref().map(scores),
+        });
     }
-    let methods = by_method
-        .into_iter()
-        .map(|((method, source), (all, covered))| MethodScore {
-            method,
-            source,
-            all: MeanSem::of(&all).expect("one label at least"),
-            covered: MeanSem::of(&covered),
-        })
-        .collect();
     let mut examples_out: Vec<Example> = Vec::new();
-    for (r, c) in rows.iter().zip(&cosines) {
+    for (r, c) in rows.iter().zip(&mpnet) {
         if examples_out.last().map(|e| e.unit) != Some(r.0) {
             if examples_out.len() == examples {
                 break;
@@ -138,6 +156,7 @@ pub async fn final_layer(
         model: model.into(),
         layer: layer.into(),
         encoder: dissect::text_encoder::TextModel::MpnetBaseV2.name().to_string(),
+        clip_encoder: clip.map(|c| c.info().name),
         coverage,
         methods,
         examples: examples_out,
@@ -155,6 +174,7 @@ pub async fn store(db: &SqlitePool, report: &FinalLayerReport) -> anyhow::Result
     .await?;
     let settings = serde_json::json!({
         "encoder": report.encoder,
+        "clip_encoder": report.clip_encoder,
         "ground_truth": "full synonym line",
         "covered_classes": report.coverage.classes.len(),
         "covered_min_images": COVERED_MIN_IMAGES,
@@ -195,5 +215,60 @@ mod tests {
         assert_eq!(c.classes, BTreeSet::from([1]));
         assert_eq!((c.units, c.images), (3, 5));
         assert_eq!(covered_classes(&sums, &[0, 1, 2, 3, 4, 5]).classes, BTreeSet::from([1, 2]));
+    }
+
+    /// mpnet always; CLIP's text encoder (here the fake CLIP of the engine's tests, whose text
+    /// embedding is its last word's row) when CLIP is configured, through the same loader.
+    #[tokio::test]
+    async fn clip_cosines_join_mpnet_when_clip_is_configured() {
+        use crate::config::ServicesSection;
+        use crate::dissection::providers::clip_text_encoder;
+        use crate::test_support::{register_fake_model, temp_db, FakeModel};
+        use dissect::clip_dissect::testing::{write_fake_clip, write_word_tokenizer};
+        use dissect::model::{LayerInfo, LayerKind};
+
+        let (dir, db) = temp_db().await;
+        let classes = ["tench", "espresso", "goldfish"].map(String::from).to_vec();
+        let layer = LayerInfo { name: "fc".into(), kind: LayerKind::Classifier, channels: 3, spatial: None };
+        register_fake_model(&db, dir.path(), &FakeModel(vec![layer], classes)).await;
+        let labels = b"layer,unit,description\nfc,0,fish\nfc,1,coffee\nfc,2,coffee\n";
+        let options = crate::labels::ImportOptions {
+            method: None,
+            source_name: "",
+            layer: None,
+            layer_mapping: Default::default(),
+            skip_unknown_layers: false,
+        };
+        crate::labels::import_file(&db, "m", "milan.csv", labels, &options).await.unwrap();
+
+        // Words: tench, espresso, goldfish, coffee, fish; fish words along x, coffee words along y.
+        let clip_path = dir.path().join("clip.pt");
+        let table = [1., 0., 0., 1., 1., 0., 0., 1., 1., 0., 0.5, 0.5, 0.5, 0.5, 0.5, 0.5];
+        write_fake_clip(&clip_path, 2, &[1., 0., 0., 1., 0., 0.], &table).unwrap();
+        let tokenizer = dir.path().join("tokenizer.json");
+        write_word_tokenizer(&tokenizer, &["tench", "espresso", "goldfish", "coffee", "fish"]).unwrap();
+        let services = ServicesSection {
+            clip_torchscript: Some(clip_path),
+            clip_tokenizer: Some(tokenizer),
+            ..Default::default()
+        };
+        let clip = clip_text_encoder(&services).unwrap().expect("CLIP is configured");
+        assert!(clip_text_encoder(&ServicesSection::default()).unwrap().is_none());
+
+        let mpnet = SentenceEncoder::load_default(dissect::text_encoder::TextModel::MpnetBaseV2).unwrap();
+        let coverage = Coverage { classes: BTreeSet::from([1]), units: 3, images: 9 };
+        let r = final_layer(&db, &mpnet, Some(&clip), "m", "fc", coverage.clone(), 3).await.unwrap();
+        assert!(r.clip_encoder.as_deref().unwrap().starts_with("CLIP text encoder"));
+        let m = &r.methods[0];
+        let clip_scores = m.clip.expect("CLIP scores");
+        // fish~tench and coffee~espresso are 1, coffee~goldfish is 0.
+        assert!((clip_scores.all.mean - 2.0 / 3.0).abs() < 1e-5, "{clip_scores:?}");
+        assert_eq!(clip_scores.all.n, 3);
+        assert!((clip_scores.covered.unwrap().mean - 1.0).abs() < 1e-5);
+        assert_eq!(m.mpnet.all.n, 3);
+        assert!(m.mpnet.all.mean < 0.9, "mpnet is measured apart from CLIP: {:?}", m.mpnet);
+
+        let r = final_layer(&db, &mpnet, None, "m", "fc", coverage, 3).await.unwrap();
+        assert!(r.clip_encoder.is_none() && r.methods[0].clip.is_none());
     }
 }

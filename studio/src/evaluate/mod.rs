@@ -10,12 +10,13 @@ pub mod simulation;
 pub mod stats;
 
 use crate::config::Config;
+use crate::dissection::providers::clip_text_encoder;
 use crate::dissection::register_target;
 use crate::engine::{self, LoadedModel, OnStep};
 use anyhow::Context;
 use dissect::concepts::classifier_captioner::ClassifierCaptioner;
 use dissect::concepts::shared_model::share;
-use dissect::concepts::{CaptionInput, Captioner};
+use dissect::concepts::{CaptionInput, Captioner, TextEncoder};
 use dissect::crops::Summary;
 use dissect::model::{EfficientNetLite, LayerKind, LoadOptions, Variant};
 use dissect::partition::Partition;
@@ -34,8 +35,9 @@ pub struct QualityArgs {
     pub probe: String,
     /// Layers to measure; empty = every layer with labels.
     pub layers: Vec<String>,
-    /// A labelled image folder (one sub-folder per class) for the AUROC; default: the category
-    /// folders of the probing set's evaluation split.
+    /// A labelled image folder (one sub-folder per class) for the AUROC, or the name of a shipped
+    /// labelled set ([`LABELLED_SETS`]); default: the category folders of the probing set's
+    /// evaluation split.
     pub classes: Option<PathBuf>,
     pub examples: usize,
 }
@@ -145,8 +147,29 @@ fn evaluation_classes(set: &ScannedSet, partition: &Partition, builtin: bool) ->
     ClassImages { source: source.into(), names, images, set: None }
 }
 
-/// Classes of a labelled folder: its top-level sub-folders.
-fn folder_classes(root: &std::path::Path) -> anyhow::Result<ClassImages> {
+/// Labelled image sets that `scripts/setup.sh` installs under `<assets>/labelled/`, usable by name
+/// as `--classes`: Fashion-MNIST (Debian `dataset-fashion-mnist`, 50 test images per class; its
+/// `SOURCE.txt` gives the package's checksum and licence).
+pub const LABELLED_SETS: &[&str] = &["fashion-mnist"];
+
+/// The folder a `--classes` value means: a shipped set's name (unless a folder of that name is
+/// at hand), else the folder itself.
+pub fn classes_folder(arg: &std::path::Path) -> PathBuf {
+    match arg.to_str() {
+        Some(name) if LABELLED_SETS.contains(&name) && !arg.exists() => {
+            dissect::assets::assets_dir().join("labelled").join(name)
+        }
+        _ => arg.to_path_buf(),
+    }
+}
+
+/// Classes of a labelled folder (or shipped set): its top-level sub-folders.
+fn folder_classes(arg: &std::path::Path) -> anyhow::Result<ClassImages> {
+    let root = &classes_folder(arg);
+    if !root.is_dir() {
+        let hint = if root != arg { " (scripts/setup.sh installs it)" } else { "" };
+        anyhow::bail!("--classes {}: no folder {}{hint}", arg.display(), root.display());
+    }
     let set = dissect::probe::scan(root, dissect::probe::ImageLimits::default())
         .with_context(|| format!("--classes {}", root.display()))?;
     let class_of = |rel: &str| rel.split_once('/').map(|(top, _)| top.to_string());
@@ -166,7 +189,11 @@ fn folder_classes(root: &std::path::Path) -> anyhow::Result<ClassImages> {
         .enumerate()
         .filter_map(|(r, i)| class_of(&i.rel_path).and_then(|c| names.iter().position(|n| *n == c)).map(|c| (r, c)))
         .collect();
-    Ok(ClassImages { source: format!("the labelled folder {}", root.display()), names, images, set: Some(set) })
+    let source = match LABELLED_SETS.iter().find(|n| root.ends_with(n)) {
+        Some(name) => format!("the labelled set {name} ({})", root.display()),
+        None => format!("the labelled folder {}", root.display()),
+    };
+    Ok(ClassImages { source, names, images, set: Some(set) })
 }
 
 /// Captions of the given images of `set` by the embedded captioner (with the set's descriptions,
@@ -268,7 +295,9 @@ pub fn quality(config: &Config, args: &QualityArgs, on_step: OnStep<'_>) -> anyh
     let final_layer = match classifier.as_ref().filter(|c| layers.contains(c)) {
         Some(c) => {
             let coverage = final_layer::covered_classes(layer_of(c), &partition.rows(Split::Probe));
-            Some(rt.block_on(final_layer::final_layer(&db, &encoder, &slug, c, coverage, args.examples))?)
+            let clip = clip_text_encoder(&config.services)?;
+            let clip = clip.as_ref().map(|c| c as &dyn TextEncoder);
+            Some(rt.block_on(final_layer::final_layer(&db, &encoder, clip, &slug, c, coverage, args.examples))?)
         }
         None => None,
     };
@@ -378,9 +407,39 @@ pub fn evaluate_final(
     )?;
     let coverage = final_layer::covered_classes(&recording.layers[0], &target.partition.rows(Split::Probe));
     let encoder = SentenceEncoder::load_default(TextModel::MpnetBaseV2).context("loading all-mpnet-base-v2")?;
-    let report =
-        target.rt.block_on(final_layer::final_layer(&target.db, &encoder, &target.slug, layer, coverage, examples))?;
+    let clip = clip_text_encoder(&config.services)?;
+    let clip = clip.as_ref().map(|c| c as &dyn TextEncoder);
+    let report = target.rt.block_on(final_layer::final_layer(
+        &target.db,
+        &encoder,
+        clip,
+        &target.slug,
+        layer,
+        coverage,
+        examples,
+    ))?;
     target.rt.block_on(final_layer::store(&target.db, &report))?;
     target.close();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped Fashion-MNIST set (installed by scripts/setup.sh) is found by name, with its
+    /// ten classes of 50 images.
+    #[test]
+    fn the_shipped_labelled_set_is_found_by_name() {
+        let classes = folder_classes(std::path::Path::new("fashion-mnist")).unwrap();
+        assert_eq!(classes.names.len(), 10);
+        assert!(classes.names.contains(&"ankle boot".to_string()), "{:?}", classes.names);
+        assert_eq!(classes.images.len(), 500);
+        for c in 0..10 {
+            assert_eq!(classes.images.iter().filter(|&&(_, k)| k == c).count(), 50);
+        }
+        assert!(classes.source.starts_with("the labelled set fashion-mnist"), "{}", classes.source);
+        let e = folder_classes(std::path::Path::new("/no/such/folder")).err().unwrap().to_string();
+        assert_eq!(e, "--classes /no/such/folder: no folder /no/such/folder");
+    }
 }

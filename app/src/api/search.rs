@@ -1,0 +1,63 @@
+//! Concept search: the neurons of a model whose labels, of any method, are closest to a typed
+//! concept (server side: `studio::concept_search`).
+
+use super::{ImageRef, LabelView};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Neurons listed for one search.
+pub const SEARCH_HITS: usize = 30;
+
+/// One neuron found, with the label that matched best.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConceptHit {
+    pub layer: String,
+    pub unit: i64,
+    pub class_name: Option<String>,
+    pub label: LabelView,
+    /// Cosine between the query's and the label's embeddings.
+    pub cosine: f64,
+    pub thumb: Option<ImageRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConceptSearchView {
+    pub hits: Vec<ConceptHit>,
+    /// The text encoder that measured the similarity.
+    pub encoder: String,
+    pub labels_searched: usize,
+    pub neurons_searched: usize,
+}
+
+/// `None` when the model does not exist.
+#[server]
+pub async fn search_concepts(model: String, query: String) -> Result<Option<ConceptSearchView>, ServerFnError> {
+    let ctx = crate::state::server_context()?;
+    let found = ctx.concepts.search(&ctx.db, &model, &query, SEARCH_HITS).await.map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "concept search failed");
+        ServerFnError::new(format!("{e:#}"))
+    })?;
+    Ok(found.map(|r| ConceptSearchView {
+        hits: r
+            .hits
+            .into_iter()
+            .map(|h| ConceptHit {
+                layer: h.layer,
+                unit: h.unit,
+                class_name: h.class_name,
+                label: LabelView {
+                    method: h.method.as_str().to_string(),
+                    source: h.source,
+                    rank: h.rank,
+                    text: h.text,
+                    score: None,
+                },
+                cosine: h.cosine as f64,
+                thumb: h.top_image.map(super::gallery::queries::image_ref),
+            })
+            .collect(),
+        encoder: studio::concept_search::SEARCH_MODEL.name().to_string(),
+        labels_searched: r.labels_searched,
+        neurons_searched: r.neurons_searched,
+    }))
+}

@@ -1,0 +1,320 @@
+//! Concept search: type a concept, get the neurons of a model whose labels (of any method, any
+//! rank) mean it most closely — the paper's "neurons as classifiers" use of labels (its Section
+//! 4.4), made interactive. `dnd quality` measures how well that choice finds real detectors.
+//!
+//! Similarity is the cosine of sentence embeddings. Search uses all-MiniLM-L6-v2, the label
+//! similarity encoder the pipeline already ships, because it answers a query in milliseconds on
+//! a CPU; the evaluation keeps the paper's mpnet. Label embeddings are computed on the first
+//! search that needs them and kept in memory by text, so a new label is found at once and an old
+//! one is never stale.
+
+use crate::gallery::{rank1_top_images, TopImage};
+use crate::labels::import::Method;
+use anyhow::Context;
+use dissect::text_encoder::{SentenceEncoder, TextModel};
+use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The encoder concept search embeds queries and labels with.
+pub const SEARCH_MODEL: TextModel = TextModel::MiniLmL6V2;
+
+/// Longest query accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+
+/// Embeddings kept in memory at most (about 1.5 KB each); past it the cache starts over.
+const MAX_CACHED: usize = 200_000;
+
+/// A neuron found by a search, with the label that matched best.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub layer: String,
+    pub unit: i64,
+    pub class_name: Option<String>,
+    pub method: Method,
+    pub source: String,
+    pub rank: i64,
+    pub text: String,
+    pub cosine: f32,
+    /// The neuron's rank-1 top image in its latest finished DnD run.
+    pub top_image: Option<TopImage>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// Best match first; at most the number asked for.
+    pub hits: Vec<SearchHit>,
+    /// Current labels compared, and the neurons they belong to.
+    pub labels_searched: usize,
+    pub neurons_searched: usize,
+}
+
+/// The search service: loads its encoder on first use and remembers label embeddings.
+pub struct ConceptSearcher {
+    model_dir: PathBuf,
+    encoder: tokio::sync::OnceCell<Arc<SentenceEncoder>>,
+    embeddings: Mutex<HashMap<String, Arc<[f32]>>>,
+}
+
+impl Default for ConceptSearcher {
+    fn default() -> Self {
+        ConceptSearcher::new(SEARCH_MODEL.default_dir())
+    }
+}
+
+/// One current label of a neuron, as read for a search.
+struct Candidate {
+    neuron_id: i64,
+    layer: String,
+    unit: i64,
+    class_name: Option<String>,
+    method: Method,
+    source: String,
+    rank: i64,
+    text: String,
+}
+
+impl ConceptSearcher {
+    /// A searcher whose encoder is read from `model_dir` (folder of all-MiniLM-L6-v2).
+    pub fn new(model_dir: PathBuf) -> Self {
+        ConceptSearcher { model_dir, encoder: Default::default(), embeddings: Default::default() }
+    }
+
+    /// Neurons of model `model_slug` whose labels are closest to `query`, at most `limit`;
+    /// `None` when the model does not exist. A neuron counts once, with its closest label; equal
+    /// cosines keep the model's layer order, then unit order.
+    pub async fn search(
+        &self,
+        db: &SqlitePool,
+        model_slug: &str,
+        query: &str,
+        limit: usize,
+    ) -> anyhow::Result<Option<SearchResult>> {
+        let query = query.trim();
+        if query.chars().count() > MAX_QUERY_CHARS {
+            anyhow::bail!("the search text is longer than {MAX_QUERY_CHARS} characters");
+        }
+        let Some(model_id) = sqlx::query_scalar::<_, i64>("SELECT id FROM models WHERE slug = ?")
+            .bind(model_slug)
+            .fetch_optional(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let candidates = current_labels(db, model_id).await?;
+        let neurons_searched = {
+            let mut ids: Vec<i64> = candidates.iter().map(|c| c.neuron_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len()
+        };
+        let mut result = SearchResult { hits: Vec::new(), labels_searched: candidates.len(), neurons_searched };
+        if query.is_empty() || candidates.is_empty() {
+            return Ok(Some(result));
+        }
+        let texts: Vec<&str> = candidates.iter().map(|c| c.text.as_str()).collect();
+        let (query_embedding, label_embeddings) = self.embed(query, &texts).await?;
+
+        // Each neuron's closest label (candidates come in layer, unit order: the first of equal
+        // cosines stays).
+        let mut best: Vec<(usize, f32)> = Vec::new();
+        let mut slot_of: HashMap<i64, usize> = HashMap::new();
+        for (i, (c, e)) in candidates.iter().zip(&label_embeddings).enumerate() {
+            let cosine = dissect::concepts::cosine(&query_embedding, e);
+            match slot_of.get(&c.neuron_id) {
+                Some(&s) if best[s].1 >= cosine => {}
+                Some(&s) => best[s] = (i, cosine),
+                None => {
+                    slot_of.insert(c.neuron_id, best.len());
+                    best.push((i, cosine));
+                }
+            }
+        }
+        // Stable: equal cosines keep reading order.
+        best.sort_by(|a, b| b.1.total_cmp(&a.1));
+        best.truncate(limit);
+        let ids: Vec<i64> = best.iter().map(|&(i, _)| candidates[i].neuron_id).collect();
+        let mut top_images = rank1_top_images(db, &ids).await?;
+        result.hits = best
+            .into_iter()
+            .map(|(i, cosine)| {
+                let c = &candidates[i];
+                SearchHit {
+                    layer: c.layer.clone(),
+                    unit: c.unit,
+                    class_name: c.class_name.clone(),
+                    method: c.method,
+                    source: c.source.clone(),
+                    rank: c.rank,
+                    text: c.text.clone(),
+                    cosine,
+                    top_image: top_images.remove(&c.neuron_id),
+                }
+            })
+            .collect();
+        Ok(Some(result))
+    }
+
+    async fn encoder(&self) -> anyhow::Result<Arc<SentenceEncoder>> {
+        let dir = self.model_dir.clone();
+        let encoder = self
+            .encoder
+            .get_or_try_init(|| async move {
+                let loaded = tokio::task::spawn_blocking(move || {
+                    SentenceEncoder::load(&dir, SEARCH_MODEL, tch::Device::Cpu).with_context(|| {
+                        format!(
+                            "concept search needs {} in {} (scripts/setup.sh installs it)",
+                            SEARCH_MODEL.name(),
+                            dir.display()
+                        )
+                    })
+                })
+                .await??;
+                anyhow::Ok(Arc::new(loaded))
+            })
+            .await?;
+        Ok(encoder.clone())
+    }
+
+    /// The query's embedding and each text's, computing only those not cached yet.
+    async fn embed(&self, query: &str, texts: &[&str]) -> anyhow::Result<(Vec<f32>, Vec<Arc<[f32]>>)> {
+        let missing: Vec<String> = {
+            let cache = self.embeddings.lock().unwrap();
+            let mut m: Vec<String> = texts.iter().filter(|t| !cache.contains_key(**t)).map(|t| t.to_string()).collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        let encoder = self.encoder().await?;
+        let query = query.to_string();
+        let (query_embedding, computed) = tokio::task::spawn_blocking(move || {
+            let mut all: Vec<&str> = vec![&query];
+            all.extend(missing.iter().map(String::as_str));
+            let mut embeddings = encoder.embed(&all)?.into_iter();
+            let query_embedding = embeddings.next().unwrap_or_default();
+            let computed: Vec<(String, Arc<[f32]>)> = missing.into_iter().zip(embeddings.map(Arc::from)).collect();
+            anyhow::Ok((query_embedding, computed))
+        })
+        .await??;
+        let mut cache = self.embeddings.lock().unwrap();
+        if cache.len() + computed.len() > MAX_CACHED {
+            cache.clear();
+        }
+        let computed: HashMap<String, Arc<[f32]>> = computed.into_iter().collect();
+        let labels = texts
+            .iter()
+            .map(|t| computed.get(*t).or_else(|| cache.get(*t)).cloned().expect("every text was embedded or cached"))
+            .collect();
+        cache.extend(computed);
+        Ok((query_embedding, labels))
+    }
+}
+
+/// Every current label of the model's neurons, in the model's layer order, then unit, method,
+/// source and rank.
+async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Candidate>> {
+    let rows = sqlx::query(
+        "SELECT lb.neuron_id, l.name AS layer, n.unit, n.class_name, lb.method, lb.source_name, lb.rank, lb.text
+         FROM labels lb JOIN neurons n ON n.id = lb.neuron_id JOIN layers l ON l.id = n.layer_id
+         WHERE l.model_id = ? AND lb.is_current = 1
+         ORDER BY l.position, n.unit, lb.method, lb.source_name, lb.rank",
+    )
+    .bind(model_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let method: String = r.get("method");
+            Ok(Candidate {
+                neuron_id: r.get("neuron_id"),
+                layer: r.get("layer"),
+                unit: r.get("unit"),
+                class_name: r.get("class_name"),
+                method: Method::parse(&method)
+                    .with_context(|| format!("a stored label has unknown method `{method}`"))?,
+                source: r.get("source_name"),
+                rank: r.get("rank"),
+                text: r.get("text"),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{import_file, ImportOptions};
+    use crate::test_support::{register_fake_model, temp_db, FakeModel};
+    use dissect::model::{LayerInfo, LayerKind};
+
+    async fn import(db: &SqlitePool, csv: &str, method: Method, layer: Option<&str>) {
+        let options = ImportOptions {
+            method: Some(method),
+            source_name: "",
+            layer,
+            layer_mapping: Default::default(),
+            skip_unknown_layers: false,
+        };
+        import_file(db, "m", "labels.csv", csv.as_bytes(), &options).await.unwrap();
+    }
+
+    /// With the real all-MiniLM-L6-v2: the neuron whose label means the query comes first,
+    /// whichever method gave the label, and a neuron with several close labels counts once.
+    #[tokio::test]
+    async fn finds_the_neurons_whose_labels_mean_the_query() {
+        let (dir, db) = temp_db().await;
+        let model = FakeModel(
+            vec![
+                LayerInfo { name: "conv1".into(), kind: LayerKind::Conv, channels: 4, spatial: Some((2, 2)) },
+                LayerInfo { name: "fc".into(), kind: LayerKind::Linear, channels: 3, spatial: None },
+            ],
+            vec![],
+        );
+        register_fake_model(&db, dir.path(), &model).await;
+        import(
+            &db,
+            "layer,unit,description\nconv1,0,red and orange stripes\nconv1,1,espresso cups\nfc,2,dogs on grass\n",
+            Method::Milan,
+            None,
+        )
+        .await;
+        import(
+            &db,
+            "Neuron ID,Label 1,Label 2,Label 3\n1,coffee,mugs,saucers\n3,car wheels,tyres,\n",
+            Method::Dnd,
+            Some("conv1"),
+        )
+        .await;
+
+        let searcher = ConceptSearcher::default();
+        let r = searcher.search(&db, "m", "a cup of coffee", 10).await.unwrap().unwrap();
+        assert_eq!((r.labels_searched, r.neurons_searched), (8, 4));
+        assert_eq!(r.hits.len(), 4, "one hit per labelled neuron");
+        let first = &r.hits[0];
+        assert_eq!((first.layer.as_str(), first.unit), ("conv1", 1));
+        assert!(r.hits.windows(2).all(|w| w[0].cosine >= w[1].cosine));
+        let r = searcher.search(&db, "m", "  puppy ", 2).await.unwrap().unwrap();
+        assert_eq!(r.hits.len(), 2);
+        assert_eq!((r.hits[0].layer.as_str(), r.hits[0].unit, r.hits[0].method), ("fc", 2, Method::Milan));
+        assert_eq!(r.hits[0].text, "dogs on grass");
+        // A neuron counts with its closest label: the DnD rank-2 "tyres" for a tyre query.
+        let r = searcher.search(&db, "m", "tyres", 1).await.unwrap().unwrap();
+        assert_eq!((r.hits[0].unit, r.hits[0].rank, r.hits[0].text.as_str()), (3, 2, "tyres"));
+        assert!(r.hits[0].cosine > 0.99);
+
+        assert!(searcher.search(&db, "m", "", 10).await.unwrap().unwrap().hits.is_empty());
+        assert_eq!(searcher.search(&db, "nope", "dog", 10).await.unwrap(), None);
+        let long = "a".repeat(MAX_QUERY_CHARS + 1);
+        let e = searcher.search(&db, "m", &long, 10).await.unwrap_err().to_string();
+        assert!(e.contains("longer than 200 characters"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_encoder_is_named_with_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let searcher = ConceptSearcher::new(dir.path().join("no-encoder"));
+        let e = searcher.embed("dog", &["cat"]).await.unwrap_err();
+        assert!(format!("{e:#}").contains("concept search needs all-MiniLM-L6-v2 in"), "{e:#}");
+    }
+}
