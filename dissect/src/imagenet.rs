@@ -1,7 +1,10 @@
-//! The 1000 ImageNet-1k class names, in the standard class-index order.
+//! The 1000 ImageNet-1k class names, in the standard class-index order, and their WordNet 3.0
+//! hyponyms.
 //!
 //! One class a line, synonyms separated by commas ("tench, Tinca tinca"); the first part is the
-//! short name used when a single label is needed.
+//! short name used when a single label is needed. The hyponyms (`data/imagenet_hyponyms.tsv`,
+//! made by `tools/imagenet_hyponyms.py` from Debian's WordNet and the classes' wnids) are what
+//! leak-free captioning withholds beside a class's own names ("blue jay" for "jay").
 
 use std::sync::OnceLock;
 
@@ -9,6 +12,7 @@ use std::sync::OnceLock;
 pub const NUM_CLASSES: usize = 1000;
 
 const RAW: &str = include_str!("../data/imagenet_classes.txt");
+const HYPONYMS: &str = include_str!("../data/imagenet_hyponyms.tsv");
 
 /// Full class lines ("tench, Tinca tinca"), indexed by class id.
 pub fn class_names() -> &'static [String] {
@@ -32,10 +36,34 @@ pub fn synonyms(class: usize) -> Vec<String> {
     class_names()[class].split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
 }
 
-/// `class` and every class that shares one of its names (ImageNet has two "crane"s, two
-/// "maillot"s, …): what a leak-free caption of unit `class` may not name.
-pub fn classes_sharing_a_name(class: usize) -> Vec<usize> {
-    let own = synonyms(class);
+/// The WordNet 3.0 hyponyms of a class, lower-case ("blue jay", "jaybird", … for "jay"); empty
+/// for the 641 classes that have none.
+pub fn hyponyms(class: usize) -> &'static [String] {
+    static TABLE: OnceLock<Vec<Vec<String>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = vec![Vec::new(); NUM_CLASSES];
+        for line in HYPONYMS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (class, names) = line.split_once('\t').expect("data/imagenet_hyponyms.tsv: class<TAB>names");
+            let class: usize = class.parse().expect("data/imagenet_hyponyms.tsv: a class index");
+            table[class] = names.split('|').map(str::to_string).collect();
+        }
+        table
+    });
+    &table[class]
+}
+
+/// What a leak-free caption of unit `class` may not say: the class's synonyms and hyponyms.
+pub fn withheld_names(class: usize) -> Vec<String> {
+    let mut names = synonyms(class);
+    names.extend(hyponyms(class).iter().cloned());
+    names
+}
+
+/// `class`, every class that shares one of its names (ImageNet has two "crane"s, two
+/// "maillot"s, …) and every class that is one of its hyponyms: the classes a leak-free caption
+/// of unit `class` may not name.
+pub fn withheld_classes(class: usize) -> Vec<usize> {
+    let own = withheld_names(class);
     (0..NUM_CLASSES).filter(|&c| c == class || synonyms(c).iter().any(|s| own.contains(s))).collect()
 }
 
@@ -43,17 +71,18 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-').filter(|w| !w.is_empty())
 }
 
-/// Whether `text` names any of `classes` (a synonym as whole words, case-insensitive).
+/// Whether `text` names any of `classes` (a synonym or hyponym as whole words, case-insensitive).
 pub fn names_any(text: &str, classes: &[usize]) -> bool {
     redact(text, classes) != text
 }
 
-/// `text` with every whole-word mention of a name of `classes` replaced by "something"
-/// (case-insensitive; longer names first, so "tabby cat" goes before "tabby").
+/// `text` with every whole-word mention of a withheld name of `classes` ([`withheld_names`])
+/// replaced by "something" (case-insensitive; longer names first, so "tabby cat" goes before
+/// "tabby").
 pub fn redact(text: &str, classes: &[usize]) -> String {
     let mut names: Vec<Vec<String>> = classes
         .iter()
-        .flat_map(|&c| synonyms(c))
+        .flat_map(|&c| withheld_names(c))
         .map(|n| words(&n).map(str::to_string).collect::<Vec<_>>())
         .filter(|n| !n.is_empty())
         .collect();
@@ -105,8 +134,8 @@ mod tests {
     fn leak_free_names_cover_synonyms_and_classes_sharing_a_name() {
         // 134 is the bird crane, 517 the machine.
         assert_eq!(short_names()[134], "crane");
-        assert_eq!(classes_sharing_a_name(134), vec![134, 517]);
-        assert_eq!(classes_sharing_a_name(967), vec![967]);
+        assert_eq!(withheld_classes(134), vec![134, 517]);
+        assert_eq!(withheld_classes(967), vec![967]);
         assert!(synonyms(281).contains(&"tabby cat".to_string()));
         assert!(names_any("A Tabby Cat on a sofa", &[281]));
         assert!(names_any("an espresso, with foam", &[967]));
@@ -114,6 +143,36 @@ mod tests {
         assert!(!names_any("a tabbyish toy", &[281]), "whole words only");
         assert_eq!(redact("A Tabby Cat and a tabby, asleep.", &[281]), "A something and a something, asleep.");
         assert_eq!(redact("no names here", &[281]), "no names here");
+    }
+
+    #[test]
+    fn leak_free_names_cover_wordnet_hyponyms() {
+        // 17 is "jay": a blue jay is one, and "blue jay" goes as a whole.
+        assert_eq!(short_names()[17], "jay");
+        assert!(hyponyms(17).contains(&"blue jay".to_string()), "{:?}", hyponyms(17));
+        assert_eq!(redact("A Blue Jay and a jaybird on a fence", &[17]), "A something and a something on a fence");
+        assert_eq!(hyponyms(967), ["caffe latte", "latte"], "a latte is an espresso in WordNet");
+        assert!(hyponyms(281).is_empty(), "tabby has no hyponyms");
+        assert_eq!(hyponyms(4).len(), 8, "hammerhead: {:?}", hyponyms(4));
+        let with_hyponyms = (0..NUM_CLASSES).filter(|&c| !hyponyms(c).is_empty()).count();
+        assert_eq!(with_hyponyms, 359);
+        // A class that is another class's hyponym is withheld with it: every class withheld for
+        // unit c is c, shares a name with c, or is named among c's hyponyms.
+        for c in 0..NUM_CLASSES {
+            for w in withheld_classes(c) {
+                let shares = synonyms(w).iter().any(|s| synonyms(c).contains(s));
+                let below = synonyms(w).iter().any(|s| hyponyms(c).contains(s));
+                assert!(w == c || shares || below, "{c} withholds {w}");
+            }
+        }
+        let below: Vec<(usize, usize)> = (0..NUM_CLASSES)
+            .flat_map(|c| withheld_classes(c).into_iter().map(move |w| (c, w)))
+            .filter(|&(c, w)| synonyms(w).iter().any(|s| hyponyms(c).contains(s)))
+            .collect();
+        // Names, not synsets, decide: a homonym counts too ("dipper", a ladle, is also the bird
+        // class "water ouzel, dipper"), which withholds more, never less.
+        assert_eq!(below.len(), 32, "{below:?}");
+        assert!(below.contains(&(618, 20)), "ladle withholds the dipper bird");
     }
 
     #[test]

@@ -261,10 +261,11 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     }
 
     /// The ImageNet classes `unit`'s captions may not name: in leak-free mode on a 1000-way
-    /// classifier layer, its own class and the classes sharing a name with it; else none.
+    /// classifier layer, its own class, the classes sharing a name with it and its WordNet
+    /// hyponyms ([`crate::imagenet::withheld_classes`]); else none.
     fn withheld_classes(&self, unit: usize) -> Vec<usize> {
         if self.options.leak_free && leak_free_applies(&self.model.layers()[self.layer]) {
-            crate::imagenet::classes_sharing_a_name(unit)
+            crate::imagenet::withheld_classes(unit)
         } else {
             Vec::new()
         }

@@ -86,8 +86,8 @@ pub struct CaptionInput<'a> {
     /// a crop: a crop is described from its own pixels (docs/method.md, "Step 2").
     pub description: Option<&'a str>,
     /// ImageNet classes the caption may not name (leak-free mode, when describing classifier
-    /// unit c: c and the classes sharing a name with it). A captioner that can, avoids them; the
-    /// pipeline redacts any name that still appears.
+    /// unit c: c, the classes sharing a name with it and its hyponyms). A captioner that can,
+    /// avoids them; the pipeline redacts any name that still appears.
     pub withheld_classes: &'a [usize],
 }
 
