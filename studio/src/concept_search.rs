@@ -8,7 +8,8 @@
 //! search that needs them and kept in memory by text, so a new label is found at once and an old
 //! one is never stale.
 
-use crate::gallery::{rank1_top_images, TopImage};
+use crate::gallery::queries::rank1_top_images;
+use crate::gallery::ImageRef;
 use crate::labels::import::Method;
 use anyhow::Context;
 use dissect::text_encoder::{SentenceEncoder, TextModel};
@@ -38,7 +39,7 @@ pub struct SearchHit {
     pub text: String,
     pub cosine: f32,
     /// The neuron's rank-1 top image in its latest finished DnD run.
-    pub top_image: Option<TopImage>,
+    pub top_image: Option<ImageRef>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@
 //! [`dissection::RunObserver`]) and answers reports for a front end to show.
 //!
 //! Without the `service` feature only the types front ends share with the browser bundle are
-//! built ([`jobs`]' requests and views); everything else needs it.
+//! built ([`jobs`]' requests and views, [`gallery`]'s views); everything else needs it.
 
 #[cfg(feature = "service")]
 pub mod builtin;
@@ -28,7 +28,6 @@ pub mod dissection;
 pub mod engine;
 #[cfg(feature = "service")]
 pub mod evaluate;
-#[cfg(feature = "service")]
 pub mod gallery;
 pub mod jobs;
 #[cfg(feature = "service")]

@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+pub use studio::gallery::LayerSummary;
 
 /// One registered target model, as listed on the home page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,16 +30,6 @@ pub struct ProbeSetSummary {
 pub struct Overview {
     pub models: Vec<ModelSummary>,
     pub probe_sets: Vec<ProbeSetSummary>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LayerSummary {
-    pub name: String,
-    /// `conv`, `linear` or `classifier`.
-    pub kind: String,
-    pub channels: i64,
-    pub height: Option<i64>,
-    pub width: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,34 +6,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// An image as the `/img/{sha256}` route serves it: the whole image or a crop of it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub sha256: String,
-    /// `[x0, y0, x1, y1]` in source pixels (`x1`/`y1` exclusive); `None` = the whole image.
-    pub crop: Option<[i64; 4]>,
-}
-
-impl ImageRef {
-    /// URL of this image (or crop) at thumbnail width `w` (96, 160, 320) or full size (`None`).
-    pub fn url(&self, w: Option<u32>) -> String {
-        let mut url = format!("/img/{}", self.sha256);
-        let mut sep = '?';
-        if let Some([x0, y0, x1, y1]) = self.crop {
-            url.push_str(&format!("{sep}crop={x0},{y0},{x1},{y1}"));
-            sep = '&';
-        }
-        if let Some(w) = w {
-            url.push_str(&format!("{sep}w={w}"));
-        }
-        url
-    }
-
-    /// The whole image this one is (or is cropped from).
-    pub fn whole(&self) -> ImageRef {
-        ImageRef { sha256: self.sha256.clone(), crop: None }
-    }
-}
+pub use studio::gallery::ImageRef;
 
 /// Which concrete component played one role of the method in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,15 +155,7 @@ pub(crate) mod queries {
     use crate::api::db_error;
     use sqlx::{Row, SqlitePool};
     use std::collections::HashMap;
-
-    /// The crop box of a row with `crop_x0..crop_y1` columns (all NULL = the whole image).
-    pub(crate) fn crop_of(r: &sqlx::sqlite::SqliteRow) -> Option<[i64; 4]> {
-        let c: [Option<i64>; 4] = [r.get("crop_x0"), r.get("crop_y0"), r.get("crop_x1"), r.get("crop_y1")];
-        match c {
-            [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
-            _ => None,
-        }
-    }
+    use studio::gallery::queries::crop_of;
 
     /// What the provenance JSON holds per role (`{"captioner": {...}, "llm": {...}, ...}`).
     #[derive(Deserialize)]
@@ -401,17 +366,6 @@ pub(crate) mod queries {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_urls_name_the_crop_and_the_width() {
-        let whole = ImageRef { sha256: "ab".repeat(32), crop: None };
-        assert_eq!(whole.url(None), format!("/img/{}", "ab".repeat(32)));
-        assert_eq!(whole.url(Some(96)), format!("/img/{}?w=96", "ab".repeat(32)));
-        let crop = ImageRef { sha256: "ab".repeat(32), crop: Some([1, 2, 30, 40]) };
-        assert_eq!(crop.url(Some(320)), format!("/img/{}?crop=1,2,30,40&w=320", "ab".repeat(32)));
-        assert_eq!(crop.url(None), format!("/img/{}?crop=1,2,30,40", "ab".repeat(32)));
-        assert_eq!(crop.whole(), whole);
-    }
 
     #[test]
     fn heatmap_urls_name_the_map_and_the_width() {

@@ -53,7 +53,7 @@ pub async fn search_concepts(model: String, query: String) -> Result<Option<Conc
                     score: None,
                 },
                 cosine: h.cosine as f64,
-                thumb: h.top_image.map(super::gallery::queries::image_ref),
+                thumb: h.top_image,
             })
             .collect(),
         encoder: studio::concept_search::SEARCH_MODEL.name().to_string(),

@@ -1,0 +1,237 @@
+//! The gallery's reads: a layer's grid page, one neuron's labels, and neurons' top images
+//! (shared with concept search).
+
+use super::*;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::collections::HashMap;
+
+/// Each given neuron's rank-1 top image (cropped as its run cropped it) from its latest finished
+/// DnD run; neurons without one are left out.
+pub async fn rank1_top_images(db: &SqlitePool, neuron_ids: &[i64]) -> sqlx::Result<HashMap<i64, ImageRef>> {
+    let ids_json = serde_json::to_string(neuron_ids).expect("ids serialise");
+    let rows = sqlx::query(
+        "WITH latest AS (
+             SELECT rn.neuron_id, MAX(rn.run_id) AS run_id FROM run_neurons rn
+             JOIN dissection_runs r ON r.id = rn.run_id
+             WHERE rn.neuron_id IN (SELECT value FROM json_each(?)) AND rn.status = 'done' AND r.method = 'dnd'
+             GROUP BY rn.neuron_id)
+         SELECT l.neuron_id, i.sha256, t.crop_x0, t.crop_y0, t.crop_x1, t.crop_y1
+         FROM latest l
+         JOIN run_neurons rn ON rn.neuron_id = l.neuron_id AND rn.run_id = l.run_id
+         JOIN top_images t ON t.run_neuron_id = rn.id AND t.rank = 1
+         JOIN images i ON i.id = t.image_id",
+    )
+    .bind(ids_json)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get("neuron_id"), ImageRef { sha256: r.get("sha256"), crop: crop_of(r) })).collect())
+}
+
+/// The crop box of a row with `crop_x0` … `crop_y1` columns; `None` (the whole image) unless
+/// all four are set.
+pub fn crop_of(r: &SqliteRow) -> Option<[i64; 4]> {
+    let c: [Option<i64>; 4] = [r.get("crop_x0"), r.get("crop_y0"), r.get("crop_x1"), r.get("crop_y1")];
+    match c {
+        [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
+        _ => None,
+    }
+}
+
+struct LayerRow {
+    id: i64,
+    model_name: String,
+    summary: LayerSummary,
+}
+
+async fn find_layer(db: &mut SqliteConnection, model: &str, layer: &str) -> sqlx::Result<Option<LayerRow>> {
+    let row = sqlx::query(
+        "SELECT l.id, m.name AS model_name, l.name, l.kind, l.channels, l.height, l.width
+         FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
+    )
+    .bind(model)
+    .bind(layer)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| LayerRow {
+        id: r.get("id"),
+        model_name: r.get("model_name"),
+        summary: LayerSummary {
+            name: r.get("name"),
+            kind: r.get("kind"),
+            channels: r.get("channels"),
+            height: r.get("height"),
+            width: r.get("width"),
+        },
+    }))
+}
+
+fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
+    LabelView {
+        method: r.get("method"),
+        source: r.get("source_name"),
+        rank: r.get("rank"),
+        text: r.get("text"),
+        score: r.get("score"),
+    }
+}
+
+/// The layer grid's neurons matching the filter (`?2`: a LIKE pattern, `%%` = all): their
+/// class name or any current label's text (one pass over the layer's labels, read from the
+/// `labels_layer_text` index), materialized once for the page and its count.
+const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
+         WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.text LIKE ?2 ESCAPE '\\'),
+     m AS MATERIALIZED (SELECT n.id, n.unit, n.class_name FROM neurons n
+         WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR n.id IN hit))";
+
+/// One page of matching neurons (`?3` rows from `?4`) with the number of all matching ones.
+fn page_sql(by_score: bool) -> String {
+    if by_score {
+        // Best DnD rank-1 score first (over all DnD sources), unscored last, then by unit.
+        format!(
+            "{MATCHING}, s AS (SELECT lb.neuron_id, MAX(lb.score) AS score FROM labels lb
+                 WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.method = 'dnd' AND lb.rank = 1
+                 GROUP BY lb.neuron_id)
+             SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
+             FROM m LEFT JOIN s ON s.neuron_id = m.id
+             ORDER BY s.score IS NULL, s.score DESC, m.unit LIMIT ?3 OFFSET ?4"
+        )
+    } else {
+        format!(
+            "{MATCHING} SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
+             FROM m ORDER BY m.unit LIMIT ?3 OFFSET ?4"
+        )
+    }
+}
+
+async fn page_rows(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    layer_id: i64,
+    pattern: &str,
+    page: i64,
+) -> sqlx::Result<Vec<SqliteRow>> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(layer_id)
+        .bind(pattern)
+        .bind(PAGE_SIZE)
+        .bind((page - 1) * PAGE_SIZE)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerView>> {
+    // One connection for the page's few set-based queries (no pool round trip per query).
+    let mut conn = db.acquire().await?;
+    let Some(layer) = find_layer(&mut conn, &q.model, &q.layer).await? else { return Ok(None) };
+    let pattern = format!("%{}%", q.filter.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    // Both SQL texts are constants of this function, never user input.
+    let sql = page_sql(q.sort == "score");
+    let in_range = (1..=i64::MAX / PAGE_SIZE).contains(&q.page);
+    let mut rows = if in_range { page_rows(&mut conn, &sql, layer.id, &pattern, q.page).await? } else { Vec::new() };
+    // An empty page: nothing matches, or the page is past the end (then the last one shows).
+    let matching: i64 = match rows.first() {
+        Some(r) => r.get("matching"),
+        None => {
+            let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{MATCHING} SELECT COUNT(*) FROM m")))
+                .bind(layer.id)
+                .bind(&pattern)
+                .fetch_one(&mut *conn)
+                .await?;
+            if count > 0 {
+                let last = (count + PAGE_SIZE - 1) / PAGE_SIZE;
+                rows = page_rows(&mut conn, &sql, layer.id, &pattern, q.page.clamp(1, last)).await?;
+            }
+            count
+        }
+    };
+    let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let page = q.page.clamp(1, pages);
+    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
+    let ids_json = serde_json::to_string(&ids).expect("ids serialise");
+    // Rank-1 labels of the page's neurons: one query.
+    let mut labels_of: HashMap<i64, Vec<LabelView>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT neuron_id, method, source_name, rank, text, score FROM labels
+         WHERE neuron_id IN (SELECT value FROM json_each(?)) AND is_current = 1 AND rank = 1",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        labels_of.entry(r.get("neuron_id")).or_default().push(label_from_row(&r));
+    }
+    // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
+    let mut thumb_of = rank1_top_images(db, &ids).await?;
+    let neurons = rows
+        .iter()
+        .map(|r| {
+            let id: i64 = r.get("id");
+            let mut labels = labels_of.remove(&id).unwrap_or_default();
+            labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
+            NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) }
+        })
+        .collect();
+    // Each method's sources with a current label in this layer, walked along the
+    // (layer, method, source) index: one probe per method and per source found.
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "WITH RECURSIVE src(method, source_name) AS (
+             SELECT m.column1, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = m.column1
+                                AND lb.is_current = 1 ORDER BY lb.source_name LIMIT 1)
+             FROM (VALUES ('dnd'), ('clip-dissect'), ('milan'), ('netdissect'), ('falcon'), ('other')) m
+             UNION ALL
+             SELECT s.method, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = s.method
+                               AND lb.is_current = 1 AND lb.source_name > s.source_name ORDER BY lb.source_name LIMIT 1)
+             FROM src s WHERE s.source_name IS NOT NULL)
+         SELECT method, source_name FROM src WHERE source_name IS NOT NULL",
+    )
+    .bind(layer.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sources: Vec<LabelSource> =
+        rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect();
+    sources.sort_by(|a, b| (method_order(&a.method), &a.source).cmp(&(method_order(&b.method), &b.source)));
+    Ok(Some(LayerView {
+        model_name: layer.model_name,
+        layer: layer.summary,
+        neurons,
+        matching,
+        page,
+        pages,
+        sources,
+        clip_dissect_note: None,
+    }))
+}
+
+pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -> sqlx::Result<Option<NeuronView>> {
+    let mut conn = db.acquire().await?;
+    let Some(layer) = find_layer(&mut conn, model, layer_name).await? else { return Ok(None) };
+    let Some(row) = sqlx::query("SELECT id, class_name FROM neurons WHERE layer_id = ? AND unit = ?")
+        .bind(layer.id)
+        .bind(unit)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = row.get("id");
+    let labels =
+        sqlx::query("SELECT method, source_name, rank, text, score FROM labels WHERE neuron_id = ? AND is_current = 1")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
+    labels.sort_by_key(|l| (method_order(&l.method), l.source.clone(), l.rank));
+    let channels = layer.summary.channels;
+    Ok(Some(NeuronView {
+        model_slug: model.to_string(),
+        model_name: layer.model_name,
+        layer: layer.summary,
+        unit,
+        class_name: row.get("class_name"),
+        labels,
+        prev: (unit > 0).then_some(unit - 1),
+        next: (unit + 1 < channels).then_some(unit + 1),
+        clip_dissect_note: None,
+    }))
+}
