@@ -99,8 +99,8 @@ async fn undecodable_arguments_are_bad_requests(
 
 /// Liveness and readiness: answers 200 with `{"status":"ok"}` when the database answers.
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
-    match sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.ctx.db).await {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+    match studio::db::ping(&state.ctx.db).await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "error", "error": format!("database: {e}") })),

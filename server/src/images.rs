@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use sqlx::SqlitePool;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -176,51 +176,22 @@ async fn serve_image(
         return image_response(&variant, bytes);
     }
 
-    let row: Option<(i64, i64, i64, Option<String>)> =
-        match sqlx::query_as("SELECT id, width, height, stored_path FROM images WHERE sha256 = ?")
-            .bind(&variant.sha256)
-            .fetch_optional(&service.db)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "image lookup failed");
-                return problem(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {e}"));
-            }
-        };
-    let Some((image_id, width, height, stored_path)) = row else {
-        return problem(StatusCode::NOT_FOUND, format!("no image with sha256 {}", variant.sha256));
-    };
-    if let Some(c) = variant.crop {
-        if !c.fits(width as u32, height as u32) {
-            return problem(StatusCode::BAD_REQUEST, crop_outside(c, width as u32, height as u32));
-        }
-    }
-    let sets: Vec<(String, String)> = match sqlx::query_as(
-        "SELECT s.root_path, p.rel_path FROM probe_set_images p JOIN probe_sets s ON s.id = p.probe_set_id
-         WHERE p.image_id = ? ORDER BY s.id",
-    )
-    .bind(image_id)
-    .fetch_all(&service.db)
-    .await
-    {
+    let stored = match studio::gallery::queries::stored_image(&service.db, &variant.sha256, &service.data_dir).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "image lookup failed");
             return problem(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {e}"));
         }
     };
-    let mut candidates = Vec::new();
-    if let Some(p) = stored_path {
-        let p = PathBuf::from(p);
-        candidates.push(if p.is_absolute() { p } else { service.data_dir.join(p) });
-    }
-    for (root, rel) in sets {
-        // rel_path comes from a folder scan; still refuse anything that could leave the root.
-        if Path::new(&rel).components().all(|c| matches!(c, Component::Normal(_))) {
-            candidates.push(Path::new(&root).join(rel));
+    let Some(stored) = stored else {
+        return problem(StatusCode::NOT_FOUND, format!("no image with sha256 {}", variant.sha256));
+    };
+    if let Some(c) = variant.crop {
+        if !c.fits(stored.width, stored.height) {
+            return problem(StatusCode::BAD_REQUEST, crop_outside(c, stored.width, stored.height));
         }
     }
+    let candidates = stored.files;
 
     let Ok(_permit) = service.workers.acquire().await else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());

@@ -35,6 +35,11 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
+/// Whether the database answers a query (the server's readiness check).
+pub async fn ping(db: &SqlitePool) -> sqlx::Result<()> {
+    sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(db).await.map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

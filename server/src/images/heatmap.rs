@@ -133,9 +133,6 @@ fn png_response(key: &str, w: u32, bytes: Option<Vec<u8>>) -> Response {
     response
 }
 
-/// A stored map with what drawing it needs.
-type MapRow = (i64, i64, Vec<u8>, i64, i64, i64, i64, i64, i64);
-
 pub(super) async fn serve_heatmap(
     State(service): State<Arc<Service>>,
     UrlPath(key): UrlPath<String>,
@@ -158,31 +155,26 @@ pub(super) async fn serve_heatmap(
     if let Ok(bytes) = tokio::fs::read(&cached).await {
         return png_response(&key, w, Some(bytes));
     }
-    let row: Option<MapRow> = match sqlx::query_as(
-        "SELECT t.map_h, t.map_w, t.map_f32, t.map_x0, t.map_y0, t.map_x1, t.map_y1, i.width, i.height
-         FROM top_images t JOIN images i ON i.id = t.image_id WHERE t.map_sha256 = ? LIMIT 1",
-    )
-    .bind(&key)
-    .fetch_optional(&service.db)
-    .await
-    {
+    let stored = match studio::gallery::queries::stored_map(&service.db, &key).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "heatmap lookup failed");
             return problem(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {e}"));
         }
     };
-    let Some((mh, mw, bytes, x0, y0, x1, y1, width, height)) = row else {
+    let Some(m) = stored else {
         return problem(StatusCode::NOT_FOUND, format!("no stored activation map with sha256 {key}"));
     };
     let Ok(_permit) = service.workers.acquire().await else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     };
     let job = move || -> Result<Vec<u8>, String> {
-        let map = ActivationMap::from_le_bytes(mh as usize, mw as usize, &bytes)?;
-        let view = CropBox::new(x0 as u32, y0 as u32, x1 as u32, y1 as u32);
-        let (out_w, out_h) = thumbnail_size(width as u32, height as u32, w);
-        let png = encode_png(&render_overlay(&map, view, width as u32, height as u32, out_w, out_h))?;
+        let map = ActivationMap::from_le_bytes(m.map_height, m.map_width, &m.map_f32)?;
+        let [x0, y0, x1, y1] = m.view;
+        let view = CropBox::new(x0, y0, x1, y1);
+        let (width, height) = (m.image_width, m.image_height);
+        let (out_w, out_h) = thumbnail_size(width, height, w);
+        let png = encode_png(&render_overlay(&map, view, width, height, out_w, out_h))?;
         if let Err(e) = super::store(&cached, &png) {
             // Still serve it; the next request simply draws it again.
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache a heatmap");

@@ -5,6 +5,7 @@ use super::*;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 
 /// Each given neuron's rank-1 top image (cropped as its run cropped it) from its latest finished
 /// DnD run; neurons without one are left out.
@@ -233,5 +234,77 @@ pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -
         prev: (unit > 0).then_some(unit - 1),
         next: (unit + 1 < channels).then_some(unit + 1),
         clip_dissect_note: None,
+    }))
+}
+
+/// A registered image: its size and where its bytes may be, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredImage {
+    pub width: u32,
+    pub height: u32,
+    /// Its stored copy (relative paths are under `data_dir`), then its file in each probing set
+    /// that holds it. A probing set's relative path that could leave the set's root is left out.
+    pub files: Vec<PathBuf>,
+}
+
+/// The image with content hash `sha256`; `None` when none is registered.
+pub async fn stored_image(db: &SqlitePool, sha256: &str, data_dir: &Path) -> sqlx::Result<Option<StoredImage>> {
+    let row: Option<(i64, i64, i64, Option<String>)> =
+        sqlx::query_as("SELECT id, width, height, stored_path FROM images WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(db)
+            .await?;
+    let Some((image_id, width, height, stored_path)) = row else { return Ok(None) };
+    let sets: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.root_path, p.rel_path FROM probe_set_images p JOIN probe_sets s ON s.id = p.probe_set_id
+         WHERE p.image_id = ? ORDER BY s.id",
+    )
+    .bind(image_id)
+    .fetch_all(db)
+    .await?;
+    let mut files = Vec::new();
+    if let Some(p) = stored_path {
+        let p = PathBuf::from(p);
+        files.push(if p.is_absolute() { p } else { data_dir.join(p) });
+    }
+    for (root, rel) in sets {
+        // rel_path comes from a folder scan; still refuse anything that could leave the root.
+        if Path::new(&rel).components().all(|c| matches!(c, Component::Normal(_))) {
+            files.push(Path::new(&root).join(rel));
+        }
+    }
+    Ok(Some(StoredImage { width: width as u32, height: height as u32, files }))
+}
+
+/// A stored activation map (a D_top image's), with what drawing it over its image needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMap {
+    /// Map size and values (little-endian f32, row-major).
+    pub map_height: usize,
+    pub map_width: usize,
+    pub map_f32: Vec<u8>,
+    /// The part of the image the map covers, `[x0, y0, x1, y1]` in image pixels.
+    pub view: [u32; 4],
+    pub image_width: u32,
+    pub image_height: u32,
+}
+
+/// The activation map with content hash `key`; `None` when none is stored.
+pub async fn stored_map(db: &SqlitePool, key: &str) -> sqlx::Result<Option<StoredMap>> {
+    type Row = (i64, i64, Vec<u8>, i64, i64, i64, i64, i64, i64);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT t.map_h, t.map_w, t.map_f32, t.map_x0, t.map_y0, t.map_x1, t.map_y1, i.width, i.height
+         FROM top_images t JOIN images i ON i.id = t.image_id WHERE t.map_sha256 = ? LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(mh, mw, map_f32, x0, y0, x1, y1, width, height)| StoredMap {
+        map_height: mh as usize,
+        map_width: mw as usize,
+        map_f32,
+        view: [x0 as u32, y0 as u32, x1 as u32, y1 as u32],
+        image_width: width as u32,
+        image_height: height as u32,
     }))
 }
