@@ -374,4 +374,68 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(raters, 1);
     }
+
+    /// Every server function, with and without an admin session, called with arguments that
+    /// cannot be right (none, repeated, mistyped, out of range, not the encoding): the caller's
+    /// mistake is never answered with a 5xx.
+    #[tokio::test]
+    async fn no_server_function_answers_5xx_to_malformed_arguments() {
+        let s = site().await;
+        let (cookie, csrf) = login(&s.app).await;
+        let paths: Vec<(&str, axum::http::Method)> = leptos::server_fn::axum::server_fn_paths().collect();
+        assert!(paths.len() >= 20, "the walk must reach every server function: {paths:?}");
+        // Field names the server functions take, each given a value of the wrong type.
+        let fields = [
+            "id", "study_id", "unit", "page", "units", "count", "limit", "rater_id", "status", "token", "model",
+            "layer", "query", "secret", "summary", "scoring", "excluded", "after",
+        ];
+        let mistyped_form: String = fields.iter().map(|f| format!("{f}=abc")).collect::<Vec<_>>().join("&");
+        let mistyped_json: serde_json::Value =
+            fields.iter().map(|f| (f.to_string(), serde_json::json!({ "nested": [1] }))).collect();
+        let forms = [
+            String::new(),
+            "id=1&id=2&token=a&token=b&query=a&query=b".into(),
+            mistyped_form,
+            format!("csrf={csrf}&id=99999999999999999999"),
+            format!("csrf={csrf}&id=-1&unit=-1&page=-1"),
+            "%zz=%%&=&&".into(),
+        ];
+        let jsons = [
+            String::new(),
+            "not json".into(),
+            "[]".into(),
+            "null".into(),
+            "{\"id\": 1, \"id\": 2}".into(),
+            mistyped_json.to_string(),
+            serde_json::json!({ "csrf": csrf, "id": -1, "study_id": -1, "count": -1 }).to_string(),
+        ];
+        let mut failures = Vec::new();
+        for (path, method) in &paths {
+            for session in [None, Some(cookie.as_str())] {
+                let mut requests = Vec::new();
+                for body in &forms {
+                    requests.push(if method == axum::http::Method::GET {
+                        get(&format!("{path}?{body}"), session)
+                    } else {
+                        form(path, session, body)
+                    });
+                }
+                for body in &jsons {
+                    let mut req = Request::post(*path).header("content-type", "application/json");
+                    if let Some(c) = session {
+                        req = req.header("cookie", c);
+                    }
+                    requests.push(req.body(Body::from(body.clone())).unwrap());
+                }
+                for req in requests {
+                    let what = format!("{} {} (session: {})", req.method(), req.uri(), session.is_some());
+                    let r = call(&s.app, req).await;
+                    if r.status.is_server_error() {
+                        failures.push(format!("{what}: {} {}", r.status, r.body));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} answers were 5xx:\n{}", failures.len(), failures.join("\n"));
+    }
 }
