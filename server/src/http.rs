@@ -72,29 +72,64 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         .merge(crate::uploads::router(config, ctx.db.clone(), ctx.jobs.clone()))
 }
 
-/// Server functions answer 500 when their arguments cannot be decoded (wrong encoding, missing
-/// or mistyped fields); that is the caller's mistake, so it becomes a 400 naming the problem.
+/// Server functions answer 500 when their arguments cannot be decoded (wrong encoding, missing,
+/// repeated or mistyped fields); that is the caller's mistake, so it becomes a 400 naming the
+/// problem and the fields the request sent. Only `/api/` requests are looked at; their bodies are
+/// small and already bounded by the body limit.
 async fn undecodable_arguments_are_bad_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let is_server_fn = req.uri().path().starts_with("/api/");
-    let res = next.run(req).await;
-    if !is_server_fn || res.status() != StatusCode::INTERNAL_SERVER_ERROR {
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(sent) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the server accepts").into_response();
+    };
+    let fields = sent_fields(parts.uri.query(), &sent);
+    let res = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(sent))).await;
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
         return res;
     }
     let (parts, body) = res.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    match std::str::from_utf8(&bytes).ok().and_then(|b| b.strip_prefix("Deserialization|")) {
-        Some(reason) => (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the request's arguments could not be read ({reason}); this call takes the arguments its API documents"
-            ),
-        )
-            .into_response(),
+    // server_fn's own error codes for arguments it could not read.
+    let reason = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|b| ["Args|", "MissingArg|", "Deserialization|"].iter().find_map(|prefix| b.strip_prefix(prefix)));
+    match reason {
+        Some(reason) => {
+            let sent =
+                if fields.is_empty() { "no fields".to_string() } else { format!("fields sent: {}", fields.join(", ")) };
+            let reason = studio::labels::import::excerpt(reason);
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the request's arguments could not be read ({reason}; {sent}); this call takes the arguments its API documents"),
+            )
+                .into_response()
+        }
         None => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
     }
+}
+
+/// The field names of a form-encoded query or body, or the keys of a JSON object body, each
+/// bounded and escaped for quoting in an error (at most 20).
+fn sent_fields(query: Option<&str>, body: &[u8]) -> Vec<String> {
+    let mut names: Vec<String> = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+        _ => {
+            let form = [query.unwrap_or(""), std::str::from_utf8(body).unwrap_or("")].join("&");
+            form.split('&')
+                .filter_map(|pair| pair.split('=').next())
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect()
+        }
+    };
+    names.dedup();
+    names.truncate(20);
+    names.iter().map(|n| studio::labels::import::excerpt(n)).collect()
 }
 
 /// Liveness and readiness: answers 200 with `{"status":"ok"}` when the database answers.

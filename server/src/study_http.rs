@@ -437,5 +437,15 @@ pub(crate) mod tests {
             }
         }
         assert!(failures.is_empty(), "{} answers were 5xx:\n{}", failures.len(), failures.join("\n"));
+        // What the caller reads: a 400 that names the problem and what was sent.
+        for (body, says) in [
+            ("id=abc", "invalid digit found in string; fields sent: id"),
+            ("", "missing field `id`; no fields"),
+            ("id=1&id=2", "Multiple values for one key: \\\"id\\\""),
+        ] {
+            let r = call(&s.app, form("/api/jobs/get", None, body)).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+            assert!(r.body.contains(says), "{body}: {}", r.body);
+        }
     }
 }

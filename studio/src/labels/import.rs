@@ -159,7 +159,7 @@ const EXCERPT_CHARS: usize = 120;
 
 /// A bounded, escaped excerpt of input for an error message (control characters and quotes
 /// escaped, long input cut with "…").
-fn excerpt(input: &str) -> String {
+pub fn excerpt(input: &str) -> String {
     let mut shown: String = input.chars().take(EXCERPT_CHARS).collect::<String>().escape_debug().to_string();
     if input.chars().count() > EXCERPT_CHARS {
         shown.push('…');
