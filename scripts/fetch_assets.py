@@ -857,7 +857,8 @@ def step_fashion_mnist(ctx: Ctx) -> str | None:
         raise Fail(f"{pkg} {d['version']}: cannot read the test images and labels ({e})")
     magic, count, rows, cols = struct.unpack(">IIII", images[:16])
     lmagic, lcount = struct.unpack(">II", labels[:8])
-    if (magic, lmagic, count, rows, cols) != (2051, 2049, lcount, 28, 28) or len(images) != 16 + count * 784:
+    if ((magic, lmagic, count, rows, cols) != (2051, 2049, lcount, 28, 28) or len(images) != 16 + count * 784
+            or len(labels) != 8 + lcount or max(labels[8:], default=0) >= len(FMNIST_CLASSES)):
         raise Fail(f"{pkg}: unexpected IDX headers (images {magic}/{count}x{rows}x{cols}, labels {lmagic}/{lcount})")
     out = ctx.assets / LABELLED / "fashion-mnist"
     staging = Path(tempfile.mkdtemp(prefix=".staging-fashion-mnist-", dir=ctx.assets))

@@ -72,10 +72,13 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         .merge(crate::uploads::router(config, ctx.db.clone(), ctx.jobs.clone()))
 }
 
+/// Largest body a server-function call may send (their arguments are small; uploads have their
+/// own routes and limits).
+const MAX_CALL_BODY: usize = 16 << 20;
+
 /// Server functions answer 500 when their arguments cannot be decoded (wrong encoding, missing,
 /// repeated or mistyped fields); that is the caller's mistake, so it becomes a 400 naming the
-/// problem and the fields the request sent. Only `/api/` requests are looked at; their bodies are
-/// small and already bounded by the body limit.
+/// problem and the fields the request sent. Only `/api/` requests are looked at.
 async fn undecodable_arguments_are_bad_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -84,11 +87,15 @@ async fn undecodable_arguments_are_bad_requests(
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let Ok(sent) = axum::body::to_bytes(body, usize::MAX).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the server accepts").into_response();
+    let Ok(sent) = axum::body::to_bytes(body, MAX_CALL_BODY).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body could not be read in full (a call sends at most {} MiB)", MAX_CALL_BODY >> 20),
+        )
+            .into_response();
     };
-    let fields = sent_fields(parts.uri.query(), &sent);
-    let res = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(sent))).await;
+    let query = parts.uri.query().map(str::to_string);
+    let res = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(sent.clone()))).await;
     if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
         return res;
     }
@@ -100,6 +107,7 @@ async fn undecodable_arguments_are_bad_requests(
         .and_then(|b| ["Args|", "MissingArg|", "Deserialization|"].iter().find_map(|prefix| b.strip_prefix(prefix)));
     match reason {
         Some(reason) => {
+            let fields = sent_fields(query.as_deref(), &sent);
             let sent =
                 if fields.is_empty() { "no fields".to_string() } else { format!("fields sent: {}", fields.join(", ")) };
             let reason = studio::labels::import::excerpt(reason);
@@ -113,23 +121,28 @@ async fn undecodable_arguments_are_bad_requests(
     }
 }
 
-/// The field names of a form-encoded query or body, or the keys of a JSON object body, each
-/// bounded and escaped for quoting in an error (at most 20).
+/// The first 20 distinct field names of a form-encoded query and body, or the keys of a JSON
+/// object body, each bounded and escaped for quoting in an error. Reads at most 64 KiB.
 fn sent_fields(query: Option<&str>, body: &[u8]) -> Vec<String> {
-    let mut names: Vec<String> = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
-        _ => {
-            let form = [query.unwrap_or(""), std::str::from_utf8(body).unwrap_or("")].join("&");
-            form.split('&')
-                .filter_map(|pair| pair.split('=').next())
-                .filter(|k| !k.is_empty())
-                .map(String::from)
-                .collect()
+    const MAX_FIELDS: usize = 20;
+    let head = &body[..body.len().min(64 << 10)];
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        let name = studio::labels::import::excerpt(name);
+        if names.len() < MAX_FIELDS && !name.is_empty() && !names.contains(&name) {
+            names.push(name);
         }
     };
-    names.dedup();
-    names.truncate(20);
-    names.iter().map(|n| studio::labels::import::excerpt(n)).collect()
+    match serde_json::from_slice::<serde_json::Value>(head) {
+        Ok(serde_json::Value::Object(o)) => o.keys().for_each(|k| add(k)),
+        _ => {
+            let text = String::from_utf8_lossy(head);
+            for pair in query.unwrap_or("").split('&').chain(text.split('&')).take(1000) {
+                add(pair.split('=').next().unwrap_or(""));
+            }
+        }
+    }
+    names
 }
 
 /// Liveness and readiness: answers 200 with `{"status":"ok"}` when the database answers.

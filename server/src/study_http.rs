@@ -399,6 +399,7 @@ pub(crate) mod tests {
             format!("csrf={csrf}&id=99999999999999999999"),
             format!("csrf={csrf}&id=-1&unit=-1&page=-1"),
             "%zz=%%&=&&".into(),
+            format!("model=toy&query={}", "a".repeat(300)),
         ];
         let jsons = [
             String::new(),
@@ -447,5 +448,10 @@ pub(crate) mod tests {
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
             assert!(r.body.contains(says), "{body}: {}", r.body);
         }
+        let search =
+            paths.iter().find(|(p, _)| p.contains("search_concepts")).expect("concept search is a server function").0;
+        let r = call(&s.app, form(search, None, &format!("model=toy&query={}", "a".repeat(300)))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(r.body.contains("longer than 200 characters"), "{}", r.body);
     }
 }

@@ -27,6 +27,23 @@ pub const MAX_QUERY_CHARS: usize = 200;
 /// Embeddings kept in memory at most (about 1.5 KB each); past it the cache starts over.
 const MAX_CACHED: usize = 200_000;
 
+/// Labels embedded per step of a first search (each step's results are cached at once).
+const EMBED_BATCH: usize = 512;
+
+/// Why a search gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The caller's mistake.
+    #[error("the search text is longer than {MAX_QUERY_CHARS} characters")]
+    QueryTooLong,
+    #[error("reading the labels: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The server's problem (e.g. its text encoder is missing); the outermost context is fit to
+    /// show a visitor, the whole chain (`{:#}`) is for the log.
+    #[error("{0}")]
+    Unavailable(#[from] anyhow::Error),
+}
+
 /// A neuron found by a search, with the label that matched best.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
@@ -55,7 +72,7 @@ pub struct SearchResult {
 pub struct ConceptSearcher {
     model_dir: PathBuf,
     encoder: tokio::sync::OnceCell<Arc<SentenceEncoder>>,
-    embeddings: Mutex<HashMap<String, Arc<[f32]>>>,
+    embeddings: Arc<Mutex<HashMap<String, Arc<[f32]>>>>,
 }
 
 impl Default for ConceptSearcher {
@@ -83,7 +100,8 @@ impl ConceptSearcher {
     }
 
     /// Neurons of model `model_slug` whose labels are closest to `query`, at most `limit`;
-    /// `None` when the model does not exist. A neuron counts once, with its closest label; equal
+    /// `None` when the model does not exist; [`SearchError::QueryTooLong`] over
+    /// [`MAX_QUERY_CHARS`]. A neuron counts once, with its closest label; equal
     /// cosines keep the model's layer order, then unit order.
     pub async fn search(
         &self,
@@ -91,10 +109,10 @@ impl ConceptSearcher {
         model_slug: &str,
         query: &str,
         limit: usize,
-    ) -> anyhow::Result<Option<SearchResult>> {
+    ) -> Result<Option<SearchResult>, SearchError> {
         let query = query.trim();
         if query.chars().count() > MAX_QUERY_CHARS {
-            anyhow::bail!("the search text is longer than {MAX_QUERY_CHARS} characters");
+            return Err(SearchError::QueryTooLong);
         }
         let Some(model_id) = sqlx::query_scalar::<_, i64>("SELECT id FROM models WHERE slug = ?")
             .bind(model_slug)
@@ -136,7 +154,7 @@ impl ConceptSearcher {
         best.sort_by(|a, b| b.1.total_cmp(&a.1));
         best.truncate(limit);
         let ids: Vec<i64> = best.iter().map(|&(i, _)| candidates[i].neuron_id).collect();
-        let mut top_images = rank1_top_images(db, &ids).await?;
+        let mut top_images = rank1_top_images(&mut *db.acquire().await?, &ids).await?;
         result.hits = best
             .into_iter()
             .map(|(i, cosine)| {
@@ -163,13 +181,12 @@ impl ConceptSearcher {
             .encoder
             .get_or_try_init(|| async move {
                 let loaded = tokio::task::spawn_blocking(move || {
-                    SentenceEncoder::load(&dir, SEARCH_MODEL, tch::Device::Cpu).with_context(|| {
-                        format!(
-                            "concept search needs {} in {} (scripts/setup.sh installs it)",
-                            SEARCH_MODEL.name(),
-                            dir.display()
-                        )
-                    })
+                    SentenceEncoder::load(&dir, SEARCH_MODEL, tch::Device::Cpu)
+                        .with_context(|| format!("loading {} from {}", SEARCH_MODEL.name(), dir.display()))
+                        .context(format!(
+                            "concept search needs the text encoder {}, which scripts/setup.sh installs",
+                            SEARCH_MODEL.name()
+                        ))
                 })
                 .await??;
                 anyhow::Ok(Arc::new(loaded))
@@ -178,38 +195,60 @@ impl ConceptSearcher {
         Ok(encoder.clone())
     }
 
-    /// The query's embedding and each text's, computing only those not cached yet.
+    /// The query's embedding and each text's, computing only those not cached yet. Computed
+    /// embeddings reach the cache batch by batch from the blocking task itself, so work done for
+    /// a request that is dropped meanwhile (a timeout, a closed tab) still serves the next one.
     async fn embed(&self, query: &str, texts: &[&str]) -> anyhow::Result<(Vec<f32>, Vec<Arc<[f32]>>)> {
-        let missing: Vec<String> = {
-            let cache = self.embeddings.lock().unwrap();
-            let mut m: Vec<String> = texts.iter().filter(|t| !cache.contains_key(**t)).map(|t| t.to_string()).collect();
-            m.sort_unstable();
-            m.dedup();
-            m
-        };
+        // What is cached now is kept aside for this request: another search may clear the cache.
+        let mut known: HashMap<String, Arc<[f32]>> = HashMap::new();
+        let mut missing: Vec<String> = Vec::new();
+        {
+            let cache = lock(&self.embeddings);
+            for t in texts {
+                match cache.get(*t) {
+                    Some(e) => {
+                        known.insert(t.to_string(), e.clone());
+                    }
+                    None => missing.push(t.to_string()),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
         let encoder = self.encoder().await?;
         let query = query.to_string();
+        let cache = self.embeddings.clone();
         let (query_embedding, computed) = tokio::task::spawn_blocking(move || {
-            let mut all: Vec<&str> = vec![&query];
-            all.extend(missing.iter().map(String::as_str));
-            let mut embeddings = encoder.embed(&all)?.into_iter();
-            let query_embedding = embeddings.next().unwrap_or_default();
-            let computed: Vec<(String, Arc<[f32]>)> = missing.into_iter().zip(embeddings.map(Arc::from)).collect();
+            let query_embedding = encoder.embed(&[query.as_str()])?.pop().unwrap_or_default();
+            let mut computed: Vec<(String, Arc<[f32]>)> = Vec::with_capacity(missing.len());
+            for batch in missing.chunks(EMBED_BATCH) {
+                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                let embedded: Vec<Arc<[f32]>> = encoder.embed(&refs)?.into_iter().map(Arc::from).collect();
+                let mut cache = lock(&cache);
+                if cache.len() + batch.len() > MAX_CACHED {
+                    cache.clear();
+                }
+                for (text, e) in batch.iter().zip(embedded) {
+                    cache.insert(text.clone(), e.clone());
+                    computed.push((text.clone(), e));
+                }
+            }
             anyhow::Ok((query_embedding, computed))
         })
         .await??;
-        let mut cache = self.embeddings.lock().unwrap();
-        if cache.len() + computed.len() > MAX_CACHED {
-            cache.clear();
-        }
-        let computed: HashMap<String, Arc<[f32]>> = computed.into_iter().collect();
+        known.extend(computed);
         let labels = texts
             .iter()
-            .map(|t| computed.get(*t).or_else(|| cache.get(*t)).cloned().expect("every text was embedded or cached"))
-            .collect();
-        cache.extend(computed);
+            .map(|t| known.get(*t).cloned().context("an embedding went missing (a bug: every text was kept aside)"))
+            .collect::<anyhow::Result<_>>()?;
         Ok((query_embedding, labels))
     }
+}
+
+/// The cache's lock; a panic elsewhere while it was held leaves consistent data (entries are
+/// inserted whole), so a poisoned lock is used as is rather than failing every later search.
+fn lock(cache: &Mutex<HashMap<String, Arc<[f32]>>>) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[f32]>>> {
+    cache.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Every current label of the model's neurons, in the model's layer order, then unit, method,
@@ -307,8 +346,9 @@ mod tests {
         assert!(searcher.search(&db, "m", "", 10).await.unwrap().unwrap().hits.is_empty());
         assert_eq!(searcher.search(&db, "nope", "dog", 10).await.unwrap(), None);
         let long = "a".repeat(MAX_QUERY_CHARS + 1);
-        let e = searcher.search(&db, "m", &long, 10).await.unwrap_err().to_string();
-        assert!(e.contains("longer than 200 characters"), "{e}");
+        let e = searcher.search(&db, "m", &long, 10).await.unwrap_err();
+        assert!(matches!(e, SearchError::QueryTooLong), "{e}");
+        assert!(e.to_string().contains("longer than 200 characters"), "{e}");
     }
 
     #[tokio::test]
@@ -316,6 +356,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let searcher = ConceptSearcher::new(dir.path().join("no-encoder"));
         let e = searcher.embed("dog", &["cat"]).await.unwrap_err();
-        assert!(format!("{e:#}").contains("concept search needs all-MiniLM-L6-v2 in"), "{e:#}");
+        // The visitor reads what to do; the log also gets where it was looked for.
+        assert_eq!(
+            e.to_string(),
+            "concept search needs the text encoder all-MiniLM-L6-v2, which scripts/setup.sh installs"
+        );
+        assert!(format!("{e:#}").contains(&format!("from {}", dir.path().join("no-encoder").display())), "{e:#}");
     }
 }

@@ -32,10 +32,21 @@ pub struct ConceptSearchView {
 /// `None` when the model does not exist.
 #[server]
 pub async fn search_concepts(model: String, query: String) -> Result<Option<ConceptSearchView>, ServerFnError> {
+    use studio::concept_search::SearchError;
     let ctx = crate::state::server_context()?;
     let found = ctx.concepts.search(&ctx.db, &model, &query, SEARCH_HITS).await.map_err(|e| {
-        tracing::warn!(error = %format!("{e:#}"), "concept search failed");
-        ServerFnError::new(format!("{e:#}"))
+        // The caller's mistake is a 400; the server's a 500, whose details go to the log only.
+        let status = match &e {
+            SearchError::QueryTooLong => http::StatusCode::BAD_REQUEST,
+            SearchError::Database(_) | SearchError::Unavailable(_) => {
+                tracing::error!(error = %format!("{e:#}"), "concept search failed");
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            resp.set_status(status);
+        }
+        ServerFnError::new(e.to_string())
     })?;
     Ok(found.map(|r| ConceptSearchView {
         hits: r

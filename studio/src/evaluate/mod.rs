@@ -189,9 +189,10 @@ fn folder_classes(arg: &std::path::Path) -> anyhow::Result<ClassImages> {
         .enumerate()
         .filter_map(|(r, i)| class_of(&i.rel_path).and_then(|c| names.iter().position(|n| *n == c)).map(|c| (r, c)))
         .collect();
-    let source = match LABELLED_SETS.iter().find(|n| root.ends_with(n)) {
-        Some(name) => format!("the labelled set {name} ({})", root.display()),
-        None => format!("the labelled folder {}", root.display()),
+    let source = if root != arg {
+        format!("the labelled set {} ({})", arg.display(), root.display())
+    } else {
+        format!("the labelled folder {}", root.display())
     };
     Ok(ClassImages { source, names, images, set: Some(set) })
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Each given neuron's rank-1 top image (cropped as its run cropped it) from its latest finished
-/// DnD run; neurons without one are left out.
-pub async fn rank1_top_images(db: &SqlitePool, neuron_ids: &[i64]) -> sqlx::Result<HashMap<i64, ImageRef>> {
+/// DnD run; neurons without one are left out. Takes the caller's connection: a page that holds
+/// one must not wait for a second from the pool.
+pub async fn rank1_top_images(db: &mut SqliteConnection, neuron_ids: &[i64]) -> sqlx::Result<HashMap<i64, ImageRef>> {
     let ids_json = serde_json::to_string(neuron_ids).expect("ids serialise");
     let rows = sqlx::query(
         "WITH latest AS (
@@ -163,7 +164,7 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
         labels_of.entry(r.get("neuron_id")).or_default().push(label_from_row(&r));
     }
     // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
-    let mut thumb_of = rank1_top_images(db, &ids).await?;
+    let mut thumb_of = rank1_top_images(&mut conn, &ids).await?;
     let neurons = rows
         .iter()
         .map(|r| {
