@@ -284,20 +284,8 @@ async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::{import_file, ImportOptions};
-    use crate::test_support::{register_fake_model, temp_db, FakeModel};
+    use crate::test_support::{import_labels, register_fake_model, temp_db, FakeModel};
     use dissect::model::{LayerInfo, LayerKind};
-
-    async fn import(db: &SqlitePool, csv: &str, method: Method, layer: Option<&str>) {
-        let options = ImportOptions {
-            method: Some(method),
-            source_name: "",
-            layer,
-            layer_mapping: Default::default(),
-            skip_unknown_layers: false,
-        };
-        import_file(db, "m", "labels.csv", csv.as_bytes(), &options).await.unwrap();
-    }
 
     /// With the real all-MiniLM-L6-v2: the neuron whose label means the query comes first,
     /// whichever method gave the label, and a neuron with several close labels counts once.
@@ -312,17 +300,17 @@ mod tests {
             vec![],
         );
         register_fake_model(&db, dir.path(), &model).await;
-        import(
+        import_labels(
             &db,
             "layer,unit,description\nconv1,0,red and orange stripes\nconv1,1,espresso cups\nfc,2,dogs on grass\n",
-            Method::Milan,
+            Some(Method::Milan),
             None,
         )
         .await;
-        import(
+        import_labels(
             &db,
             "Neuron ID,Label 1,Label 2,Label 3\n1,coffee,mugs,saucers\n3,car wheels,tyres,\n",
-            Method::Dnd,
+            Some(Method::Dnd),
             Some("conv1"),
         )
         .await;

@@ -49,3 +49,21 @@ pub async fn register_fake_model(db: &SqlitePool, dir: &std::path::Path, model: 
     };
     crate::registry::register_model(db, spec).await.unwrap()
 }
+
+/// Imports `csv` (any label file layout) into the model `m` of [`register_fake_model`], as
+/// `dnd import-labels` would; `method` and `layer` as its options.
+pub async fn import_labels(
+    db: &SqlitePool,
+    csv: &str,
+    method: Option<crate::labels::import::Method>,
+    layer: Option<&str>,
+) {
+    let options = crate::labels::ImportOptions {
+        method,
+        source_name: "",
+        layer,
+        layer_mapping: Default::default(),
+        skip_unknown_layers: false,
+    };
+    crate::labels::import_file(db, "m", "labels.csv", csv.as_bytes(), &options).await.unwrap();
+}

@@ -223,7 +223,7 @@ mod tests {
     async fn clip_cosines_join_mpnet_when_clip_is_configured() {
         use crate::config::ServicesSection;
         use crate::dissection::providers::clip_text_encoder;
-        use crate::test_support::{register_fake_model, temp_db, FakeModel};
+        use crate::test_support::{import_labels, register_fake_model, temp_db, FakeModel};
         use dissect::clip_dissect::testing::{write_fake_clip, write_word_tokenizer};
         use dissect::model::{LayerInfo, LayerKind};
 
@@ -231,15 +231,7 @@ mod tests {
         let classes = ["tench", "espresso", "goldfish"].map(String::from).to_vec();
         let layer = LayerInfo { name: "fc".into(), kind: LayerKind::Classifier, channels: 3, spatial: None };
         register_fake_model(&db, dir.path(), &FakeModel(vec![layer], classes)).await;
-        let labels = b"layer,unit,description\nfc,0,fish\nfc,1,coffee\nfc,2,coffee\n";
-        let options = crate::labels::ImportOptions {
-            method: None,
-            source_name: "",
-            layer: None,
-            layer_mapping: Default::default(),
-            skip_unknown_layers: false,
-        };
-        crate::labels::import_file(&db, "m", "milan.csv", labels, &options).await.unwrap();
+        import_labels(&db, "layer,unit,description\nfc,0,fish\nfc,1,coffee\nfc,2,coffee\n", None, None).await;
 
         // Words: tench, espresso, goldfish, coffee, fish; fish words along x, coffee words along y.
         let clip_path = dir.path().join("clip.pt");

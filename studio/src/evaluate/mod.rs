@@ -154,7 +154,7 @@ pub const LABELLED_SETS: &[&str] = &["fashion-mnist"];
 
 /// The folder a `--classes` value means: a shipped set's name (unless a folder of that name is
 /// at hand), else the folder itself.
-pub fn classes_folder(arg: &std::path::Path) -> PathBuf {
+fn classes_folder(arg: &std::path::Path) -> PathBuf {
     match arg.to_str() {
         Some(name) if LABELLED_SETS.contains(&name) && !arg.exists() => {
             dissect::assets::assets_dir().join("labelled").join(name)

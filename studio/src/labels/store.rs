@@ -85,34 +85,18 @@ pub async fn store_import(db: &SqlitePool, rec: ImportRecord<'_>, parsed: &Parse
 mod tests {
     use super::*;
     use crate::labels::import::{parse, ImportTarget};
-    use crate::registry::{register_model, ModelSpec};
-    use crate::test_support::{temp_db, FakeModel};
+    use crate::test_support::{register_fake_model, temp_db, FakeModel};
     use dissect::model::{LayerInfo, LayerKind};
     use std::collections::HashMap;
 
     #[tokio::test]
     async fn a_second_import_supersedes_the_first_without_deleting_it() {
         let (dir, db) = temp_db().await;
-        let weights = dir.path().join("w.bin");
-        std::fs::write(&weights, b"w").unwrap();
         let model = FakeModel(
             vec![LayerInfo { name: "conv1".into(), kind: LayerKind::Conv, channels: 4, spatial: Some((2, 2)) }],
             vec![],
         );
-        let model_id = register_model(
-            &db,
-            ModelSpec {
-                slug: "m",
-                name: "M",
-                description: "",
-                builtin_key: Some("m"),
-                weights_path: &weights,
-                dataset: None,
-                model: &model,
-            },
-        )
-        .await
-        .unwrap();
+        let model_id = register_fake_model(&db, dir.path(), &model).await;
         let layers: HashMap<String, usize> = [("conv1".to_string(), 4)].into();
         let mapping = BTreeMap::new();
         let target = ImportTarget { layers: &layers, layer_mapping: &mapping, layer: None, skip_unknown_layers: false };
