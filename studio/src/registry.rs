@@ -196,11 +196,7 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
     .await
     .with_context(|| format!("registering model {} (is the slug already used by another model?)", spec.slug))?;
     for (position, layer) in layers.iter().enumerate() {
-        let kind = match layer.kind {
-            LayerKind::Conv => "conv",
-            LayerKind::Linear => "linear",
-            LayerKind::Classifier => "classifier",
-        };
+        let kind = layer.kind.as_str();
         let (h, w) = layer.spatial.map(|(h, w)| (Some(h as i64), Some(w as i64))).unwrap_or((None, None));
         let layer_id: i64 = sqlx::query_scalar(
             "INSERT INTO layers (model_id, name, kind, channels, height, width, position)

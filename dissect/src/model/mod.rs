@@ -26,6 +26,22 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
+    pub const ALL: [LayerKind; 3] = [LayerKind::Conv, LayerKind::Linear, LayerKind::Classifier];
+
+    /// The spelling manifests and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::Conv => "conv",
+            LayerKind::Linear => "linear",
+            LayerKind::Classifier => "classifier",
+        }
+    }
+
+    /// The kind spelled `s` (see [`LayerKind::as_str`]), if any.
+    pub fn parse(s: &str) -> Option<LayerKind> {
+        LayerKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// Whether activations carry a spatial map (N×C×H×W) rather than one value per unit.
     pub fn is_spatial(self) -> bool {
         matches!(self, LayerKind::Conv)

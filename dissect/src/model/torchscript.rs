@@ -195,7 +195,7 @@ impl Manifest {
         let mut obj = Map::new();
         obj.insert("name".into(), self.name.clone().into());
         let layers: Vec<Value> =
-            self.layers.iter().map(|l| serde_json::json!({ "name": l.name, "kind": kind_name(l.kind) })).collect();
+            self.layers.iter().map(|l| serde_json::json!({ "name": l.name, "kind": l.kind.as_str() })).collect();
         obj.insert("layers".into(), layers.into());
         obj.insert("input_size".into(), serde_json::json!([p.input_size.0, p.input_size.1]));
         obj.insert("resize_shorter".into(), p.resize_shorter.into());
@@ -566,7 +566,7 @@ fn match_outputs(output: IValue, layers: &[ManifestLayer], batch: i64) -> Result
             problems.push(format!(
                 "layer `{}` is declared {} (expects a {want}-D {} output) but output {i} is {}-D {}",
                 l.name,
-                kind_name(l.kind),
+                l.kind.as_str(),
                 if want == 4 { "N×C×H×W" } else { "N×C" },
                 s.len(),
                 shape(&s)
@@ -602,7 +602,7 @@ fn describe_tensors(ts: &[Tensor]) -> String {
 }
 
 fn describe_layers(layers: &[ManifestLayer]) -> String {
-    let items: Vec<String> = layers.iter().map(|l| format!("{} ({})", l.name, kind_name(l.kind))).collect();
+    let items: Vec<String> = layers.iter().map(|l| format!("{} ({})", l.name, l.kind.as_str())).collect();
     format!("{} layer{} [{}]", layers.len(), if layers.len() == 1 { "" } else { "s" }, items.join(", "))
 }
 
@@ -625,15 +625,6 @@ fn ivalue_type(v: &IValue) -> &'static str {
         IValue::Object(_) => "object",
         IValue::Device(_) => "device",
         _ => "value of an unsupported type",
-    }
-}
-
-/// The manifest spelling of a layer kind.
-pub fn kind_name(kind: LayerKind) -> &'static str {
-    match kind {
-        LayerKind::Conv => "conv",
-        LayerKind::Linear => "linear",
-        LayerKind::Classifier => "classifier",
     }
 }
 
@@ -718,14 +709,10 @@ fn parse_layers(v: &Value) -> Result<Vec<ManifestLayer>, String> {
             Some(other) => return Err(format!("layers[{i}]: `name` must be a non-empty string, got {}", show(other))),
         };
         let kind = match o.get("kind") {
-            Some(Value::String(s)) => match s.as_str() {
-                "conv" => LayerKind::Conv,
-                "linear" => LayerKind::Linear,
-                "classifier" => LayerKind::Classifier,
-                other => {
-                    return Err(format!(
-                        "layers[{i}] (`{name}`): kind `{other}` is not one of conv, linear, classifier"
-                    ))
+            Some(Value::String(s)) => match LayerKind::parse(s) {
+                Some(kind) => kind,
+                None => {
+                    return Err(format!("layers[{i}] (`{name}`): kind `{s}` is not one of conv, linear, classifier"))
                 }
             },
             None | Some(Value::Null) => {
