@@ -8,10 +8,12 @@ mod common;
 
 use dissect::concepts::classifier_captioner::ClassifierCaptioner;
 use dissect::concepts::feature_encoder::FeatureEncoder;
-use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, PipelineStage, Providers};
+use dissect::concepts::pipeline::{
+    ChunkStep, DissectOptions, LayerDissector, NeuronOutcome, PipelineStage, Providers, RunProgress,
+};
 use dissect::concepts::retrieval::{PoolImage, RetrievalImages};
 use dissect::concepts::shared_model::share;
-use dissect::concepts::summarize::SUMMARIZE_INSTRUCTION;
+use dissect::concepts::summarize::{LlmRound, SUMMARIZE_INSTRUCTION};
 use dissect::concepts::{ChatModel, ChatRequest, ComponentInfo, ProviderError, ProviderResult, Role, TextEncoder};
 use dissect::model::{LoadOptions, TargetModel, Variant};
 use dissect::partition::Partition;
@@ -137,10 +139,18 @@ fn dissects_real_neurons_with_crops_captions_retrieval_and_scores() {
     let mut outcomes = Vec::new();
     let mut seen_progress = Vec::new();
     let times = dissector
-        .run::<()>(&[5, 17, 40], &mut |p| seen_progress.push(p.finished), &mut |o| {
-            outcomes.push(o);
-            Ok(())
-        })
+        .run::<()>(
+            &[5, 17, 40],
+            &mut |p| {
+                if let RunProgress::Neuron(p) = p {
+                    seen_progress.push(p.finished)
+                }
+            },
+            &mut |o| {
+                outcomes.push(o);
+                Ok(())
+            },
+        )
         .unwrap();
     assert_eq!(seen_progress, vec![1, 2, 3]);
     assert!(times.crops.as_nanos() > 0 && times.concept_activations.as_nanos() > 0);
@@ -255,8 +265,28 @@ fn classifier_units_get_no_crops_and_a_class_related_label() {
         cancel: None,
     };
     let mut out = Vec::new();
+    let mut reported = Vec::new();
     // 967 = espresso: the built-in set has scikit-image's coffee photo.
-    dissector.run::<()>(&[967], &mut |_| {}, &mut |o| Ok(out.push(o))).unwrap();
+    dissector.run::<()>(&[967], &mut |p| reported.push(p), &mut |o| Ok(out.push(o))).unwrap();
+    // Each step of the chunk is announced as it starts, with its size, then the neuron.
+    let steps: Vec<ChunkStep> =
+        reported.iter().filter_map(|p| if let RunProgress::Step(c) = p { Some(c.step) } else { None }).collect();
+    assert!(
+        matches!(
+            steps.as_slice(),
+            [
+                ChunkStep::TopImages,
+                ChunkStep::Captions { regions: 10 },
+                ChunkStep::Llm(LlmRound::Simplify { .. }),
+                ChunkStep::Llm(LlmRound::Summaries { requests: 5 }),
+                ..,
+                ChunkStep::ConceptImages { .. },
+                ChunkStep::Scores
+            ]
+        ),
+        "{steps:?}"
+    );
+    assert!(matches!(reported.last(), Some(RunProgress::Neuron(p)) if p.finished == 1 && p.total == 1));
     let NeuronOutcome::Done(r) = &out[0] else { panic!("{:?}", out[0]) };
     assert!(r.top.iter().all(|e| e.crop.is_none()), "classifier units get no crops");
     let coffee = set.images.iter().position(|i| i.rel_path.starts_with("skimage/coffee")).unwrap();

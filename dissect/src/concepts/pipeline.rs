@@ -11,7 +11,7 @@ use super::providers::{
     CaptionInput, Captioner, ChatModel, ComponentInfo, ConceptImageSource, ImageEncoder, TextEncoder,
 };
 use super::scoring::{label_concepts, order_with_ties, score_concepts, ConceptScores, ScoringFunction, TieBreak};
-use super::summarize::{candidates_batch_until, Candidates, SummarizeOptions};
+use super::summarize::{candidates_batch_until, Candidates, LlmRound, SummarizeOptions};
 use crate::crops::{self, CropBox, Summary, TopCandidate};
 use crate::dtop::{neuron_top, NeuronTop};
 use crate::model::{LayerInfo, LayerKind, TargetModel};
@@ -202,6 +202,45 @@ pub struct NeuronProgress {
     pub failed: usize,
 }
 
+/// A step of the pipeline inside a chunk of neurons, reported as it starts with its size: a
+/// chunk takes minutes on a CPU (mostly the LLM), and a front end should say what it is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// Step 1: D_top and its attention crops.
+    TopImages,
+    /// Step 2A: captioning `regions` image regions not captioned before.
+    Captions { regions: usize },
+    /// Step 2B: a round of LLM requests.
+    Llm(LlmRound),
+    /// Step 3.1: images for `concepts` candidate concepts not seen before.
+    ConceptImages { concepts: usize },
+    /// Steps 3.2–3.4: the target model on the new concept images, then every candidate's scores.
+    Scores,
+}
+
+/// Where a run is inside its current chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkProgress {
+    pub step: ChunkStep,
+    /// 1-based chunk number, of `chunks`.
+    pub chunk: usize,
+    pub chunks: usize,
+    /// Neurons in this chunk.
+    pub neurons: usize,
+    /// Neurons finished before this chunk, of `total`.
+    pub finished: usize,
+    pub total: usize,
+}
+
+/// What [`LayerDissector::run`] reports as it goes.
+#[derive(Debug, Clone)]
+pub enum RunProgress {
+    /// A step of the current chunk started.
+    Step(ChunkProgress),
+    /// A neuron finished (after the sink stored it).
+    Neuron(NeuronProgress),
+}
+
 /// What was cached across neurons, kept for a whole layer.
 #[derive(Default)]
 struct Caches {
@@ -234,27 +273,40 @@ pub struct LayerDissector<'a, M: TargetModel + ?Sized> {
 
 impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
     /// Processes `units` in chunks, calling `sink` once per finished neuron (in unit order within
-    /// a chunk) and `progress` after each. Stops early (Ok) when cancelled; an error from `sink`
-    /// (e.g. the database) stops the run.
+    /// a chunk) and `progress` after each, and `progress` as each step of a chunk starts. Stops
+    /// early (Ok) when cancelled; an error from `sink` (e.g. the database) stops the run.
     pub fn run<E>(
         &self,
         units: &[usize],
-        progress: &mut dyn FnMut(NeuronProgress),
+        progress: &mut dyn FnMut(RunProgress),
         sink: &mut dyn FnMut(NeuronOutcome) -> Result<(), E>,
     ) -> Result<StageTimes, E> {
         let mut caches = Caches::default();
         let mut times = StageTimes::default();
         let mut finished = 0;
         let mut failed = 0;
-        for chunk in units.chunks(self.options.chunk.max(1)) {
+        let chunk_size = self.options.chunk.max(1);
+        let chunks = units.len().div_ceil(chunk_size);
+        for (c, chunk) in units.chunks(chunk_size).enumerate() {
             if self.cancelled() {
                 break;
             }
-            for outcome in self.run_chunk(chunk, &mut caches, &mut times) {
+            let at = ChunkProgress {
+                step: ChunkStep::TopImages,
+                chunk: c + 1,
+                chunks,
+                neurons: chunk.len(),
+                finished,
+                total: units.len(),
+            };
+            let outcomes = self.run_chunk(chunk, &mut caches, &mut times, &mut |step| {
+                progress(RunProgress::Step(ChunkProgress { step, ..at }))
+            });
+            for outcome in outcomes {
                 failed += matches!(outcome, NeuronOutcome::Failed { .. }) as usize;
                 finished += 1;
                 sink(outcome)?;
-                progress(NeuronProgress { finished, total: units.len(), failed });
+                progress(RunProgress::Neuron(NeuronProgress { finished, total: units.len(), failed }));
             }
         }
         Ok(times)
@@ -277,7 +329,13 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
 
     /// The chunk's outcomes; none when cancelled before or during its LLM stage (the longest one;
     /// a cancel waits for the LLM round in progress).
-    fn run_chunk(&self, units: &[usize], caches: &mut Caches, times: &mut StageTimes) -> Vec<NeuronOutcome> {
+    fn run_chunk(
+        &self,
+        units: &[usize],
+        caches: &mut Caches,
+        times: &mut StageTimes,
+        step: &mut dyn FnMut(ChunkStep),
+    ) -> Vec<NeuronOutcome> {
         // Each neuron moves through the stages; `Err` holds its failure.
         struct Work {
             unit: usize,
@@ -292,6 +350,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             .collect();
 
         // Step 1: D_top with crops.
+        step(ChunkStep::TopImages);
         let t = Instant::now();
         let mut pixels: HashMap<String, RgbImage> = HashMap::new();
         for w in work.iter_mut() {
@@ -330,6 +389,9 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                     });
                 }
             }
+        }
+        if !wanted.is_empty() {
+            step(ChunkStep::Captions { regions: wanted.len() });
         }
         let inputs: Vec<CaptionInput> = wanted
             .iter()
@@ -381,6 +443,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
             &self.options.summarize,
             &mut caches.simplified,
             &stop,
+            &mut |round| step(ChunkStep::Llm(round)),
         ) else {
             return Vec::new();
         };
@@ -399,6 +462,17 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
 
         // Step 3.1: concept images, once per concept text.
         let t = Instant::now();
+        let mut new_concepts: Vec<&String> = work
+            .iter()
+            .filter(|w| w.state.is_ok())
+            .flat_map(|w| &w.candidates.as_ref().expect("set with Ok").labels)
+            .filter(|label| !caches.concept_images.contains_key(*label))
+            .collect();
+        new_concepts.sort();
+        new_concepts.dedup();
+        if !new_concepts.is_empty() {
+            step(ChunkStep::ConceptImages { concepts: new_concepts.len() });
+        }
         for w in work.iter().filter(|w| w.state.is_ok()) {
             for label in &w.candidates.as_ref().expect("set with Ok").labels {
                 if caches.concept_images.contains_key(label) {
@@ -422,6 +496,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         times.concept_images += t.elapsed();
 
         // Step 3.2: the target model on every new concept image, once for all neurons.
+        step(ChunkStep::Scores);
         let t = Instant::now();
         let fresh: Vec<String> =
             caches.pixels.keys().filter(|k| !caches.activations.contains_key(*k)).cloned().collect();

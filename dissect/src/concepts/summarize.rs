@@ -205,18 +205,31 @@ pub fn candidates_batch(
     opts: &SummarizeOptions,
     simplified_cache: &mut HashMap<String, String>,
 ) -> Vec<ProviderResult<Candidates>> {
-    candidates_batch_until(llm, neurons, opts, simplified_cache, &|| false).expect("never stopped")
+    candidates_batch_until(llm, neurons, opts, simplified_cache, &|| false, &mut |_| {}).expect("never stopped")
+}
+
+/// One of [`candidates_batch`]'s rounds of LLM requests, announced as it is sent: these rounds
+/// take most of a dissection's time, so a front end says which one is running and how big it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmRound {
+    /// Simplifying `requests` captions not seen before.
+    Simplify { requests: usize },
+    /// `requests` summaries: N per neuron.
+    Summaries { requests: usize },
+    /// Merging `requests` comma-list answers into one concept each.
+    Merges { requests: usize },
 }
 
 /// [`candidates_batch`] that gives up (`None`) when `stop` says so before a round, so a cancelled
 /// run waits for one round of LLM requests at most, not all three. Simplifications already
-/// answered stay cached.
+/// answered stay cached. `on_round` hears of each non-empty round as it is sent.
 pub fn candidates_batch_until(
     llm: &dyn ChatModel,
     neurons: &[(&[String], u64)],
     opts: &SummarizeOptions,
     simplified_cache: &mut HashMap<String, String>,
     stop: &dyn Fn() -> bool,
+    on_round: &mut dyn FnMut(LlmRound),
 ) -> Option<Vec<ProviderResult<Candidates>>> {
     // Round 1: simplifications of the captions not seen before.
     let mut failed_captions: HashMap<&str, ProviderError> = HashMap::new();
@@ -229,7 +242,12 @@ pub fn candidates_batch_until(
         }
         let requests: Vec<ChatRequest> =
             new.iter().map(|c| simplify_request(c, opts, opts.seed.wrapping_add(text_seed(c)))).collect();
-        let answers = if requests.is_empty() { Vec::new() } else { llm.complete_batch(&requests) };
+        let answers = if requests.is_empty() {
+            Vec::new()
+        } else {
+            on_round(LlmRound::Simplify { requests: requests.len() });
+            llm.complete_batch(&requests)
+        };
         for (c, answer) in new.into_iter().zip(answers) {
             match answer {
                 Ok(answer) => {
@@ -274,6 +292,9 @@ pub fn candidates_batch_until(
     if stop() {
         return None;
     }
+    if !requests.is_empty() {
+        on_round(LlmRound::Summaries { requests: requests.len() });
+    }
     let raw_answers = llm.complete_batch(&requests);
 
     // Round 3: as in the paper, a comma list is merged by asking once more.
@@ -290,6 +311,9 @@ pub fn candidates_batch_until(
         return None;
     }
     let merge_requests: Vec<ChatRequest> = merges.iter().map(|(_, r)| r.clone()).collect();
+    if !merge_requests.is_empty() {
+        on_round(LlmRound::Merges { requests: merge_requests.len() });
+    }
     let merged: HashMap<usize, ProviderResult<String>> =
         merges.iter().map(|(i, _)| *i).zip(llm.complete_batch(&merge_requests)).collect();
 
@@ -631,13 +655,19 @@ mod tests {
         let mut cache = HashMap::new();
         // Stopped once the simplifications are answered (as a cancel arriving during round 1).
         let stop = || !llm.rounds.lock().unwrap().is_empty();
-        assert!(candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &stop).is_none());
+        let mut announced = Vec::new();
+        let mut on_round = |r| announced.push(r);
+        assert!(candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &stop, &mut on_round).is_none());
         assert_eq!(*llm.rounds.lock().unwrap(), vec![4], "no summaries asked after the stop");
         assert_eq!(cache.len(), 4, "the answered simplifications are kept");
-        // Without a stop, the same call runs all its rounds.
-        let out = candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &|| false).unwrap();
+        // Without a stop, the same call runs all its rounds, each announced with its size.
+        let out = candidates_batch_until(&llm, &[(&a, 0), (&b, 1)], &o, &mut cache, &|| false, &mut on_round).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(*llm.rounds.lock().unwrap(), vec![4, 4, 1], "cached captions are not simplified again");
+        assert_eq!(
+            announced,
+            [LlmRound::Simplify { requests: 4 }, LlmRound::Summaries { requests: 4 }, LlmRound::Merges { requests: 1 }]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+use studio::dissection::human_duration;
 
 /// How often a plain progress line is printed while a step runs.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
@@ -68,6 +69,15 @@ impl StepProgress {
         }
     }
 
+    /// What the step is busy with right now (a chunk's LLM round, …): beside a bar's count, or a
+    /// plain line of its own, since such a phase can last minutes without the count moving.
+    pub fn set_activity(&mut self, activity: &str) {
+        match &self.view {
+            View::Bar(bar) => bar.set_message(format!("{} · {activity}", self.message)),
+            View::Plain { .. } => eprintln!("{}: {activity}", self.name),
+        }
+    }
+
     /// Prints a line above the bar (or as is, without one).
     pub fn println(&self, line: &str) {
         match &self.view {
@@ -96,20 +106,9 @@ impl StepProgress {
         let eta = if *done == 0 || *done >= *total {
             String::new()
         } else {
-            format!(", eta {}", human_duration(secs / *done as f64 * (*total - *done) as f64))
+            format!(", eta {}", human_duration(Duration::from_secs_f64(secs / *done as f64 * (*total - *done) as f64)))
         };
         eprintln!("{name}: {done}/{total} {unit} ({pct:.0} %){message}{pace}{eta}");
-    }
-}
-
-/// `42 s`, `3.5 min`, `2.1 h`.
-fn human_duration(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 5400.0 {
-        format!("{:.1} min", secs / 60.0)
-    } else {
-        format!("{:.1} h", secs / 3600.0)
     }
 }
 
@@ -149,16 +148,4 @@ pub fn with_step_bars<T>(work: impl FnOnce(studio::engine::OnStep<'_>) -> anyhow
     let result = work(&mut |step, done, total| bars.enter(step, "images").set(done, total));
     bars.finish();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_duration;
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        assert_eq!(human_duration(42.4), "42 s");
-        assert_eq!(human_duration(210.0), "3.5 min");
-        assert_eq!(human_duration(7560.0), "2.1 h");
-    }
 }

@@ -2,9 +2,9 @@
 
 use super::bars::StepBars;
 use anyhow::Context;
-use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
+use dissect::concepts::pipeline::{ChunkProgress, NeuronOutcome, NeuronProgress};
 use studio::config::Config;
-use studio::dissection::{describe_outcome, run_dissection, DissectArgs, RunEnv, RunObserver};
+use studio::dissection::{describe_outcome, run_dissection, step_text, DissectArgs, RunEnv, RunObserver, RunStage};
 
 /// `dnd dissect`: [`run_dissection`] with progress bars, then the labels and a timing summary.
 pub fn dissect(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
@@ -53,14 +53,19 @@ impl CliObserver {
 }
 
 impl RunObserver for CliObserver {
-    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
+    fn stage(&mut self, stage: RunStage, done: usize, total: Option<usize>) {
         let Some(total) = total else { return };
-        // "activations" (the recording's forward pass, in images), then "neurons".
-        let p = self.bars.enter(stage, if stage == "neurons" { "neurons" } else { "images" });
-        if stage == "neurons" {
+        // The recording's forward pass (in images), then the neurons.
+        let neurons = stage == RunStage::Neurons;
+        let p = self.bars.enter(stage.as_str(), if neurons { "neurons" } else { "images" });
+        if neurons {
             p.set_message(format!("{} failed", self.failed));
         }
         p.set(done, total);
+    }
+
+    fn step(&mut self, at: &ChunkProgress) {
+        self.bars.enter(RunStage::Neurons.as_str(), "neurons").set_activity(&step_text(at));
     }
 
     fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress) {

@@ -12,8 +12,11 @@ use crate::config::Config;
 use crate::engine::{self, LoadedModel, OnStep};
 use crate::registry::{self, ModelSpec, ProbeSetSpec};
 use anyhow::Context;
-use dissect::concepts::pipeline::{DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, StageTimes};
+use dissect::concepts::pipeline::{
+    ChunkProgress, ChunkStep, DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, RunProgress, StageTimes,
+};
 use dissect::concepts::scoring::ScoringFunction;
+use dissect::concepts::summarize::LlmRound;
 use dissect::crops::Summary;
 use dissect::partition::Partition;
 use dissect::probe::ScannedSet;
@@ -106,15 +109,72 @@ pub async fn note_recorded_layers(
     Ok(())
 }
 
+/// The stages of a dissection run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStage {
+    /// Loading the target model and the concept pipeline's models.
+    Loading,
+    /// Recording the layer over the probing set (counted in images).
+    Activations,
+    /// Describing neurons (counted in neurons).
+    Neurons,
+}
+
+impl RunStage {
+    /// As stored in `jobs.stage`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStage::Loading => "loading",
+            RunStage::Activations => "activations",
+            RunStage::Neurons => "neurons",
+        }
+    }
+}
+
 /// Where a dissection reports what it is doing: the command line's progress bars, or a
 /// background job's database row.
 pub trait RunObserver {
-    /// The run entered `stage` ("loading", "activations", "neurons") or moved on in it.
-    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>);
+    /// The run entered `stage` or moved on in it (`done` of `total`).
+    fn stage(&mut self, stage: RunStage, done: usize, total: Option<usize>);
+    /// A step of the current chunk of neurons started (what a chunk's minutes are spent on).
+    fn step(&mut self, at: &ChunkProgress);
     /// A neuron was stored (or failed), `progress` counts the run's neurons so far.
     fn neuron(&mut self, outcome: &NeuronOutcome, progress: NeuronProgress);
     /// A line worth showing as it happens (resuming, substitutes in use).
     fn note(&mut self, message: &str);
+}
+
+/// A chunk step in words: "chunk 2 of 5 (8 neurons): LLM summaries, 40 requests".
+pub fn step_text(at: &ChunkProgress) -> String {
+    let what = match at.step {
+        ChunkStep::TopImages => "top images and crops".to_string(),
+        ChunkStep::Captions { regions } => format!("captioning {regions} image regions"),
+        ChunkStep::Llm(LlmRound::Simplify { requests }) => format!("LLM simplifying {requests} captions"),
+        ChunkStep::Llm(LlmRound::Summaries { requests }) => format!("LLM summaries, {requests} requests"),
+        ChunkStep::Llm(LlmRound::Merges { requests }) => format!("LLM merging {requests} answers"),
+        ChunkStep::ConceptImages { concepts } => format!("images for {concepts} concepts"),
+        ChunkStep::Scores => "scoring concepts".to_string(),
+    };
+    let neurons = if at.neurons == 1 { "1 neuron".to_string() } else { format!("{} neurons", at.neurons) };
+    format!("chunk {} of {} ({neurons}): {what}", at.chunk, at.chunks)
+}
+
+/// Time left in the neurons stage at the pace so far (from the stage's start); `None` before the
+/// first neuron finishes, when there is no pace to go by.
+pub fn time_left(elapsed: std::time::Duration, finished: usize, total: usize) -> Option<std::time::Duration> {
+    (finished > 0 && finished <= total).then(|| elapsed.mul_f64((total - finished) as f64 / finished as f64))
+}
+
+/// `42 s`, `3.5 min`, `2.1 h`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
 }
 
 /// How a dissection ended.
@@ -153,7 +213,7 @@ pub fn run_dissection(
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
 
-    observer.stage("loading", 0, None);
+    observer.stage(RunStage::Loading, 0, None);
     let loaded = engine::load_model(&args.model, assets)?;
     let model = loaded.model.as_ref();
     let layer = model.layer_index(&args.layer)?;
@@ -185,7 +245,7 @@ pub fn run_dissection(
         env.cancel.clone(),
         &mut |p| {
             if p.stage == dissect::record::Stage::Forward {
-                observer.stage("activations", p.done, Some(p.total));
+                observer.stage(RunStage::Activations, p.done, Some(p.total));
             }
         },
     )?;
@@ -206,7 +266,7 @@ pub fn run_dissection(
     let partition = Partition::of_set(&set, set_row.split_seed, set_row.heldout_fraction);
     let d_probe = partition.d_probe(&recording.layers[0]);
     let summaries = d_probe.summaries();
-    observer.stage("loading", 0, None);
+    observer.stage(RunStage::Loading, 0, None);
     observer.note("loading the concept pipeline's models");
     let concept_pool = || partition.concept_pool(&set);
     let providers =
@@ -270,19 +330,22 @@ pub fn run_dissection(
         options,
         cancel: env.cancel.clone(),
     };
-    observer.stage("neurons", 0, Some(remaining.len()));
+    observer.stage(RunStage::Neurons, 0, Some(remaining.len()));
     let mut last = NeuronProgress { finished: 0, total: remaining.len(), failed: 0 };
     // The engine reports a neuron to `sink` (stored here) and then its progress; the observer
     // hears of both together.
     let stored: std::cell::RefCell<Option<NeuronOutcome>> = Default::default();
     let times = dissector.run(
         &remaining,
-        &mut |p: NeuronProgress| {
-            last = p;
-            if let Some(o) = stored.borrow_mut().take() {
-                observer.neuron(&o, p);
+        &mut |p: RunProgress| match p {
+            RunProgress::Step(at) => observer.step(&at),
+            RunProgress::Neuron(p) => {
+                last = p;
+                if let Some(o) = stored.borrow_mut().take() {
+                    observer.neuron(&o, p);
+                }
+                observer.stage(RunStage::Neurons, p.finished, Some(p.total));
             }
-            observer.stage("neurons", p.finished, Some(p.total));
         },
         &mut |o: NeuronOutcome| -> anyhow::Result<()> {
             rt.block_on(writer.write(db, &o))?;
@@ -460,4 +523,39 @@ async fn note_activation_cache(
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human_duration(Duration::from_secs_f64(42.4)), "42 s");
+        assert_eq!(human_duration(Duration::from_secs(210)), "3.5 min");
+        assert_eq!(human_duration(Duration::from_secs(7560)), "2.1 h");
+    }
+
+    #[test]
+    fn time_left_follows_the_pace_so_far() {
+        assert_eq!(time_left(Duration::from_secs(60), 0, 10), None, "no pace before the first neuron");
+        assert_eq!(time_left(Duration::from_secs(60), 2, 10), Some(Duration::from_secs(240)));
+        assert_eq!(time_left(Duration::from_secs(60), 10, 10), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_chunk_step_says_where_the_run_is_and_what_it_does() {
+        let at = ChunkProgress {
+            step: ChunkStep::Llm(LlmRound::Summaries { requests: 40 }),
+            chunk: 2,
+            chunks: 5,
+            neurons: 8,
+            finished: 8,
+            total: 40,
+        };
+        assert_eq!(step_text(&at), "chunk 2 of 5 (8 neurons): LLM summaries, 40 requests");
+        let one = ChunkProgress { step: ChunkStep::Captions { regions: 10 }, chunk: 1, chunks: 1, neurons: 1, ..at };
+        assert_eq!(step_text(&one), "chunk 1 of 1 (1 neuron): captioning 10 image regions");
+    }
 }

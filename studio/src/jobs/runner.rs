@@ -8,10 +8,10 @@
 use super::queue::{self, ClaimedJob, DissectPayload, Outcome};
 use super::{JobSignals, RegisterRequest};
 use crate::config::Config;
-use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport};
+use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport, RunStage};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
-use dissect::concepts::pipeline::{NeuronOutcome, NeuronProgress};
+use dissect::concepts::pipeline::{ChunkProgress, NeuronOutcome, NeuronProgress};
 use sqlx::SqlitePool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -124,8 +124,7 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let env = RunEnv { rt: &rt, db: &db, config: &config, job_id: Some(id), cancel: Some(cancel) };
-            let mut observer =
-                JobObserver { rt: &rt, db: &db, signals: &signals, id, stage: String::new(), last_write: None };
+            let mut observer = JobObserver::new(&rt, &db, &signals, id);
             dissection::run_dissection(&env, &args, &mut observer)
         })
     };
@@ -267,55 +266,118 @@ fn result_json(r: &RunReport) -> String {
     .to_string()
 }
 
-/// A running job's view of its dissection: progress into the job's row (throttled), each failed
-/// neuron and each note as an event, and a nudge to the live views after every write.
+/// A running job's view of its dissection: progress into the job's row (throttled) with the
+/// current chunk's step and the time left, each neuron and each note as an event, and a nudge to
+/// the live views after every write.
 struct JobObserver<'a> {
     rt: &'a tokio::runtime::Handle,
     db: &'a SqlitePool,
     signals: &'a JobSignals,
     id: i64,
-    stage: String,
+    stage: Option<RunStage>,
+    /// When the current stage began: its pace gives the time left.
+    stage_started: Instant,
+    done: usize,
+    total: Option<usize>,
+    /// The current chunk's step, while describing neurons.
+    activity: Option<String>,
     last_write: Option<Instant>,
 }
 
-impl JobObserver<'_> {
+impl<'a> JobObserver<'a> {
+    fn new(rt: &'a tokio::runtime::Handle, db: &'a SqlitePool, signals: &'a JobSignals, id: i64) -> Self {
+        JobObserver {
+            rt,
+            db,
+            signals,
+            id,
+            stage: None,
+            stage_started: Instant::now(),
+            done: 0,
+            total: None,
+            activity: None,
+            last_write: None,
+        }
+    }
+
     fn write<T>(&self, what: &str, r: Result<T, queue::JobError>) {
         match r {
             Ok(_) => self.signals.changed(),
             Err(e) => tracing::warn!(job = self.id, error = %e, "could not record the job's {what}"),
         }
     }
-}
 
-fn stage_message(stage: &str, done: usize, total: Option<usize>) -> String {
-    match (stage, total) {
-        ("activations", Some(t)) => format!("recording activations: {done}/{t} images"),
-        ("neurons", Some(t)) => format!("describing neurons: {done}/{t}"),
-        ("loading", _) => "loading models".to_string(),
-        (s, Some(t)) => format!("{s}: {done}/{t}"),
-        (s, None) => s.to_string(),
+    fn message(&self) -> String {
+        progress_message(self.stage, self.done, self.total, self.activity.as_deref(), self.stage_started.elapsed())
     }
-}
 
-impl RunObserver for JobObserver<'_> {
-    fn stage(&mut self, stage: &str, done: usize, total: Option<usize>) {
-        let new_stage = stage != self.stage;
-        let finished = total.is_some_and(|t| done >= t);
-        if !new_stage && !finished && self.last_write.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
-            return;
-        }
-        self.stage = stage.to_string();
+    fn write_progress(&mut self) {
         self.last_write = Some(Instant::now());
-        let message = stage_message(stage, done, total);
+        let stage = self.stage.unwrap_or(RunStage::Loading).as_str();
+        let message = self.message();
         let r = self.rt.block_on(queue::set_progress(
             self.db,
             self.id,
             stage,
-            done as i64,
-            total.map(|t| t as i64),
+            self.done as i64,
+            self.total.map(|t| t as i64),
             &message,
         ));
         self.write("progress", r);
+    }
+}
+
+/// The job's progress line: "describing neurons: 3/10 · chunk 2 of 3 (4 neurons): LLM
+/// summaries, 20 requests · about 4.2 min left" (`elapsed`: since the stage began).
+fn progress_message(
+    stage: Option<RunStage>,
+    done: usize,
+    total: Option<usize>,
+    activity: Option<&str>,
+    elapsed: Duration,
+) -> String {
+    let mut message = match (stage, total) {
+        (Some(RunStage::Activations), Some(t)) => format!("recording activations: {done}/{t} images"),
+        (Some(RunStage::Neurons), Some(t)) => format!("describing neurons: {done}/{t}"),
+        (Some(RunStage::Loading) | None, _) => return "loading models".to_string(),
+        (Some(s), None) => s.as_str().to_string(),
+    };
+    if let Some(activity) = activity.filter(|_| stage == Some(RunStage::Neurons)) {
+        message += &format!(" · {activity}");
+    }
+    match total {
+        Some(t) if done < t => match dissection::time_left(elapsed, done, t) {
+            Some(left) => message += &format!(" · about {} left", dissection::human_duration(left)),
+            None => message += " · time left known after the first one",
+        },
+        _ => {}
+    }
+    message
+}
+
+impl RunObserver for JobObserver<'_> {
+    fn stage(&mut self, stage: RunStage, done: usize, total: Option<usize>) {
+        let new_stage = self.stage != Some(stage);
+        let finished = total.is_some_and(|t| done >= t);
+        let moved = (done, total) != (self.done, self.total);
+        (self.done, self.total) = (done, total);
+        if new_stage {
+            self.stage = Some(stage);
+            self.stage_started = Instant::now();
+            self.activity = None;
+        }
+        // Every finished neuron is shown (they come minutes apart on a CPU); a recording's image
+        // count at most every PROGRESS_EVERY.
+        let neuron_done = stage == RunStage::Neurons && moved;
+        if !new_stage && !finished && !neuron_done && self.last_write.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        self.write_progress();
+    }
+
+    fn step(&mut self, at: &ChunkProgress) {
+        self.activity = Some(dissection::step_text(at));
+        self.write_progress();
     }
 
     fn neuron(&mut self, outcome: &NeuronOutcome, _progress: NeuronProgress) {
@@ -332,8 +394,36 @@ impl RunObserver for JobObserver<'_> {
     }
 
     fn note(&mut self, message: &str) {
-        let stage = (!self.stage.is_empty()).then_some(self.stage.as_str());
+        let stage = self.stage.map(RunStage::as_str);
         let r = self.rt.block_on(queue::add_event(self.db, self.id, "info", stage, message));
         self.write("note", r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_the_step_and_the_time_left() {
+        let neurons = Some(RunStage::Neurons);
+        let step = Some("chunk 1 of 5 (2 neurons): LLM summaries, 10 requests");
+        assert_eq!(
+            progress_message(neurons, 0, Some(10), step, Duration::from_secs(30)),
+            "describing neurons: 0/10 · chunk 1 of 5 (2 neurons): LLM summaries, 10 requests · time left known after the first one"
+        );
+        assert_eq!(
+            progress_message(neurons, 2, Some(10), step, Duration::from_secs(60)),
+            "describing neurons: 2/10 · chunk 1 of 5 (2 neurons): LLM summaries, 10 requests · about 4.0 min left"
+        );
+        assert_eq!(
+            progress_message(neurons, 10, Some(10), step, Duration::from_secs(60)),
+            "describing neurons: 10/10 · chunk 1 of 5 (2 neurons): LLM summaries, 10 requests"
+        );
+        assert_eq!(
+            progress_message(Some(RunStage::Activations), 100, Some(400), step, Duration::from_secs(10)),
+            "recording activations: 100/400 images · about 30 s left"
+        );
+        assert_eq!(progress_message(Some(RunStage::Loading), 0, None, None, Duration::ZERO), "loading models");
     }
 }
