@@ -235,6 +235,11 @@ test('the admin logs in, creates a study through the form, opens it and invites 
   state.raterIds = (await page.locator('#raters tr[data-rater]').evaluateAll((rows) => rows.map((r) => Number(r.dataset.rater))))
     .slice(0, 3);
   assert.deepEqual(adminErrors(), []);
+
+  // With a study in place the home page's first-run list has been walked to its end and is gone
+  // (the cached home page was dropped when the study was created).
+  const home = await (await fetch(BASE_URL + '/')).text();
+  assert.doesNotMatch(home, /id="first-run"/);
 });
 
 function adminErrors() {
@@ -393,6 +398,26 @@ test('the results page shows the hand-computed Table 3/4, live, with agreement, 
   }
   assert.equal(await stat(state.raterIds[1], 'worker'), 'worker-42');
   assert.equal(await rows.count(), 4, 'three invited raters and one from the open link');
+  // A machine rates faster than anyone can read: a median under 2 s per task is flagged.
+  for (let r = 0; r < 3; r++) {
+    const seconds = parseFloat(await stat(state.raterIds[r], 'median-time'));
+    const flags = await stat(state.raterIds[r], 'flags');
+    assert.equal(/too fast/.test(flags), seconds < 2, `rater ${r}: ${seconds} s, flags “${flags}”`);
+  }
+
+  // Per neuron: each unit's mean per method over its valid responses, linked to its gallery page.
+  for (const unit of UNITS) {
+    const mine = state.records.filter((x) => x.unit === unit);
+    const valid = mine.filter((x) => x.valid);
+    const row = page.locator(`#neuron-results tr[data-neuron="${LAYER}/${unit}"]`);
+    assert.equal(await row.locator('a').getAttribute('href'), `/m/${MODEL}/${LAYER}/${unit}`);
+    for (const m of METHODS) {
+      const values = valid.map((x) => x.ratings[m]);
+      const expected = values.length > 1 ? meanSem(values) : values.length ? `${fixed(values[0], 2)} ± —` : '—';
+      assert.equal(await row.locator(`td[data-method="${m}"]`).innerText(), expected, `unit ${unit} ${m}`);
+    }
+    assert.equal(await row.locator('td[data-stat="valid"]').innerText(), `${valid.length} / ${mine.length}`);
+  }
 
   // Excluding rater 3 recomputes the table without them; including them restores it.
   const third = page.locator(`#raters tr[data-rater="${state.raterIds[2]}"]`);

@@ -86,13 +86,14 @@ async fn export(State(db): State<SqlitePool>, Path((id, file)): Path<(i64, Strin
                 ([(header::CONTENT_DISPOSITION, attachment(&file))], Json(rows)).into_response()
             }
             "results.csv" => csv(study::export::results_csv(&study::results::results(&db, id).await?), &file),
+            "neurons.csv" => csv(study::export::neurons_csv(&study::results::results(&db, id).await?), &file),
             "results.json" => {
                 let results = study::results::results(&db, id).await?;
                 ([(header::CONTENT_DISPOSITION, attachment(&file))], Json(results)).into_response()
             }
             other => {
                 return Err(StudyError::NotFound(format!(
-                    "no export `{other}`: responses.csv, responses.json, results.csv or results.json"
+                    "no export `{other}`: responses.csv, responses.json, results.csv, results.json or neurons.csv"
                 )))
             }
         })

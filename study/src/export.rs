@@ -1,5 +1,5 @@
-//! Exports: raw responses (one row per response × description, method revealed) and the results
-//! table, each as CSV and JSON.
+//! Exports: raw responses (one row per response × description, method revealed), the results
+//! table and its per-neuron breakdown, as CSV and JSON.
 
 use crate::error::Result;
 use crate::types::StudyResults;
@@ -90,10 +90,14 @@ pub fn responses_csv(rows: &[ResponseRow]) -> String {
     to_csv(rows)
 }
 
-/// One cell group of the results table, flattened for CSV.
+/// One cell group of the results table (or, with `unit`, of the per-neuron breakdown), flattened
+/// for CSV.
 #[derive(Serialize)]
 struct ResultRow<'a> {
     layer: &'a str,
+    /// Only in the per-neuron export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<i64>,
     method: &'a str,
     source: &'a str,
     mean_rating: Option<f64>,
@@ -112,6 +116,7 @@ pub fn results_csv(results: &StudyResults) -> String {
     to_csv(results.rows.iter().flat_map(|row| {
         row.methods.iter().map(move |m| ResultRow {
             layer: row.layer.as_deref().unwrap_or("all layers"),
+            unit: None,
             method: &m.method.method,
             source: &m.method.source,
             mean_rating: m.mean,
@@ -122,6 +127,27 @@ pub fn results_csv(results: &StudyResults) -> String {
             uses_substitutes: results.substituted.contains(&m.method),
             valid_responses: row.valid,
             total_responses: row.total,
+        })
+    }))
+}
+
+/// The per-neuron breakdown, one row per neuron × method, with the same columns as the results
+/// table plus `unit`.
+pub fn neurons_csv(results: &StudyResults) -> String {
+    to_csv(results.neurons.iter().flat_map(|n| {
+        n.methods.iter().map(move |m| ResultRow {
+            layer: &n.layer,
+            unit: Some(n.unit),
+            method: &m.method.method,
+            source: &m.method.source,
+            mean_rating: m.mean,
+            sem: m.sem,
+            ratings: m.ratings,
+            best_share: m.best_share,
+            best_count: m.best_count,
+            uses_substitutes: results.substituted.contains(&m.method),
+            valid_responses: n.valid,
+            total_responses: n.total,
         })
     }))
 }

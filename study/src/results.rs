@@ -5,7 +5,9 @@
 
 use crate::error::Result;
 use crate::stats::{krippendorff_alpha, mean_sem, median, Metric};
-use crate::types::{Agreement, LayerResults, MethodRef, MethodResult, NewStudy, RaterStats, StudyResults};
+use crate::types::{
+    Agreement, LayerResults, MethodRef, MethodResult, NeuronResults, NewStudy, RaterStats, StudyResults,
+};
 use sqlx::{Row, SqlitePool};
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ struct Response {
     id: i64,
     item_id: i64,
     layer: String,
+    unit: i64,
     rater_id: i64,
     valid: bool,
     attention: bool,
@@ -48,7 +51,7 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
 
     let responses: Vec<Response> = sqlx::query(
         "SELECT p.id, p.item_id, p.is_valid, p.attention_check_failed, p.client_time_ms, i.is_attention_check,
-                l.name AS layer, r.id AS rater_id, r.excluded, d.study_method_id AS best_method
+                l.name AS layer, n.unit, r.id AS rater_id, r.excluded, d.study_method_id AS best_method
          FROM responses p
          JOIN assignments a ON a.id = p.assignment_id JOIN raters r ON r.id = a.rater_id
          JOIN study_items i ON i.id = p.item_id JOIN neurons n ON n.id = i.neuron_id
@@ -64,6 +67,7 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
         id: r.get("id"),
         item_id: r.get("item_id"),
         layer: r.get("layer"),
+        unit: r.get("unit"),
         rater_id: r.get("rater_id"),
         valid: r.get::<i64, _>("is_valid") == 1,
         attention: r.get::<i64, _>("is_attention_check") == 1,
@@ -99,6 +103,20 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
         .collect();
     rows.push(table_row(None, counted.iter().copied(), &methods, &ratings));
 
+    let mut by_neuron: BTreeMap<(usize, i64), Vec<&Response>> = BTreeMap::new();
+    for r in &counted {
+        let layer_position = layer_order.iter().position(|l| l == &r.layer).unwrap_or(layer_order.len());
+        by_neuron.entry((layer_position, r.unit)).or_default().push(r);
+    }
+    let neurons = by_neuron
+        .into_values()
+        .map(|responses| {
+            let (layer, unit) = (responses[0].layer.clone(), responses[0].unit);
+            let row = table_row(Some(layer.clone()), responses.into_iter(), &methods, &ratings);
+            NeuronResults { layer, unit, methods: row.methods, valid: row.valid, total: row.total }
+        })
+        .collect();
+
     let valid: Vec<&Response> = counted.iter().copied().filter(|r| r.valid).collect();
     let mut agreement: Vec<Agreement> =
         (0..methods.len()).map(|m| agreement_of(Some(methods[m].1.clone()), &valid, &ratings, |rm| rm == m)).collect();
@@ -118,6 +136,7 @@ pub async fn results(db: &SqlitePool, study_id: i64) -> Result<StudyResults> {
         rows,
         agreement,
         raters: rater_stats(db, study_id, &responses).await?,
+        neurons,
     })
 }
 

@@ -196,6 +196,66 @@ pub struct RaterStats {
     pub last_seen_at: Option<String>,
 }
 
+/// Median time per task below which a rater is flagged as too fast: a task shows 10 images and
+/// 2–6 descriptions to rate, which nobody reads in under two seconds (a new user saw 0.3 s).
+pub const TOO_FAST_MS: i64 = 2_000;
+
+/// Why a rater deserves the admin's look before the results are trusted. Flags only inform:
+/// excluding a rater stays the admin's decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaterFlag {
+    /// Failed at least one attention check (rated the decoy description above 2).
+    FailedAttentionChecks { failed: i64, checks: i64 },
+    /// Median time per task under [`TOO_FAST_MS`].
+    TooFast { median_ms: i64 },
+    /// At least half of their responses (two or more) are invalid: the best pick was not among
+    /// their highest-rated descriptions.
+    MostlyInvalid { invalid: i64, responses: i64 },
+}
+
+impl RaterFlag {
+    /// A short phrase for the raters table.
+    pub fn text(&self) -> String {
+        match self {
+            RaterFlag::FailedAttentionChecks { failed, checks } => {
+                format!("failed {failed} of {checks} attention checks")
+            }
+            RaterFlag::TooFast { median_ms } => format!("too fast ({:.1} s per task)", *median_ms as f64 / 1000.0),
+            RaterFlag::MostlyInvalid { invalid, responses } => format!("{invalid} of {responses} responses invalid"),
+        }
+    }
+}
+
+impl RaterStats {
+    pub fn flags(&self) -> Vec<RaterFlag> {
+        let mut flags = Vec::new();
+        if self.attention_failures > 0 {
+            flags.push(RaterFlag::FailedAttentionChecks {
+                failed: self.attention_failures,
+                checks: self.attention_checks,
+            });
+        }
+        if let Some(median_ms) = self.median_time_ms.filter(|&ms| ms < TOO_FAST_MS) {
+            flags.push(RaterFlag::TooFast { median_ms });
+        }
+        if self.responses >= 2 && self.invalid * 2 >= self.responses {
+            flags.push(RaterFlag::MostlyInvalid { invalid: self.invalid, responses: self.responses });
+        }
+        flags
+    }
+}
+
+/// One neuron's ratings per method (valid responses of raters not excluded), for the
+/// per-neuron breakdown under the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NeuronResults {
+    pub layer: String,
+    pub unit: i64,
+    pub methods: Vec<MethodResult>,
+    pub valid: i64,
+    pub total: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyResults {
     pub methods: Vec<MethodRef>,
@@ -207,4 +267,6 @@ pub struct StudyResults {
     /// Per method, then overall.
     pub agreement: Vec<Agreement>,
     pub raters: Vec<RaterStats>,
+    /// Every neuron with at least one counted response, in study layer order then unit.
+    pub neurons: Vec<NeuronResults>,
 }

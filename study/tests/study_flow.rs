@@ -254,6 +254,29 @@ async fn a_whole_study_gives_the_hand_computed_table() {
         res.raters.iter().map(|r| (r.responses, r.invalid, r.attention_checks, r.attention_failures)).collect();
     assert_eq!(stats, vec![(6, 0, 1, 0), (6, 1, 1, 1), (0, 0, 0, 0)]);
     assert_eq!(res.raters[0].median_time_ms, Some(1000));
+    // Flags: 1 s per task is too fast for anyone; rater 2 also failed their attention check.
+    use study::types::RaterFlag::{FailedAttentionChecks, TooFast};
+    let flags: Vec<_> = res.raters.iter().map(|r| r.flags()).collect();
+    assert_eq!(
+        flags,
+        vec![
+            vec![TooFast { median_ms: 1000 }],
+            vec![FailedAttentionChecks { failed: 1, checks: 1 }, TooFast { median_ms: 1000 }],
+            vec![],
+        ]
+    );
+    // Per neuron: every rated neuron in layer order then unit, two responses each; where both
+    // are valid, dnd's mean is (5 + 4) / 2.
+    let neurons: Vec<(&str, i64, i64)> = res.neurons.iter().map(|n| (n.layer.as_str(), n.unit, n.total)).collect();
+    assert_eq!(
+        neurons.iter().map(|n| (n.0, n.2)).collect::<Vec<_>>(),
+        [("block3", 2); 3].into_iter().chain([("block5", 2); 2]).collect::<Vec<_>>()
+    );
+    assert!(neurons.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 < w[1].1), "{neurons:?}");
+    assert_eq!(res.neurons.iter().map(|n| n.valid).sum::<i64>(), 9);
+    for n in res.neurons.iter().filter(|n| n.valid == 2) {
+        assert_eq!(n.methods[0].mean, Some(4.5), "{n:?}");
+    }
 
     // Excluding rater 2 recomputes the table from rater 1 alone.
     raters::set_excluded(&db, study_id, res.raters[1].rater_id, Some("too fast")).await.unwrap();
@@ -272,6 +295,12 @@ async fn a_whole_study_gives_the_hand_computed_table() {
     assert_eq!(csv.lines().count(), rows.len() + 1);
     let table = study::export::results_csv(&res);
     assert_eq!(table.lines().count(), 1 + 3 * 3);
+    assert!(table.starts_with("layer,method,source,mean_rating"), "{table}");
+    // Rater 1 alone now: 5 neurons × 3 methods, dnd rated 5 on each.
+    let per_neuron = study::export::neurons_csv(&res);
+    assert!(per_neuron.starts_with("layer,unit,method,source,mean_rating"), "{per_neuron}");
+    assert_eq!(per_neuron.lines().count(), 1 + 5 * 3);
+    assert_eq!(per_neuron.lines().filter(|l| l.contains(",dnd,") && l.contains(",5.0,")).count(), 5, "{per_neuron}");
 }
 
 #[tokio::test]

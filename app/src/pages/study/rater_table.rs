@@ -1,5 +1,6 @@
 //! The raters of a study with what an admin needs to judge them (invalid responses, failed
-//! attention checks, median time per task) and the two remedies: exclude a rater from the results
+//! attention checks, median time per task, and flags where one of them looks wrong: see
+//! `study::types::RaterFlag`) and the two remedies: exclude a rater from the results
 //! (reversible) and revoke their link (they cannot answer any more).
 
 use crate::api::study::RaterStats;
@@ -49,15 +50,17 @@ pub fn RaterTable(
                 <tr>
                     <th>"Rater"</th><th>"Origin"</th><th>"Worker id"</th><th class="num">"Responses"</th>
                     <th class="num">"Invalid"</th><th class="num">"Attention checks failed"</th>
-                    <th class="num">"Median time per task"</th><th>"State"</th><th>"Actions"</th>
+                    <th class="num">"Median time per task"</th><th>"Flags"</th><th>"State"</th><th>"Actions"</th>
                 </tr>
             </thead>
             <tbody>
                 {raters.into_iter().map(|r| {
                     let id = r.rater_id;
                     let excluded = r.excluded;
+                    let flags = r.flags();
+                    let flagged = !flags.is_empty();
                     view! {
-                        <tr data-rater=id class:excluded=r.excluded class:revoked=r.revoked>
+                        <tr data-rater=id class:excluded=r.excluded class:revoked=r.revoked class:flagged=flagged>
                             <td>{format!("#{id}")}</td>
                             <td>{origin_text(&r)}</td>
                             <td data-stat="worker">{r.worker_id.clone().unwrap_or_else(|| "—".into())}</td>
@@ -65,6 +68,9 @@ pub fn RaterTable(
                             <td class="num" data-stat="invalid">{r.invalid}</td>
                             <td class="num" data-stat="attention">{format!("{} / {}", r.attention_failures, r.attention_checks)}</td>
                             <td class="num" data-stat="median-time">{median_time_text(r.median_time_ms)}</td>
+                            <td data-stat="flags">
+                                {flags.iter().map(|f| view! { <span class="flag">{f.text()}</span> }).collect_view()}
+                            </td>
                             <td data-stat="state">{state_text(&r)}</td>
                             <td class="actions">
                                 <button type="button" class=if excluded { "include" } else { "exclude" }

@@ -3,7 +3,7 @@
 //! chart of the same means, and the raters' agreement (Krippendorff's ordinal alpha).
 
 use super::{method_key, method_name};
-use crate::api::study::{LayerResults, MethodResult, StudyResults};
+use crate::api::study::{LayerResults, MethodResult, NeuronResults, StudyResults};
 use leptos::prelude::*;
 
 /// Bar colours, one per method position (a study compares at most six).
@@ -105,11 +105,11 @@ fn substitutes_note(substituted: &[crate::api::study::MethodRef]) -> Option<impl
 /// 1–5 scale (drawn from 0), with ±SEM whiskers. Plain inline SVG; every bar has a `<title>`.
 #[component]
 pub fn ResultsChart(results: StudyResults) -> impl IntoView {
-    const PLOT_H: f64 = 160.0;
+    const PLOT_H: f64 = 260.0;
     const TOP: f64 = 12.0;
     const LEFT: f64 = 34.0;
-    const BAR_W: f64 = 28.0;
-    const GAP: f64 = 36.0;
+    const BAR_W: f64 = 44.0;
+    const GAP: f64 = 48.0;
     /// Room for one legend entry.
     const LEGEND_W: f64 = 140.0;
     let n_methods = results.methods.len().max(1) as f64;
@@ -229,4 +229,43 @@ mod tests {
         assert_eq!(alpha_text(Some(0.12345)), "0.123");
         assert_eq!(alpha_text(None), "—");
     }
+}
+
+/// Each rated neuron's mean rating per method (valid responses of raters not excluded), linked
+/// to its gallery page: where a method's average comes from, and which neurons disagree.
+#[component]
+pub fn NeuronBreakdown(results: StudyResults, model: String) -> impl IntoView {
+    if results.neurons.is_empty() {
+        return view! { <p class="empty" id="neuron-results">"No neuron rated yet."</p> }.into_any();
+    }
+    let methods = results.methods.clone();
+    let rows = results.neurons.into_iter().map(|n: NeuronResults| {
+        let href = format!("/m/{model}/{}/{}", n.layer, n.unit);
+        let key = format!("{}/{}", n.layer, n.unit);
+        view! {
+            <tr data-neuron=key.clone()>
+                <th scope="row"><a href=href>{format!("{} · unit {}", n.layer, n.unit)}</a></th>
+                {n.methods.iter().map(|m| view! {
+                    <td class="num" data-neuron=key.clone() data-method=method_key(&m.method) data-stat="mean"
+                        title=format!("{} ratings, picked best {} times", m.ratings, m.best_count)>{mean_sem_text(m)}</td>
+                }).collect_view()}
+                <td class="num" data-stat="valid">{format!("{} / {}", n.valid, n.total)}</td>
+            </tr>
+        }
+    });
+    view! {
+        <div class="table-scroll">
+            <table class="results neuron-results" id="neuron-results">
+                <thead>
+                    <tr>
+                        <th>"Neuron"</th>
+                        {methods.iter().map(|m| view! { <th class="num" data-method=method_key(m)>{method_name(m)}</th> }).collect_view()}
+                        <th class="num">"Valid"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows.collect_view()}</tbody>
+            </table>
+        </div>
+    }
+    .into_any()
 }
