@@ -11,6 +11,10 @@ test('the home page is rendered on the server', async () => {
   assert.match(html, /EfficientNet-Lite0/);
   assert.match(html, /Built-in probing set/);
   assert.match(html, /\/pkg\/dnd_studio\.js/);
+  // A fresh install says what to do first: recording is the next step, nothing is done yet.
+  assert.match(html, /id="first-run"/);
+  assert.match(html, /<li(?=[^>]*data-step="record")(?=[^>]*class="step next")/);
+  assert.doesNotMatch(html, /class="step done"/);
 });
 
 test('healthz answers ok', async () => {

@@ -7,7 +7,8 @@
 //! pages read bump it in the writer's own transaction, whichever process writes, e.g. `dnd
 //! import-labels` beside the server). Each request reads that number once; an entry rendered under
 //! another number is never served, and the first request that sees a new number drops them all.
-//! The rating study's tables carry no trigger, so raters answering never flush the gallery.
+//! Of the rating study's tables only `studies` carries a trigger (creating or deleting one, for the home page's
+//! first-run list, migration 0007), so raters answering never flush the gallery.
 //!
 //! Pages that show an error (a failed query renders an error note with status 200) are not kept. Memory is bounded by entry count and bytes; the least recently served
 //! entries go first. The layer sits inside compression, so clients get exactly the headers and

@@ -10,10 +10,11 @@
 //! [`dissection::RunObserver`]) and answers reports for a front end to show.
 //!
 //! Without the `service` feature only the types front ends share with the browser bundle are
-//! built ([`jobs`]' requests and views, [`gallery`]'s views); everything else needs it.
+//! built ([`jobs`]' requests and views, [`gallery`]'s and [`catalog`]'s views); everything else needs it.
 
 #[cfg(feature = "service")]
 pub mod builtin;
+pub mod catalog;
 #[cfg(feature = "service")]
 pub mod clip_dissect;
 #[cfg(feature = "service")]

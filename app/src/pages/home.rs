@@ -1,6 +1,6 @@
 //! `/` and `/models`: the registered models and probing sets, with a filter box.
 
-use crate::api::{get_overview, ModelSummary, ProbeSetSummary};
+use crate::api::{get_overview, FirstRunProgress, FirstRunStep, ModelSummary, ProbeSetSummary};
 use crate::components::ErrorNote;
 use leptos::prelude::*;
 
@@ -39,6 +39,7 @@ pub fn Home() -> impl IntoView {
                         let models = o.models.clone();
                         let sets = o.probe_sets.clone();
                         view! {
+                            <FirstRun progress=o.progress />
                             <section>
                                 <h2>"Models"</h2>
                                 <ModelList models filter />
@@ -102,13 +103,26 @@ fn ProbeSetList(sets: Vec<ProbeSetSummary>, filter: ReadSignal<String>) -> impl 
                         let (name, slug) = (p.name.clone(), p.slug.clone());
                         move || matches(&filter.get(), &[&name, &slug])
                     };
-                    let rejected = (p.rejected_count > 0)
-                        .then(|| format!(", {} files rejected", p.rejected_count));
+                    let rejected = p.rejected_phrase().map(|phrase| {
+                        let more = p.rejected_count - p.rejected.len() as i64;
+                        view! {
+                            <details class="rejected">
+                                <summary>{phrase}</summary>
+                                <ul>
+                                    {p.rejected.iter().map(|f| view! {
+                                        <li><code>{f.rel_path.clone()}</code> ": " {f.reason.clone()}</li>
+                                    }).collect_view()}
+                                    {(more > 0).then(|| view! { <li class="meta">{format!("… and {more} more")}</li> })}
+                                </ul>
+                            </details>
+                        }
+                    });
                     view! {
                         <li class="card" class:hidden=move || !shown()>
                             <strong>{p.name.clone()}</strong>
                             <span class="tag">{p.source.clone()}</span>
-                            <p class="meta">{format!("{} images", p.image_count)} {rejected}</p>
+                            <p class="meta">{format!("{} images", p.image_count)}</p>
+                            {rejected}
                         </li>
                     }
                 })
@@ -116,4 +130,79 @@ fn ProbeSetList(sets: Vec<ProbeSetSummary>, filter: ReadSignal<String>) -> impl 
         </ul>
     }
     .into_any()
+}
+
+/// What to do first on a fresh install, each step with its browser and command-line way; gone
+/// once a study exists.
+#[component]
+fn FirstRun(progress: FirstRunProgress) -> impl IntoView {
+    progress.next_step().map(|next| first_run_steps(progress, next))
+}
+
+fn first_run_steps(progress: FirstRunProgress, next: FirstRunStep) -> impl IntoView {
+    let steps = FirstRunStep::ALL.into_iter().map(|step| {
+        let (title, how) = step_text(step);
+        let state = if progress.done(step) {
+            "done"
+        } else if step == next {
+            "next"
+        } else {
+            "later"
+        };
+        view! {
+            <li class=format!("step {state}") data-step=format!("{step:?}").to_lowercase()>
+                <strong>{title}</strong>
+                {(state == "done").then(|| view! { <span class="tag">"done"</span> })}
+                <p class="meta">{how}</p>
+            </li>
+        }
+    });
+    view! {
+        <section class="first-run" id="first-run">
+            <h2>"Getting started"</h2>
+            <ol>{steps.collect_view()}</ol>
+        </section>
+    }
+}
+
+/// A step's title and how to do it (browser first, then the command after `. scripts/env.sh`).
+fn step_text(step: FirstRunStep) -> (&'static str, AnyView) {
+    match step {
+        FirstRunStep::Record => (
+            "Record a layer",
+            view! {
+                "Every neuron's activations over the probing set: "
+                <code>"dnd record --layer stage6"</code>
+                ", or start a dissection on the " <a href="/jobs">"Jobs page"</a> ", which records its layer first."
+            }
+            .into_any(),
+        ),
+        FirstRunStep::Describe => (
+            "Describe some neurons",
+            view! {
+                "Log in at " <a href="/admin">"/admin"</a> " and start a dissection of a few neurons on the "
+                <a href="/jobs">"Jobs page"</a> ", or run " <code>"dnd dissect --layer stage6 --neurons 0-9"</code>
+                ". Each takes about half a minute per neuron on a CPU."
+            }
+            .into_any(),
+        ),
+        FirstRunStep::Compare => (
+            "Compare with another method",
+            view! {
+                "Label the same neurons a second way: " <code>"dnd import-labels --model efficientnet-lite0 labels.csv"</code>
+                " (MILAN, CLIP-Dissect, NetDissect or a layer,unit,description file), or "
+                <code>"dnd clip-dissect --layer stage6 --units 0-9"</code>
+                " with a CLIP model configured. The layer page then shows the methods side by side."
+            }
+            .into_any(),
+        ),
+        FirstRunStep::Study => (
+            "Run a rating study",
+            view! {
+                "At " <a href="/admin">"/admin"</a> ", create a study of the neurons two methods labelled, open it and "
+                "invite raters with their links; results fill in as they rate."
+            }
+            .into_any(),
+        ),
+    }
 }
