@@ -55,6 +55,11 @@ test('imported labels appear side by side on the neuron page', async () => {
   // The layer grid can now be filtered by label text.
   const grid = await (await fetch(`${BASE_URL}${MODEL}/classifier?q=mugs`)).text();
   assert.match(grid, /1 of 1000 neurons/);
+  // … and to the labelled neurons, with the filter kept in the pager's links.
+  const labelled = await (await fetch(`${BASE_URL}${MODEL}/classifier?labelled=1`)).text();
+  assert.match(labelled, /2 of 1000 neurons(<!>)? \(labelled only\)/);
+  assert.deepEqual([...labelled.matchAll(/>unit (\d+)</g)].map((m) => m[1]), ['967', '968']);
+  assert.match(labelled, /id="labelled-only" checked/);
 });
 
 test('concept search lists the neurons whose labels of any method mean a concept', async () => {

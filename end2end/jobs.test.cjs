@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BASE_URL, launch, waitForHydration, adminPage } = require('./browser.cjs');
+const { BASE_URL, launch, waitForHydration, adminPage, adminSecret } = require('./browser.cjs');
 
 const MODEL = 'efficientnet-lite0';
 const LAYER = 'stage5';
@@ -16,6 +16,7 @@ test('the queue is public, starting a job is not', async () => {
   assert.equal(res.status, 200);
   const html = await res.text();
   assert.match(html, /id="jobs-login-hint"/);
+  assert.match(html, /href="\/admin\?next=%2Fjobs"/);
   assert.doesNotMatch(html, /id="start-job"/);
   const start = await fetch(`${BASE_URL}/api/jobs/start`, {
     method: 'POST',
@@ -31,10 +32,22 @@ test('the queue is public, starting a job is not', async () => {
 test('an admin starts a dissection, watches it finish live, and finds its label', async () => {
   const b = await launch();
   try {
-    const page = await adminPage(b);
+    // The page's own "log in" link brings the admin back to /jobs, with the start form.
+    const page = await b.context.newPage();
     await page.goto(`${BASE_URL}/jobs`);
     await waitForHydration(page);
+    await page.click('#jobs-login-hint a');
+    await page.waitForURL(/\/admin\?next=%2Fjobs$/);
+    await waitForHydration(page);
+    await page.fill('#admin-secret', adminSecret());
+    await page.click('#admin-login');
+    await page.waitForURL(/\/jobs$/);
     await page.locator('#start-job').waitFor();
+    // The form starts on the model's deepest convolutional layer, not on its stem.
+    assert.equal(await page.inputValue('#job-layer'), 'head');
+    // Every file field of the upload forms says which file it wants.
+    const fileLabels = await page.locator('.register-form label.file-field').allInnerTexts();
+    assert.deepEqual(fileLabels.map((t) => t.trim()).sort(), ['Manifest (JSON)', 'TorchScript file', 'Zip of images']);
     await page.selectOption('#job-model', MODEL);
     await page.selectOption('#job-layer', LAYER);
 
@@ -53,7 +66,13 @@ test('an admin starts a dissection, watches it finish live, and finds its label'
     await page.evaluate(() => { window.__stayed = true; });
     const row = page.locator(`#jobs tr[data-job="${id}"]`);
     await row.waitFor();
-    // The first job loads the models and records the layer: minutes on 2 cores.
+    // Inside the chunk the message says which step runs (the LLM's take longest) and, once a
+    // neuron is done, the time left; the first job loads the models and records the layer first.
+    await page.waitForFunction(
+      (jobId) => /chunk 1 of 1 \(1 neuron\): LLM/.test(document.querySelector(`#jobs tr[data-job="${jobId}"] .job-message`)?.textContent || ''),
+      id,
+      { timeout: 600000 },
+    );
     await page.waitForSelector(`#jobs tr[data-job="${id}"][data-status="done"]`, { timeout: 600000 });
     assert.equal(await page.evaluate(() => window.__stayed), true, 'updates arrived without a reload');
     assert.match(await row.locator('.job-message').innerText(), /1 neurons in/);
@@ -73,6 +92,21 @@ test('an admin starts a dissection, watches it finish live, and finds its label'
     await waitForHydration(page);
     await page.locator('#substitute-banner').waitFor();
     assert.equal(await page.locator('#top-images > li').count(), 10);
+
+    // A neuron no run has covered offers the admin a button that queues it; the job is then
+    // cancelled from the queue, before it takes the device from the tests that follow.
+    await page.goto(`${BASE_URL}/m/${MODEL}/${LAYER}/6`);
+    await waitForHydration(page);
+    await page.click('#describe-neuron');
+    await page.locator('#describe-queued a').waitFor();
+    const queuedId = (await page.locator('#describe-queued a').innerText()).replace('job #', '');
+    await page.goto(`${BASE_URL}/jobs`);
+    await waitForHydration(page);
+    await page.click(`#jobs tr[data-job="${queuedId}"] button.cancel-job`);
+    await page.waitForSelector(`#jobs tr[data-job="${queuedId}"][data-status="cancelled"]`, { timeout: 300000 });
+    const visitor = await (await fetch(`${BASE_URL}/m/${MODEL}/${LAYER}/7`)).text();
+    assert.doesNotMatch(visitor, /describe-neuron/, 'the server never renders the button');
+    assert.equal(b.errors.length, 0, b.errors.join('\n'));
   } finally {
     await b.close();
   }

@@ -118,7 +118,18 @@ test('the neuron page shows the run, its images load, and the crop toggle shows 
     assert.equal(png.status, 200);
     assert.equal(png.headers.get('content-type'), 'image/png');
     assert.equal(png.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+
+    // The view is in the URL: a reload (or a shared link) shows the heatmaps from the server's
+    // first HTML on, and the toggle is still checked once the page is interactive.
+    await page.waitForURL(/[?&]heatmap=true/);
+    const linked = await (await fetch(page.url())).text();
+    assert.match(linked, /class="heatmap"/);
+    await page.reload();
+    await waitForHydration(page);
+    await heatmaps.first().waitFor();
+    assert.equal(await page.getByLabel('Show activation heatmap').isChecked(), true);
     await page.getByLabel('Show activation heatmap').uncheck();
+    await page.waitForURL((u) => !u.search.includes('heatmap'));
     await heatmaps.first().waitFor({ state: 'detached' });
     assert.equal(await heatmaps.count(), 0);
     assert.match(await src(), /crop=/);

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 pub use studio::gallery::{
-    method_order, LabelSource, LabelView, LayerQuery, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
+    method_order, LabelSource, LabelView, LayerQuery, LayerSort, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
 };
 
 /// `None` when the model or layer does not exist.

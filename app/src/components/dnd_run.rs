@@ -1,21 +1,24 @@
 //! A neuron's latest DnD run: the components that played each role (substitutes flagged), D_top
 //! with captions, and the candidate concepts with every score and their concept images.
 
+use crate::api::jobs::{load_job_form, start_dissection, DissectJobRequest, SCORING_FUNCTIONS, SUMMARIES};
 use crate::api::{
     paper_component, role_title, CandidateView, ComponentView, ConceptImageView, NeuronRunView, RunDetails, RunFailure,
     TopImageView,
 };
 use leptos::prelude::*;
+use leptos_router::hooks::query_signal_with_options;
+use leptos_router::NavigateOptions;
 
 /// Thumbnail width of D_top crops and images (one of the widths `/img/` serves).
 const TOP_WIDTH: u32 = 320;
 /// Thumbnail width of concept images.
 const CONCEPT_WIDTH: u32 = 96;
 
-/// The "DnD run" section of a neuron page. `layer` and `unit` only fill the hint shown when no
-/// run has covered the neuron yet.
+/// The "DnD run" section of a neuron page. `model`, `layer` and `unit` only serve the neuron
+/// no run has covered yet: the command that would, and for an admin a button that queues it.
 #[component]
-pub fn DndRunSection(run: NeuronRunView, layer: String, unit: i64) -> impl IntoView {
+pub fn DndRunSection(run: NeuronRunView, model: String, layer: String, unit: i64) -> impl IntoView {
     let NeuronRunView { done, failed } = run;
     let empty = done.is_none() && failed.is_none();
     view! {
@@ -26,13 +29,76 @@ pub fn DndRunSection(run: NeuronRunView, layer: String, unit: i64) -> impl IntoV
             {empty.then(|| view! {
                 <p class="empty">
                     "No DnD run has covered this neuron yet. Run "
-                    <code>{format!("dnd dissect --layer {layer} --neurons {unit}")}</code>
+                    <code>{format!("dnd dissect --model {model} --layer {layer} --neurons {unit}")}</code>
                     " to dissect it."
                 </p>
+                <DescribeNeuron model=model.clone() layer=layer.clone() unit />
             })}
         </section>
     }
     .into_any()
+}
+
+/// For an admin, a button that queues this neuron's dissection on the server (`/jobs` shows it).
+/// Whether the visitor is the admin is asked from the browser only: gallery pages are the same
+/// for everyone and cached, so the server never renders the button.
+#[component]
+fn DescribeNeuron(model: String, layer: String, unit: i64) -> impl IntoView {
+    // Loaded by an effect, which runs in the browser only: a resource would hold the server's
+    // stream open waiting for an answer only the browser asks for.
+    let form = RwSignal::new(None);
+    Effect::new(move |_| {
+        leptos::task::spawn_local(async move { form.set(load_job_form().await.ok()) });
+    });
+    let queued = RwSignal::new(None::<Result<i64, String>>);
+    let pending = RwSignal::new(false);
+    let request = StoredValue::new((model, layer));
+    let describe = move |csrf: String, probe_set: String| {
+        let (model, layer) = request.get_value();
+        let request = DissectJobRequest {
+            model,
+            layer,
+            neurons: unit.to_string(),
+            seed: 0,
+            probe_set,
+            summary: SUMMARIES[0].to_string(),
+            scoring: SCORING_FUNCTIONS[0].to_string(),
+        };
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            queued.set(Some(start_dissection(csrf, request).await.map_err(|e| e.to_string())));
+            pending.set(false);
+        });
+    };
+    move || {
+        let options = form.get()?;
+        let csrf = options.csrf?;
+        let probe_set = options.probe_sets.first()?.0.clone();
+        Some(view! {
+            <p class="describe-neuron">
+                {move || match queued.get() {
+                    None => {
+                        let (csrf, probe_set) = (csrf.clone(), probe_set.clone());
+                        let note = format!(" (a background job on the probing set `{probe_set}`)");
+                        view! {
+                            <button type="button" id="describe-neuron" disabled=move || pending.get()
+                                on:click=move |_| describe(csrf.clone(), probe_set.clone())>
+                                "Describe this neuron now"
+                            </button>
+                            <span class="meta">{note}</span>
+                        }
+                        .into_any()
+                    }
+                    Some(Ok(id)) => view! {
+                        <span id="describe-queued">"Queued as " <a href=format!("/jobs/{id}")>{format!("job #{id}")}</a>
+                        "; reload this page when it is done."</span>
+                    }
+                    .into_any(),
+                    Some(Err(e)) => view! { <span class="error" role="alert">{e}</span> }.into_any(),
+                }}
+            </p>
+        })
+    }
 }
 
 #[component]
@@ -156,11 +222,12 @@ fn Provenance(components: Vec<ComponentView>, uses_substitutes: bool) -> impl In
 /// crops from, stored with D_top by the run (`top_images.map_*`) and drawn as transparent PNGs by
 /// `/heatmap/{key}` at the thumbnail's size, so an overlay is a plain `<img>` stacked on the
 /// thumbnail. The heatmap toggle is offered only when the run stored maps; a run stored before
-/// maps were kept, or a layer without spatial maps, gets a note instead.
+/// maps were kept, or a layer without spatial maps, gets a note instead. Both views live in the
+/// URL (`?heatmap=true`, `?regions=true`), so a link shows what its sender saw.
 #[component]
 fn TopImages(top: Vec<TopImageView>, summary: String, spatial: bool) -> impl IntoView {
-    let show_regions = RwSignal::new(false);
-    let show_heatmap = RwSignal::new(false);
+    let show_regions = url_toggle("regions");
+    let show_heatmap = url_toggle("heatmap");
     let any_crop = top.iter().any(|t| t.image.crop.is_some());
     let any_map = top.iter().any(|t| t.heatmap.is_some());
     let no_maps = (!any_map && !top.is_empty()).then(|| {
@@ -192,9 +259,32 @@ fn TopImages(top: Vec<TopImageView>, summary: String, spatial: bool) -> impl Int
     .into_any()
 }
 
+/// A view switch kept in the URL's query as `key=true` (absent = off). Switching replaces the
+/// history entry and keeps the scroll position: it is a view of the same page, not a new page.
+#[derive(Clone, Copy)]
+struct UrlToggle {
+    value: Memo<Option<bool>>,
+    set: SignalSetter<Option<bool>>,
+}
+
+fn url_toggle(key: &'static str) -> UrlToggle {
+    let options = NavigateOptions { replace: true, scroll: false, ..Default::default() };
+    let (value, set) = query_signal_with_options::<bool>(key, options);
+    UrlToggle { value, set }
+}
+
+impl UrlToggle {
+    fn get(&self) -> bool {
+        self.value.get().unwrap_or(false)
+    }
+    fn set(&self, on: bool) {
+        self.set.set(on.then_some(true));
+    }
+}
+
 /// A checkbox switching one way of showing D_top on or off.
 #[component]
-fn ViewToggle(id: &'static str, on: RwSignal<bool>, label: &'static str, note: &'static str) -> impl IntoView {
+fn ViewToggle(id: &'static str, on: UrlToggle, label: &'static str, note: &'static str) -> impl IntoView {
     view! {
         <label class="crop-toggle">
             <input type="checkbox" id=id prop:checked=move || on.get() on:change=move |ev| on.set(event_target_checked(&ev)) />
@@ -215,12 +305,7 @@ fn shown_size(w: i64, h: i64, target: u32) -> (i64, i64) {
 }
 
 #[component]
-fn TopImage(
-    t: TopImageView,
-    summary: String,
-    show_regions: RwSignal<bool>,
-    show_heatmap: RwSignal<bool>,
-) -> impl IntoView {
+fn TopImage(t: TopImageView, summary: String, show_regions: UrlToggle, show_heatmap: UrlToggle) -> impl IntoView {
     let rank = t.rank;
     let is_crop = t.image.crop.is_some();
     let (src_w, src_h) = (t.width, t.height);

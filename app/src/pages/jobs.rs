@@ -6,7 +6,7 @@ use crate::api::jobs::{
     cancel_job, list_jobs, load_job, load_job_form, start_dissection, start_registration, DissectJobRequest,
     JobFormOptions, JobView, RegisterRequest, REGISTER_KINDS, SCORING_FUNCTIONS, SUMMARIES,
 };
-use crate::components::ErrorNote;
+use crate::components::{ErrorNote, LoginLink, Timestamp};
 use crate::pages::study::readable;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
@@ -75,7 +75,7 @@ pub fn JobsPage() -> impl IntoView {
                         None => view! {
                             <p class="meta" id="jobs-login-hint">
                                 "Starting and cancelling jobs needs the admin session: "
-                                <a href="/admin">"log in"</a> ", then come back."
+                                <LoginLink text="log in" /> " (you come back here)."
                             </p>
                         }
                         .into_any(),
@@ -105,8 +105,14 @@ pub fn JobsPage() -> impl IntoView {
 #[component]
 fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoView {
     let first_model = opts.models.first().map(|m| m.slug.clone()).unwrap_or_default();
+    let default_layer = {
+        let models = opts.models.clone();
+        move |slug: &str| {
+            models.iter().find(|m| m.slug == slug).and_then(|m| m.default_layer.clone()).unwrap_or_default()
+        }
+    };
+    let layer = RwSignal::new(default_layer(&first_model));
     let model = RwSignal::new(first_model);
-    let layer = RwSignal::new(String::new());
     let neurons = RwSignal::new("0-9".to_string());
     let seed = RwSignal::new("0".to_string());
     let probe_set = RwSignal::new(opts.probe_sets.first().map(|p| p.0.clone()).unwrap_or_default());
@@ -166,7 +172,11 @@ fn StartForm(opts: JobFormOptions, csrf: String, live: LiveJobs) -> impl IntoVie
             <form id="start-job" on:submit=submit>
                 <div class="form-grid">
                     <label for="job-model">"Model"</label>
-                    <select id="job-model" on:change=move |ev| { model.set(event_target_value(&ev)); layer.set(String::new()); }>
+                    <select id="job-model" on:change=move |ev| {
+                        let slug = event_target_value(&ev);
+                        layer.set(default_layer(&slug));
+                        model.set(slug);
+                    }>
                         {opts.models.iter().map(|m| view! { <option value=m.slug.clone()>{m.name.clone()}</option> }).collect_view()}
                     </select>
                     <label for="job-layer">"Layer"</label>
@@ -358,11 +368,19 @@ fn UploadForms(csrf: String, live: LiveJobs, states: [RwSignal<Upload>; 2]) -> i
                         <input type="text" name="name" id=format!("upload-{key}-name") placeholder="name (default: the file's)" />
                         {if key == "model" {
                             view! {
-                                <input type="file" name="model" id="upload-model-file" accept=".pt,.pth,.torchscript" required />
-                                <input type="file" name="manifest" id="upload-model-manifest" accept=".json,application/json" required />
+                                <label class="file-field">"TorchScript file "
+                                    <input type="file" name="model" id="upload-model-file" accept=".pt,.pth,.torchscript" required />
+                                </label>
+                                <label class="file-field">"Manifest (JSON) "
+                                    <input type="file" name="manifest" id="upload-model-manifest" accept=".json,application/json" required />
+                                </label>
                             }.into_any()
                         } else {
-                            view! { <input type="file" name="zip" id="upload-probe-set-file" accept=".zip,application/zip" required /> }.into_any()
+                            view! {
+                                <label class="file-field">"Zip of images "
+                                    <input type="file" name="zip" id="upload-probe-set-file" accept=".zip,application/zip" required />
+                                </label>
+                            }.into_any()
                         }}
                         <button type="submit" id=format!("upload-{key}-button") disabled=busy>"Upload"</button>
                         <span class="meta">{what}</span>
@@ -443,7 +461,7 @@ fn JobRow(j: JobView, csrf: Option<String>) -> impl IntoView {
                 {(j.failed_neurons > 0).then(|| view! { <span class="warn">{format!(" · {} failed", j.failed_neurons)}</span> })}
                 {j.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
             </td>
-            <td class="meta">{j.created_at.clone()}</td>
+            <td class="meta"><Timestamp iso=j.created_at.clone() /></td>
             <td>
                 {can_cancel.then(|| view! { <button type="button" class="cancel-job" on:click=cancel>"Cancel"</button> })}
                 {move || error.get().map(|m| view! { <span class="error">{m}</span> })}
@@ -496,8 +514,8 @@ pub fn JobPage() -> impl IntoView {
                                 <tbody><JobRow j=j.clone() csrf=None /></tbody>
                             </table>
                             <dl class="job-facts">
-                                <dt>"Started"</dt><dd>{j.started_at.clone().unwrap_or_else(|| "not yet".into())}</dd>
-                                <dt>"Finished"</dt><dd>{j.finished_at.clone().unwrap_or_else(|| "—".into())}</dd>
+                                <dt>"Started"</dt><dd>{match j.started_at.clone() { Some(t) => view! { <Timestamp iso=t /> }.into_any(), None => "not yet".into_any() }}</dd>
+                                <dt>"Finished"</dt><dd>{match j.finished_at.clone() { Some(t) => view! { <Timestamp iso=t /> }.into_any(), None => "—".into_any() }}</dd>
                                 <dt>"Attempts"</dt><dd>{j.attempts}</dd>
                                 <dt>"Run"</dt><dd>{j.run_id.map(|r| format!("#{r}")).unwrap_or_else(|| "—".into())}</dd>
                             </dl>

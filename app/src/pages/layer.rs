@@ -1,9 +1,9 @@
 //! `/m/{model}/{layer}`: a grid of the layer's neurons with every method's label, paginated,
-//! filterable by label text, sortable, with a jump-to-unit box. All state lives in the URL
-//! (`?q=&sort=&page=`), so every view can be linked.
+//! filterable by label text or to labelled neurons, sortable, with a jump-to-unit box. All state
+//! lives in the URL (`?q=&sort=&labelled=1&page=`), so every view can be linked.
 
-use crate::api::{get_layer, method_title, LayerQuery};
-use crate::components::ErrorNote;
+use crate::api::{get_layer, method_title, LayerQuery, LayerSort};
+use crate::components::{urlencode, ErrorNote};
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -20,7 +20,8 @@ pub fn LayerPage() -> impl IntoView {
             layer: p.get("layer").unwrap_or_default(),
             page: q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1),
             filter: q.get("q").unwrap_or_default(),
-            sort: q.get("sort").unwrap_or_else(|| "unit".into()),
+            sort: LayerSort::from_param(q.get("sort").as_deref()),
+            labelled_only: q.get("labelled").is_some_and(|v| v == "1"),
         }
     };
     let jump = move || query.read().get("unit").filter(|u| u.trim().parse::<u32>().is_ok());
@@ -43,8 +44,9 @@ pub fn LayerPage() -> impl IntoView {
                     Ok(Some(v)) => {
                         let base = format!("/m/{}/{}", req.model, req.layer);
                         let page_link = {
-                            let (base, filter, sort) = (base.clone(), req.filter.clone(), req.sort.clone());
-                            move |page: i64| format!("{base}?q={}&sort={sort}&page={page}", urlencode(&filter))
+                            let (base, filter, sort) = (base.clone(), req.filter.clone(), req.sort.as_param());
+                            let labelled = if req.labelled_only { "&labelled=1" } else { "" };
+                            move |page: i64| format!("{base}?q={}&sort={sort}{labelled}&page={page}", urlencode(&filter))
                         };
                         let prev = (v.page > 1).then(|| page_link(v.page - 1));
                         let next = (v.page < v.pages).then(|| page_link(v.page + 1));
@@ -61,9 +63,13 @@ pub fn LayerPage() -> impl IntoView {
                                 <label>"Filter labels " <input type="search" name="q" value=req.filter.clone() placeholder="e.g. dog" /></label>
                                 <label>"Sort "
                                     <select name="sort">
-                                        <option value="unit" selected=req.sort != "score">"by unit"</option>
-                                        <option value="score" selected=req.sort == "score">"by DnD label score"</option>
+                                        <option value="unit" selected=req.sort == LayerSort::Unit>"by unit"</option>
+                                        <option value="score" selected=req.sort == LayerSort::Score>"by DnD label score"</option>
                                     </select>
+                                </label>
+                                <label>
+                                    <input type="checkbox" name="labelled" value="1" id="labelled-only" checked=req.labelled_only />
+                                    " labelled only"
                                 </label>
                                 <button type="submit">"Apply"</button>
                             </form>
@@ -74,6 +80,7 @@ pub fn LayerPage() -> impl IntoView {
                             <p class="meta">
                                 {format!("{} of {} neurons", v.matching, v.layer.channels)}
                                 {(!req.filter.is_empty()).then(|| format!(" match “{}”", req.filter))}
+                                {req.labelled_only.then_some(" (labelled only)")}
                                 {format!(" · page {} of {}", v.page, v.pages)}
                             </p>
                             {(!no_labels).then(|| {
@@ -143,14 +150,4 @@ fn csv_format(method: &str) -> &'static str {
         "netdissect" => "netdissect-tally",
         _ => "milan",
     }
-}
-
-/// Minimal query-string escaping for the filter text in pager links and label sources.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

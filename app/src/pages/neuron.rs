@@ -5,7 +5,7 @@
 use crate::api::{get_neuron, get_neuron_run, method_title};
 use crate::components::{DndRunSection, ErrorNote};
 use leptos::prelude::*;
-use leptos_router::hooks::{use_navigate, use_params_map};
+use leptos_router::hooks::{use_location, use_navigate, use_params_map};
 
 #[component]
 pub fn NeuronPage() -> impl IntoView {
@@ -25,6 +25,7 @@ pub fn NeuronPage() -> impl IntoView {
 
     // Keyboard navigation between units (client side only).
     let navigate = use_navigate();
+    let location = use_location();
     let handle = window_event_listener(leptos::ev::keydown, move |ev| {
         // Leave the arrow keys to text fields and to the browser's own shortcuts.
         let typing = document()
@@ -42,7 +43,10 @@ pub fn NeuronPage() -> impl IntoView {
             "ArrowRight" if unit + 1 < n.layer.channels => unit + 1,
             _ => return,
         };
-        navigate(&format!("/m/{model}/{layer}/{to}"), Default::default());
+        // The view toggles (`?heatmap=true`, …) come along to the next unit.
+        let search = location.search.get_untracked();
+        let query = if search.is_empty() { String::new() } else { format!("?{search}") };
+        navigate(&format!("/m/{model}/{layer}/{to}{query}"), Default::default());
     });
     on_cleanup(move || handle.remove());
 
@@ -100,7 +104,13 @@ pub fn NeuronPage() -> impl IntoView {
                                     </table>
                                 }.into_any()
                             }}
-                            {clip_note.map(|t| view! { <p class="meta" id="clip-dissect-note">{t}</p> })}
+                            // Said in full once, on the layer page; here folded to one line.
+                            {clip_note.map(|t| view! {
+                                <details class="meta" id="clip-dissect-note">
+                                    <summary>"Why is there no CLIP-Dissect label?"</summary>
+                                    {t}
+                                </details>
+                            })}
                         }
                         .into_any()
                     }
@@ -109,12 +119,12 @@ pub fn NeuronPage() -> impl IntoView {
         </Suspense>
         <Suspense fallback=|| view! { <p class="meta">"Loading the DnD run…"</p> }>
             {move || Suspend::new(async move {
-                let (_, layer, unit) = key_untracked();
+                let (model, layer, unit) = key_untracked();
                 match run.await {
                     Err(e) => view! { <ErrorNote message=e.to_string() /> }.into_any(),
                     // The page above already says the neuron does not exist.
                     Ok(None) => ().into_any(),
-                    Ok(Some(r)) => view! { <DndRunSection run=r layer unit /> }.into_any(),
+                    Ok(Some(r)) => view! { <DndRunSection run=r model layer unit /> }.into_any(),
                 }
             })}
         </Suspense>

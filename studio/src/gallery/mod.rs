@@ -83,8 +83,39 @@ pub struct LayerQuery {
     pub page: i64,
     /// Case-insensitive text to find in any method's label (or the class name).
     pub filter: String,
-    /// `unit` (default) or `score` (DnD label score, best first).
-    pub sort: String,
+    pub sort: LayerSort,
+    /// Only neurons with at least one current label (any method).
+    #[serde(default)]
+    pub labelled_only: bool,
+}
+
+/// The layer grid's order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerSort {
+    /// By unit number.
+    #[default]
+    Unit,
+    /// By the DnD label's score, best first; unscored neurons last.
+    Score,
+}
+
+impl LayerSort {
+    /// The URL's `sort=` value.
+    pub fn as_param(self) -> &'static str {
+        match self {
+            LayerSort::Unit => "unit",
+            LayerSort::Score => "score",
+        }
+    }
+
+    /// From the URL's `sort=` value; anything else is the default order.
+    pub fn from_param(value: Option<&str>) -> Self {
+        match value {
+            Some("score") => LayerSort::Score,
+            _ => LayerSort::Unit,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -80,15 +80,18 @@ fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
 
 /// The layer grid's neurons matching the filter (`?2`: a LIKE pattern, `%%` = all): their
 /// class name or any current label's text (one pass over the layer's labels, read from the
-/// `labels_layer_text` index), materialized once for the page and its count.
+/// `labels_layer_text` index), and with `?3` = 1 only those with a current label;
+/// materialized once for the page and its count.
 const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
          WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.text LIKE ?2 ESCAPE '\\'),
+     labelled AS (SELECT lb.neuron_id FROM labels lb WHERE lb.layer_id = ?1 AND lb.is_current = 1),
      m AS MATERIALIZED (SELECT n.id, n.unit, n.class_name FROM neurons n
-         WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR n.id IN hit))";
+         WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR n.id IN hit)
+           AND (?3 = 0 OR n.id IN labelled))";
 
-/// One page of matching neurons (`?3` rows from `?4`) with the number of all matching ones.
-fn page_sql(by_score: bool) -> String {
-    if by_score {
+/// One page of matching neurons (`?4` rows from `?5`) with the number of all matching ones.
+fn page_sql(sort: LayerSort) -> String {
+    if sort == LayerSort::Score {
         // Best DnD rank-1 score first (over all DnD sources), unscored last, then by unit.
         format!(
             "{MATCHING}, s AS (SELECT lb.neuron_id, MAX(lb.score) AS score FROM labels lb
@@ -96,26 +99,34 @@ fn page_sql(by_score: bool) -> String {
                  GROUP BY lb.neuron_id)
              SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
              FROM m LEFT JOIN s ON s.neuron_id = m.id
-             ORDER BY s.score IS NULL, s.score DESC, m.unit LIMIT ?3 OFFSET ?4"
+             ORDER BY s.score IS NULL, s.score DESC, m.unit LIMIT ?4 OFFSET ?5"
         )
     } else {
         format!(
             "{MATCHING} SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
-             FROM m ORDER BY m.unit LIMIT ?3 OFFSET ?4"
+             FROM m ORDER BY m.unit LIMIT ?4 OFFSET ?5"
         )
     }
+}
+
+/// What [`MATCHING`]'s parameters select.
+struct Matching<'a> {
+    layer_id: i64,
+    /// A LIKE pattern; `%%` matches every neuron.
+    pattern: &'a str,
+    labelled_only: bool,
 }
 
 async fn page_rows(
     conn: &mut SqliteConnection,
     sql: &str,
-    layer_id: i64,
-    pattern: &str,
+    m: &Matching<'_>,
     page: i64,
 ) -> sqlx::Result<Vec<SqliteRow>> {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .bind(layer_id)
-        .bind(pattern)
+        .bind(m.layer_id)
+        .bind(m.pattern)
+        .bind(m.labelled_only)
         .bind(PAGE_SIZE)
         .bind((page - 1) * PAGE_SIZE)
         .fetch_all(conn)
@@ -127,10 +138,11 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
     let mut conn = db.acquire().await?;
     let Some(layer) = find_layer(&mut conn, &q.model, &q.layer).await? else { return Ok(None) };
     let pattern = format!("%{}%", q.filter.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let selection = Matching { layer_id: layer.id, pattern: &pattern, labelled_only: q.labelled_only };
     // Both SQL texts are constants of this function, never user input.
-    let sql = page_sql(q.sort == "score");
+    let sql = page_sql(q.sort);
     let in_range = (1..=i64::MAX / PAGE_SIZE).contains(&q.page);
-    let mut rows = if in_range { page_rows(&mut conn, &sql, layer.id, &pattern, q.page).await? } else { Vec::new() };
+    let mut rows = if in_range { page_rows(&mut conn, &sql, &selection, q.page).await? } else { Vec::new() };
     // An empty page: nothing matches, or the page is past the end (then the last one shows).
     let matching: i64 = match rows.first() {
         Some(r) => r.get("matching"),
@@ -138,11 +150,12 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
             let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{MATCHING} SELECT COUNT(*) FROM m")))
                 .bind(layer.id)
                 .bind(&pattern)
+                .bind(q.labelled_only)
                 .fetch_one(&mut *conn)
                 .await?;
             if count > 0 {
                 let last = (count + PAGE_SIZE - 1) / PAGE_SIZE;
-                rows = page_rows(&mut conn, &sql, layer.id, &pattern, q.page.clamp(1, last)).await?;
+                rows = page_rows(&mut conn, &sql, &selection, q.page.clamp(1, last)).await?;
             }
             count
         }
@@ -308,4 +321,42 @@ pub async fn stored_map(db: &SqlitePool, key: &str) -> sqlx::Result<Option<Store
         image_width: width as u32,
         image_height: height as u32,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{import_labels, register_fake_model, temp_db, FakeModel};
+    use dissect::model::{LayerInfo, LayerKind};
+
+    #[tokio::test]
+    async fn the_layer_grid_filters_by_text_and_to_labelled_neurons() {
+        let (dir, db) = temp_db().await;
+        let fc = LayerInfo { name: "fc".into(), kind: LayerKind::Classifier, channels: 4, spatial: None };
+        let classes = ["tench", "goldfish", "shark", "ray"].map(String::from).to_vec();
+        register_fake_model(&db, dir.path(), &FakeModel(vec![fc], classes)).await;
+        import_labels(&db, "layer,unit,description\nfc,1,orange fish\nfc,3,flat fish\n", None, None).await;
+        let units = |q: LayerQuery| {
+            let db = db.clone();
+            async move {
+                let v = layer(&db, q).await.unwrap().unwrap();
+                (v.matching, v.neurons.iter().map(|n| n.unit).collect::<Vec<i64>>())
+            }
+        };
+        let query = |filter: &str, labelled_only| LayerQuery {
+            model: "m".into(),
+            layer: "fc".into(),
+            page: 1,
+            filter: filter.into(),
+            sort: LayerSort::Unit,
+            labelled_only,
+        };
+        assert_eq!(units(query("", false)).await, (4, vec![0, 1, 2, 3]));
+        assert_eq!(units(query("", true)).await, (2, vec![1, 3]));
+        // The text filter finds class names too; "labelled only" then keeps the labelled ones.
+        assert_eq!(units(query("sh", false)).await, (3, vec![1, 2, 3]));
+        assert_eq!(units(query("fish", false)).await, (2, vec![1, 3]));
+        assert_eq!(units(query("shark", true)).await, (0, vec![]));
+        assert_eq!(units(query("orange", true)).await, (1, vec![1]));
+    }
 }

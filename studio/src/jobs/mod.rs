@@ -109,6 +109,10 @@ pub struct ModelChoice {
     pub slug: String,
     pub name: String,
     pub layers: Vec<(String, i64)>,
+    /// The layer the form starts on: the deepest convolutional one (what the method is mostly
+    /// used on, and what the README's examples describe), else the last; never the stem.
+    #[serde(default)]
+    pub default_layer: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

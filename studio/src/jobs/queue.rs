@@ -11,6 +11,7 @@ use super::{
 };
 use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
+use dissect::model::LayerKind;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
@@ -147,12 +148,19 @@ pub async fn form_options(db: &SqlitePool) -> Result<JobFormOptions, JobError> {
         sqlx::query_as("SELECT id, slug, name FROM models ORDER BY id").fetch_all(db).await?;
     let mut choices = Vec::with_capacity(models.len());
     for (id, slug, name) in models {
-        let layers: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, channels FROM layers WHERE model_id = ? ORDER BY position")
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT name, channels, kind FROM layers WHERE model_id = ? ORDER BY position")
                 .bind(id)
                 .fetch_all(db)
                 .await?;
-        choices.push(ModelChoice { slug, name, layers });
+        let default_layer = rows
+            .iter()
+            .rev()
+            .find(|l| LayerKind::parse(&l.2) == Some(LayerKind::Conv))
+            .or(rows.last())
+            .map(|l| l.0.clone());
+        let layers = rows.into_iter().map(|(name, channels, _)| (name, channels)).collect();
+        choices.push(ModelChoice { slug, name, layers, default_layer });
     }
     let probe_sets: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT s.slug, s.name, (SELECT count(*) FROM probe_set_images i WHERE i.probe_set_id = s.id)
@@ -512,7 +520,7 @@ mod tests {
     use super::*;
     use crate::registry::{register_model, register_probe_set, ModelSpec, ProbeSetSpec};
     use crate::test_support::{temp_db, FakeModel};
-    use dissect::model::{LayerInfo, LayerKind};
+    use dissect::model::LayerInfo;
 
     /// A database with model `fake` (layer `conv`, 4 units) and a ready probing set `demo`.
     async fn registered() -> (tempfile::TempDir, SqlitePool) {

@@ -4,23 +4,31 @@
 use super::new_study::NewStudyForm;
 use super::readable;
 use crate::api::study::{admin_login, admin_logout, admin_session, list_studies};
-use crate::components::ErrorNote;
+use crate::components::{local_next, ErrorNote, Timestamp};
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_query_map};
 
 #[component]
 pub fn AdminPage() -> impl IntoView {
     let session = Resource::new(|| (), |_| admin_session());
     let changed = Callback::new(move |()| session.refetch());
+    // A "log in" link elsewhere sends the admin here with `?next=` its page, and back after.
+    let next = local_next(use_query_map().get_untracked().get("next"));
+    let navigate = use_navigate();
+    let logged_in = Callback::new(move |()| match &next {
+        Some(path) => navigate(path, Default::default()),
+        None => session.refetch(),
+    });
     view! {
         <Title text="Rating studies · DnD Studio" />
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match session.await {
                     Err(e) => view! { <ErrorNote message=readable(&e) /> }.into_any(),
-                    Ok(None) => view! { <LoginForm on_login=changed /> }.into_any(),
+                    Ok(None) => view! { <LoginForm on_login=logged_in /> }.into_any(),
                     Ok(Some(info)) => view! { <StudiesAdmin csrf=info.csrf on_logout=changed /> }.into_any(),
                 }
             })}
@@ -108,7 +116,7 @@ fn StudiesAdmin(csrf: String, on_logout: Callback<()>) -> impl IntoView {
                                         <td class="num">{s.neurons}</td>
                                         <td class="num">{s.raters}</td>
                                         <td class="num">{s.responses}</td>
-                                        <td class="meta">{s.created_at}</td>
+                                        <td class="meta"><Timestamp iso=s.created_at /></td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>

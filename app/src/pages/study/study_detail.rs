@@ -4,13 +4,13 @@
 //! Without an admin session the page answers 403, for an unknown study 404.
 
 use super::rater_table::RaterTable;
-use super::results::{AgreementTable, ResultsChart, ResultsTable};
+use super::results::{AgreementTable, NeuronBreakdown, ResultsChart, ResultsTable};
 use super::{browser, method_name, readable};
 use crate::api::study::{
     admin_session, create_open_link, exclude_rater, invite_raters, load_study, revoke_rater, set_study_status,
     StudyDetail, StudySummary,
 };
-use crate::components::ErrorNote;
+use crate::components::{ErrorNote, LoginLink};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
@@ -53,7 +53,7 @@ fn NeedsLogin() -> impl IntoView {
     view! {
         <h1>"Admins only"</h1>
         <p class="error" role="alert" id="needs-login">
-            "This page belongs to the study's admin. " <a href="/admin">"Log in"</a> " to see it."
+            "This page belongs to the study's admin. " <LoginLink text="Log in" /> " to see it."
         </p>
     }
     .into_any()
@@ -141,7 +141,7 @@ fn StudyView(detail: StudyDetail, csrf: String) -> impl IntoView {
     let on_revoke =
         Callback::new(move |rater: i64| act(Box::pin(async move { revoke_rater(csrf.get_value(), id, rater).await })));
 
-    let exports = ["responses.csv", "responses.json", "results.csv", "results.json"];
+    let exports = ["responses.csv", "responses.json", "results.csv", "results.json", "neurons.csv"];
     view! {
         <Title text=title />
         <nav class="crumbs"><a href="/admin">"Rating studies"</a> " › " {move || summary.with(|s| s.name.clone())}</nav>
@@ -215,6 +215,8 @@ fn StudyView(detail: StudyDetail, csrf: String) -> impl IntoView {
             {move || view! { <ResultsChart results=results.get() /> }.into_any()}
             <h3>"Agreement between raters"</h3>
             {move || view! { <AgreementTable results=results.get() /> }.into_any()}
+            <h3>"Per neuron"</h3>
+            {move || view! { <NeuronBreakdown results=results.get() model=summary.with(|s| s.model.clone()) /> }.into_any()}
             <p class="exports" id="exports">
                 "Download — "
                 {exports.into_iter().map(|file| view! {
