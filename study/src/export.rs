@@ -2,7 +2,7 @@
 //! table and its per-neuron breakdown, as CSV and JSON.
 
 use crate::error::Result;
-use crate::types::StudyResults;
+use crate::types::{MethodResult, StudyResults};
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
@@ -111,12 +111,18 @@ struct ResultRow<'a> {
     total_responses: i64,
 }
 
-/// The results table, one row per layer (then `all layers`) × method.
-pub fn results_csv(results: &StudyResults) -> String {
-    to_csv(results.rows.iter().flat_map(|row| {
-        row.methods.iter().map(move |m| ResultRow {
-            layer: row.layer.as_deref().unwrap_or("all layers"),
-            unit: None,
+impl<'a> ResultRow<'a> {
+    /// `m`'s cells, in a group of `valid` of `total` responses.
+    fn new(
+        results: &StudyResults,
+        layer: &'a str,
+        unit: Option<i64>,
+        m: &'a MethodResult,
+        (valid, total): (i64, i64),
+    ) -> Self {
+        ResultRow {
+            layer,
+            unit,
             method: &m.method.method,
             source: &m.method.source,
             mean_rating: m.mean,
@@ -125,9 +131,17 @@ pub fn results_csv(results: &StudyResults) -> String {
             best_share: m.best_share,
             best_count: m.best_count,
             uses_substitutes: results.substituted.contains(&m.method),
-            valid_responses: row.valid,
-            total_responses: row.total,
-        })
+            valid_responses: valid,
+            total_responses: total,
+        }
+    }
+}
+
+/// The results table, one row per layer (then `all layers`) × method.
+pub fn results_csv(results: &StudyResults) -> String {
+    to_csv(results.rows.iter().flat_map(|row| {
+        let layer = row.layer.as_deref().unwrap_or("all layers");
+        row.methods.iter().map(move |m| ResultRow::new(results, layer, None, m, (row.valid, row.total)))
     }))
 }
 
@@ -135,19 +149,6 @@ pub fn results_csv(results: &StudyResults) -> String {
 /// table plus `unit`.
 pub fn neurons_csv(results: &StudyResults) -> String {
     to_csv(results.neurons.iter().flat_map(|n| {
-        n.methods.iter().map(move |m| ResultRow {
-            layer: &n.layer,
-            unit: Some(n.unit),
-            method: &m.method.method,
-            source: &m.method.source,
-            mean_rating: m.mean,
-            sem: m.sem,
-            ratings: m.ratings,
-            best_share: m.best_share,
-            best_count: m.best_count,
-            uses_substitutes: results.substituted.contains(&m.method),
-            valid_responses: n.valid,
-            total_responses: n.total,
-        })
+        n.methods.iter().map(move |m| ResultRow::new(results, &n.layer, Some(n.unit), m, (n.valid, n.total)))
     }))
 }
