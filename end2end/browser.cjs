@@ -16,7 +16,12 @@ async function launch() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   const errors = [];
-  context.on('page', (p) => p.on('pageerror', (e) => errors.push(e)));
+  context.on('page', (p) => {
+    p.on('pageerror', (e) => errors.push(e));
+    // Whatever the Content-Security-Policy blocks (a script, style or image the page needed)
+    // counts as a page error: the tests' checks for none then cover the policy too.
+    p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(new Error(m.text())); });
+  });
   return { context, errors, close: async () => { await context.close(); fs.rmSync(userDataDir, { recursive: true, force: true }); } };
 }
 

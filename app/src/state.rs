@@ -15,6 +15,10 @@ pub struct ServerContext {
     pub submissions: study::submit::SubmissionQueue,
     /// Wakes the job runner and the job queue's live views when jobs change.
     pub jobs: JobSignals,
+    /// Wrong admin secrets per client (429 after too many).
+    pub login_limiter: Arc<study::login_limit::LoginLimiter>,
+    /// Cookies carry `Secure` (the server is reached over HTTPS: `server.public_url`).
+    pub secure_cookies: bool,
     /// Concept search over every method's labels (loads its text encoder on first use).
     pub concepts: Arc<studio::concept_search::ConceptSearcher>,
 }
@@ -30,3 +34,8 @@ pub fn server_context() -> Result<ServerContext, leptos::prelude::ServerFnError>
     leptos::prelude::use_context::<ServerContext>()
         .ok_or_else(|| leptos::prelude::ServerFnError::new("server context missing (server wiring bug)"))
 }
+
+/// The client's address as the server saw it (a request extension the server adds; absent in
+/// tests that call the router directly, where every request counts as one client).
+#[derive(Clone, Debug)]
+pub struct ClientAddr(pub String);

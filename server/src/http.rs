@@ -36,13 +36,16 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
     let state = HttpState { leptos: leptos.clone(), ctx: ctx.clone() };
     let provide = {
         let ctx = ctx.clone();
-        move || provide_context(ctx.clone())
+        move || {
+            provide_context(ctx.clone());
+            crate::security::provide_request_nonce();
+        }
     };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/export/{model}/{layer}", get(export_labels))
         .merge(crate::images::router(ctx.db.clone(), config.storage.data_dir.clone()))
-        .merge(crate::study_http::router(ctx.db.clone()))
+        .merge(crate::study_http::router(ctx.db.clone(), config.server.secure_cookies()))
         .merge(crate::job_events::router(ctx.db.clone(), ctx.jobs.clone()))
         .leptos_routes_with_context(&state, routes, provide.clone(), {
             let leptos = leptos.clone();
@@ -70,6 +73,7 @@ pub fn router(config: &Config, ctx: ServerContext) -> Router {
         )
         // Uploads stream gigabytes: outside the body limit and timeout above, with their own limits.
         .merge(crate::uploads::router(config, ctx.db.clone(), ctx.jobs.clone()))
+        .layer(axum::middleware::from_fn(crate::security::headers))
 }
 
 /// Largest body a server-function call may send (their arguments are small; uploads have their

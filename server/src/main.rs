@@ -6,6 +6,7 @@ mod http;
 mod images;
 mod job_events;
 mod page_cache;
+mod security;
 mod study_http;
 mod uploads;
 
@@ -329,6 +330,8 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
             activation_root: activation_dir(config),
         }),
         submissions: study::submit::SubmissionQueue::start(db),
+        login_limiter: Default::default(),
+        secure_cookies: config.server.secure_cookies(),
         jobs: Default::default(),
         concepts: Default::default(),
     })
@@ -359,7 +362,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (config key server.bind)", config.server.bind))?;
     tracing::info!(address = %config.server.bind, "DnD Studio listening on http://{}", config.server.bind);
-    axum::serve(listener, http::router(&config, ctx))
+    // The peer address feeds the admin login's rate limit (server/src/security.rs).
+    let app = http::router(&config, ctx).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().requested())
         .await
         .context("HTTP server failed")?;

@@ -12,8 +12,10 @@
 //!
 //! Pages that show an error (a failed query renders an error note with status 200) are not kept. Memory is bounded by entry count and bytes; the least recently served
 //! entries go first. The layer sits inside compression, so clients get exactly the headers and
-//! bytes they got before, plus `x-page-cache: hit|miss`.
+//! bytes they got before, plus `x-page-cache: hit|miss`, except for the script nonce: a served
+//! copy carries the nonce of its own answer, which that answer's Content-Security-Policy names.
 
+use crate::security::CspNonce;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -48,10 +50,6 @@ const MAX_KEY: usize = 2048;
 /// `class="error"` and `role="alert"`, in either order); such a page is not kept (the next request
 /// tries again). Text from the database is HTML-escaped, so it cannot produce these by accident.
 const ERROR_MARKERS: [&[u8]; 2] = [br#"<p class="error" role="alert">"#, br#"<p role="alert" class="error">"#];
-/// A page under a Content-Security-Policy needs its own nonce per answer, so it is not kept.
-/// (Leptos puts a random nonce on its inline scripts; no policy uses it today, so a cached page
-/// repeating one is harmless. Should one be added, such pages simply stop being cached.)
-const CSP_MARKER: &[u8] = b"Content-Security-Policy";
 
 const CACHE_HEADER: &str = "x-page-cache";
 
@@ -62,6 +60,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 struct Entry {
     headers: HeaderMap,
     body: Bytes,
+    /// The script nonce the page was rendered with: each answer swaps in its own, which its
+    /// Content-Security-Policy names (server/src/security.rs).
+    nonce: Option<Arc<str>>,
     /// Accounted size: body, key and headers.
     size: usize,
     /// Tick of the last time it was served (for LRU eviction).
@@ -118,14 +119,19 @@ impl PageCache {
         Some(entry)
     }
 
-    fn store(&self, key: String, version: i64, headers: HeaderMap, body: Bytes) {
+    fn store(&self, key: String, version: i64, headers: HeaderMap, body: Bytes, nonce: Option<Arc<str>>) {
         let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
         let size = body.len() + key.len() + header_bytes + 64;
         if body.len() > self.limits.max_entry_bytes || size > self.limits.max_bytes || self.limits.max_entries == 0 {
             return;
         }
-        let entry =
-            Arc::new(Entry { headers, body, size, used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)) });
+        let entry = Arc::new(Entry {
+            headers,
+            body,
+            nonce,
+            size,
+            used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)),
+        });
         let mut inner = self.lock();
         if version < inner.version {
             // Rendered before a change another request has already seen.
@@ -183,6 +189,14 @@ fn mark(res: &mut Response, how: &'static str) {
     res.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(how));
 }
 
+/// The cached page with `nonce` in place of the one it was rendered with.
+fn with_nonce(entry: &Entry, nonce: Option<&str>) -> Bytes {
+    match (entry.nonce.as_deref(), nonce, std::str::from_utf8(&entry.body)) {
+        (Some(old), Some(new), Ok(text)) if old != new => Bytes::from(text.replace(old, new)),
+        _ => entry.body.clone(),
+    }
+}
+
 /// The middleware (`axum::middleware::from_fn_with_state(cache, page_cache::serve)`).
 pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next) -> Response {
     if req.method() != Method::GET || !is_gallery_page(req.uri().path()) {
@@ -199,8 +213,9 @@ pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next
             return next.run(req).await;
         }
     };
+    let nonce = req.extensions().get::<CspNonce>().map(|n| n.0.clone());
     if let Some(entry) = cache.lookup(&key, version) {
-        let mut res = Response::new(Body::from(entry.body.clone()));
+        let mut res = Response::new(Body::from(with_nonce(&entry, nonce.as_deref())));
         *res.headers_mut() = entry.headers.clone();
         mark(&mut res, "hit");
         return res;
@@ -211,7 +226,7 @@ pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/html"));
-    let personal = [header::SET_COOKIE, header::CONTENT_SECURITY_POLICY].iter().any(|h| res.headers().contains_key(h));
+    let personal = res.headers().contains_key(header::SET_COOKIE);
     if res.status() != StatusCode::OK || !is_html || personal {
         let mut res = res;
         mark(&mut res, "miss");
@@ -228,8 +243,8 @@ pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next
     // The body is whole now: its length replaces any streaming framing.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
-    if !ERROR_MARKERS.iter().any(|m| contains(&body, m)) && !contains(&body, CSP_MARKER) {
-        cache.store(key, version, parts.headers.clone(), body.clone());
+    if !ERROR_MARKERS.iter().any(|m| contains(&body, m)) {
+        cache.store(key, version, parts.headers.clone(), body.clone(), nonce);
     }
     let mut res = Response::from_parts(parts, Body::from(body));
     mark(&mut res, "miss");
@@ -288,7 +303,7 @@ mod tests {
         ERROR_MARKERS.iter().any(|m| contains(body.as_bytes(), m))
     }
 
-    /// The page without Leptos's per-answer script nonce (random, and used by no policy).
+    /// The page without its per-answer script nonce.
     fn without_nonce(body: &str) -> String {
         let Some(start) = body.find("nonce=\"").map(|i| i + 7) else { return body.to_string() };
         let nonce = &body[start..start + body[start..].find('"').unwrap()];
@@ -305,7 +320,9 @@ mod tests {
         for uri in PAGES {
             let first = page(&s.app, uri, "miss").await;
             let again = page(&s.app, uri, "hit").await;
-            assert_eq!(first, again, "{uri}");
+            // The same page, under this answer's own script nonce.
+            assert_ne!(first, again, "{uri}: the cached copy repeats the first answer's nonce");
+            assert_eq!(without_nonce(&first), without_nonce(&again), "{uri}");
         }
         // Another query string is another page; other routes are not cached at all.
         page(&s.app, "/m/toy/block3?page=2", "miss").await;
@@ -523,12 +540,12 @@ mod tests {
         let cache = PageCache::with_limits(db, limits);
         let body = |n: usize| Bytes::from(vec![b'x'; n]);
         for i in 0..8 {
-            cache.store(format!("/m/a/{i}"), 1, HeaderMap::new(), body(100));
+            cache.store(format!("/m/a/{i}"), 1, HeaderMap::new(), body(100), None);
         }
         assert_eq!(cache.usage().0, 8);
         // Serve the first two again: they are the most recent now.
         assert!(cache.lookup("/m/a/0", 1).is_some() && cache.lookup("/m/a/1", 1).is_some());
-        cache.store("/m/a/8".into(), 1, HeaderMap::new(), body(100));
+        cache.store("/m/a/8".into(), 1, HeaderMap::new(), body(100), None);
         let (entries, bytes) = cache.usage();
         assert!(entries <= 8 && bytes <= limits.max_bytes, "{entries} entries, {bytes} bytes");
         assert!(
@@ -539,16 +556,16 @@ mod tests {
         assert!(cache.lookup("/m/a/2", 1).is_none(), "the least recently served went first");
         // Bytes bound the cache as well as the count; a page over the entry limit is not kept.
         for i in 0..20 {
-            cache.store(format!("/m/b/{i}"), 1, HeaderMap::new(), body(15 << 10));
+            cache.store(format!("/m/b/{i}"), 1, HeaderMap::new(), body(15 << 10), None);
             let (entries, bytes) = cache.usage();
             assert!(entries <= limits.max_entries && bytes <= limits.max_bytes, "{entries} entries, {bytes} bytes");
         }
-        cache.store("/m/big".into(), 1, HeaderMap::new(), body(17 << 10));
+        cache.store("/m/big".into(), 1, HeaderMap::new(), body(17 << 10), None);
         assert!(cache.lookup("/m/big", 1).is_none());
         // A newer version drops everything; a page rendered under an older one is not kept.
         assert!(cache.lookup("/m/b/19", 2).is_none());
         assert_eq!(cache.usage(), (0, 0));
-        cache.store("/m/late".into(), 1, HeaderMap::new(), body(10));
+        cache.store("/m/late".into(), 1, HeaderMap::new(), body(10), None);
         assert_eq!(cache.usage(), (0, 0));
     }
 

@@ -16,11 +16,18 @@ use study::StudyError;
 /// Cookie remembering the token an open link gave this browser (path-scoped to that link).
 const JOIN_COOKIE: &str = "dnd_rater";
 
-pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool) -> Router<S> {
+#[derive(Clone)]
+struct Routes {
+    db: SqlitePool,
+    /// Cookies carry `Secure` (config `server.public_url` is https).
+    secure_cookies: bool,
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, secure_cookies: bool) -> Router<S> {
     Router::new()
         .route("/join/{link}", get(join))
         .route("/admin/studies/{id}/export/{file}", get(export))
-        .with_state(db)
+        .with_state(Routes { db, secure_cookies })
 }
 
 fn error_response(e: StudyError) -> Response {
@@ -31,7 +38,11 @@ fn error_response(e: StudyError) -> Response {
     (status, e.to_string()).into_response()
 }
 
-async fn join(State(db): State<SqlitePool>, Path(link): Path<String>, headers: HeaderMap) -> Response {
+async fn join(
+    State(Routes { db, secure_cookies }): State<Routes>,
+    Path(link): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     // A returning rater keeps their token (and their progress) unless it was revoked.
     if let Some(token) = cookie(&headers, JOIN_COOKIE) {
         let study_of_link: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?")
@@ -48,14 +59,22 @@ async fn join(State(db): State<SqlitePool>, Path(link): Path<String>, headers: H
     }
     match study::raters::claim_open_link(&db, &link).await {
         Ok(token) => {
-            let cookie = format!("{JOIN_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/join/{link}; Max-Age=2592000");
+            let mut cookie =
+                format!("{JOIN_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/join/{link}; Max-Age=2592000");
+            if secure_cookies {
+                cookie.push_str("; Secure");
+            }
             ([(header::SET_COOKIE, cookie)], Redirect::to(&format!("/rate/{token}"))).into_response()
         }
         Err(e) => error_response(e),
     }
 }
 
-async fn export(State(db): State<SqlitePool>, Path((id, file)): Path<(i64, String)>, headers: HeaderMap) -> Response {
+async fn export(
+    State(Routes { db, .. }): State<Routes>,
+    Path((id, file)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = study::admin::authorize(&db, cookie(&headers, ADMIN_COOKIE), None).await {
         return error_response(e);
     }
@@ -129,6 +148,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) async fn site() -> Site {
+        site_at("").await
+    }
+
+    /// The site, as reached at `public_url` (config `server.public_url`).
+    async fn site_at(public_url: &str) -> Site {
         let (dir, db) = studio::test_support::temp_db().await;
         fixture::seed(&db).await;
         let images = FixedImages { db: db.clone() };
@@ -144,12 +168,15 @@ pub(crate) mod tests {
         let raters = study::raters::invite(&db, study_id, 2, "").await.unwrap();
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_path_buf();
+        config.server.public_url = public_url.to_string();
         let ctx = app::state::ServerContext {
             jobs: Default::default(),
             db: db.clone(),
             admin_secret: SECRET.into(),
             top_images: Arc::new(images),
             submissions: study::submit::SubmissionQueue::start(db.clone()),
+            login_limiter: Default::default(),
+            secure_cookies: config.server.secure_cookies(),
             concepts: Default::default(),
         };
         Site { app: crate::http::router(&config, ctx), db, dir, study_id, raters }
@@ -201,6 +228,70 @@ pub(crate) mod tests {
         let cookie = set.split(';').next().unwrap().to_string();
         let csrf = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["csrf"].as_str().unwrap().to_string();
         (cookie, csrf)
+    }
+
+    #[tokio::test]
+    async fn wrong_admin_secrets_are_held_back_with_429_then_even_the_right_one_waits() {
+        let s = site().await;
+        let attempt = |secret: &str| json("/api/admin/login", None, serde_json::json!({ "secret": secret }));
+        for i in 0..study::login_limit::MAX_FAILURES {
+            let r = call(&s.app, attempt(&format!("guess-number-{i}-abcdefgh"))).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "attempt {i}: {}", r.body);
+        }
+        for secret in ["one-more-guess-abcdefgh", SECRET] {
+            let r = call(&s.app, attempt(secret)).await;
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+            assert!(r.body.contains("too many wrong admin secrets"), "{}", r.body);
+            let wait: u64 = r.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+            assert!(wait > 0 && wait <= study::login_limit::WINDOW.as_secs(), "{wait}");
+            assert!(r.headers.get("set-cookie").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn cookies_are_secure_when_the_public_url_is_https() {
+        for (url, secure) in [("", false), ("http://dnd.example.org", false), ("https://dnd.example.org", true)] {
+            let s = site_at(url).await;
+            let r = call(&s.app, json("/api/admin/login", None, serde_json::json!({ "secret": SECRET }))).await;
+            let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+            assert_eq!(set.contains("; Secure"), secure, "{url}: {set}");
+            let link = study::raters::open_link(&s.db, s.study_id).await.unwrap();
+            let r = call(&s.app, get(&format!("/join/{link}"), None)).await;
+            let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+            assert_eq!(set.contains("; Secure"), secure, "{url}: {set}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers_and_pages_name_their_own_nonce() {
+        let s = site().await;
+        let mut nonces = Vec::new();
+        // The second `/` is the page cache's copy: it must carry the new answer's nonce.
+        for uri in ["/", "/", "/m/toy/block3/1", "/no-such-page"] {
+            let r = call(&s.app, get(uri, None)).await;
+            let csp = r.headers.get("content-security-policy").expect(uri).to_str().unwrap();
+            let nonce = csp.split("'nonce-").nth(1).and_then(|t| t.split('\'').next()).expect(csp);
+            assert!(csp.contains("frame-ancestors 'none'") && csp.contains("object-src 'none'"), "{csp}");
+            let scripts = r.body.matches("<script").count();
+            assert!(scripts > 0, "{uri}");
+            assert_eq!(
+                r.body.matches(&format!("nonce=\"{nonce}\"")).count(),
+                scripts,
+                "{uri}: every script carries it"
+            );
+            nonces.push(nonce.to_string());
+        }
+        nonces.sort();
+        nonces.dedup();
+        assert_eq!(nonces.len(), 4, "one nonce per answer");
+        for uri in ["/", "/healthz", "/no-such-page"] {
+            let r = call(&s.app, get(uri, None)).await;
+            assert_eq!(r.headers.get("referrer-policy").unwrap(), "no-referrer", "{uri}");
+            assert_eq!(r.headers.get("x-frame-options").unwrap(), "DENY", "{uri}");
+            assert_eq!(r.headers.get("x-content-type-options").unwrap(), "nosniff", "{uri}");
+        }
+        let r = call(&s.app, json("/api/admin/login", None, serde_json::json!({ "secret": SECRET }))).await;
+        assert_eq!(r.headers.get("referrer-policy").unwrap(), "no-referrer");
     }
 
     #[tokio::test]

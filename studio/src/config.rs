@@ -28,6 +28,16 @@ pub struct ServerSection {
     pub max_body_mib: u64,
     /// Requests taking longer than this are answered 408.
     pub request_timeout_secs: u64,
+    /// The address people reach this server at (e.g. `https://dnd.example.org` behind a proxy);
+    /// empty when it is the bind address. With `https://`, cookies are marked `Secure`.
+    pub public_url: String,
+}
+
+impl ServerSection {
+    /// Whether cookies must carry `Secure` (browsers then send them over HTTPS only).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -130,6 +140,7 @@ impl Default for ServerSection {
             site_root: PathBuf::from("target/site"),
             max_body_mib: 512,
             request_timeout_secs: 60,
+            public_url: String::new(),
         }
     }
 }
@@ -231,6 +242,7 @@ impl Config {
             return invalid("engine.device", "must be one of auto, cpu, cuda");
         }
         for (key, url) in [
+            ("server.public_url", &self.server.public_url),
             ("services.llm.url", &self.services.llm.url),
             ("services.captioner.url", &self.services.captioner.url),
             ("services.images.url", &self.services.images.url),

@@ -14,6 +14,9 @@ pub enum StudyError {
     /// The request conflicts with stored data (e.g. an already answered task with another key): 409.
     #[error("{0}")]
     Conflict(String),
+    /// Too many wrong admin secrets from this client: 429, with how long to wait.
+    #[error("too many wrong admin secrets from this address; try again in {} minute(s)", retry_after.as_secs().div_ceil(60).max(1))]
+    TooManyAttempts { retry_after: std::time::Duration },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -26,6 +29,7 @@ impl StudyError {
             StudyError::NotFound(_) => 404,
             StudyError::Forbidden(_) => 403,
             StudyError::Conflict(_) => 409,
+            StudyError::TooManyAttempts { .. } => 429,
             StudyError::Db(_) => 500,
         }
     }

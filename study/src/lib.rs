@@ -22,6 +22,8 @@ pub mod export;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 #[cfg(feature = "db")]
+pub mod login_limit;
+#[cfg(feature = "db")]
 pub mod raters;
 #[cfg(feature = "db")]
 pub mod results;

@@ -94,10 +94,17 @@ mod guard {
         Ok((ctx.db, session))
     }
 
+    /// Sets a cookie, marked `Secure` when the server is reached over HTTPS.
     pub fn set_cookie(value: &str) {
+        let secure = crate::state::server_context().is_ok_and(|c| c.secure_cookies);
+        let value = if secure { format!("{value}; Secure") } else { value.to_string() };
+        set_header(http::header::SET_COOKIE, &value);
+    }
+
+    pub fn set_header(name: http::HeaderName, value: &str) {
         if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
             if let Ok(v) = http::HeaderValue::from_str(value) {
-                resp.append_header(http::header::SET_COOKIE, v);
+                resp.append_header(name, v);
             }
         }
     }
@@ -144,12 +151,29 @@ pub async fn admin_session() -> Result<Option<AdminInfo>, ServerFnError> {
 #[server(prefix = "/api", endpoint = "admin/login", input = Json)]
 pub async fn admin_login(secret: String) -> Result<AdminInfo, ServerFnError> {
     let ctx = crate::state::server_context()?;
-    let agent = leptos_axum::extract::<http::HeaderMap>()
-        .await
-        .ok()
-        .and_then(|h| h.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string));
-    let (cookie, csrf) =
-        study::admin::login(&ctx.db, &ctx.admin_secret, &secret, agent.as_deref()).await.map_err(guard::fail)?;
+    let parts = use_context::<http::request::Parts>();
+    let agent = parts
+        .as_ref()
+        .and_then(|p| p.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string));
+    let client = parts
+        .as_ref()
+        .and_then(|p| p.extensions.get::<crate::state::ClientAddr>().map(|c| c.0.clone()))
+        .unwrap_or_default();
+    let now = std::time::Instant::now();
+    if let Err(retry_after) = ctx.login_limiter.check(&client, now) {
+        guard::set_header(http::header::RETRY_AFTER, &retry_after.as_secs().max(1).to_string());
+        return Err(guard::fail(study::StudyError::TooManyAttempts { retry_after }));
+    }
+    let (cookie, csrf) = match study::admin::login(&ctx.db, &ctx.admin_secret, &secret, agent.as_deref()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            if matches!(e, study::StudyError::Forbidden(_)) {
+                ctx.login_limiter.failed(&client, now);
+            }
+            return Err(guard::fail(e));
+        }
+    };
+    ctx.login_limiter.succeeded(&client);
     // HttpOnly: scripts never see it; SameSite=Strict: other sites cannot make the browser send it.
     guard::set_cookie(&format!(
         "{ADMIN_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
