@@ -64,18 +64,65 @@ struct Checked {
     ratings: Vec<(i64, i64)>,
 }
 
+impl Checked {
+    fn answer(&self) -> Answer {
+        Answer::new(&self.idempotency_key, self.best, &self.ratings)
+    }
+}
+
 /// Either an answer to write, or the acknowledgement of one already stored (a retry).
 enum Prepared {
     Write(Checked),
     Stored(SubmitAck),
 }
 
-/// The acknowledgement, or the conflict, for an assignment that already has a response.
-fn already_answered(response_id: i64, stored_key: &str, key: &str) -> Result<SubmitAck> {
-    if stored_key == key {
-        Ok(SubmitAck { response_id, duplicate: true, next: None })
-    } else {
+/// What a response says: its key, best pick and ratings (sorted by description), to tell a
+/// retry of it from another answer.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    key: String,
+    best: i64,
+    ratings: Vec<(i64, i64)>,
+}
+
+impl Answer {
+    fn new(key: &str, best: i64, ratings: &[(i64, i64)]) -> Self {
+        let mut ratings = ratings.to_vec();
+        ratings.sort_unstable();
+        Answer { key: key.to_string(), best, ratings }
+    }
+
+    /// The stored answer of response `response_id`.
+    async fn stored<'c>(db: impl sqlx::SqliteExecutor<'c>, response_id: i64) -> Result<Self> {
+        let (key, best, ratings): (String, i64, String) = sqlx::query_as(
+            "SELECT idempotency_key, best_description_id,
+                    (SELECT json_group_array(json_array(description_id, rating))
+                     FROM ratings WHERE response_id = responses.id)
+             FROM responses WHERE id = ?",
+        )
+        .bind(response_id)
+        .fetch_one(db)
+        .await?;
+        let ratings: Vec<(i64, i64)> = serde_json::from_str(&ratings)
+            .map_err(|e| StudyError::Invalid(format!("stored ratings of response {response_id} unreadable: {e}")))?;
+        Ok(Answer::new(&key, best, &ratings))
+    }
+}
+
+/// The acknowledgement, or the conflict, for an assignment that already has a response: the
+/// same key and answer is a retry (acknowledged again); the same key with another answer is
+/// refused rather than acknowledged, so the client does not believe its new answer was saved.
+fn already_answered(response_id: i64, stored: &Answer, given: &Answer) -> Result<SubmitAck> {
+    if stored.key != given.key {
         Err(StudyError::Conflict("this task has already been answered".into()))
+    } else if stored != given {
+        Err(StudyError::Conflict(
+            "this task was already saved with another rating or best pick, sent earlier under the same \
+             idempotency key; the first answer stands (reload the page for your next task)"
+                .into(),
+        ))
+    } else {
+        Ok(SubmitAck { response_id, duplicate: true, next: None })
     }
 }
 
@@ -87,7 +134,7 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
     let row = sqlx::query(
         "SELECT r.id AS rater_id, r.revoked_at, s.status, s.attention_max_rating,
                 a.id AS assignment_id, a.item_id, a.display_order_json, a.study_id, i.is_attention_check,
-                p.id AS response_id, p.idempotency_key,
+                p.id AS response_id,
                 (SELECT d.id FROM study_descriptions d WHERE d.item_id = a.item_id AND d.is_decoy = 1) AS decoy
          FROM raters r JOIN studies s ON s.id = r.study_id
          LEFT JOIN assignments a ON a.id = ?2 AND a.rater_id = r.id
@@ -112,8 +159,9 @@ async fn prepare(db: &SqlitePool, token: &str, sub: &Submission) -> Result<Prepa
         .map_err(|e| StudyError::Invalid(format!("stored display order unreadable: {e}")))?;
     check_answer(sub, &shown)?;
     if let Some(response_id) = row.get::<Option<i64>, _>("response_id") {
-        let stored: String = row.get("idempotency_key");
-        return already_answered(response_id, &stored, &sub.idempotency_key).map(Prepared::Stored);
+        let stored = Answer::stored(db, response_id).await?;
+        let given = Answer::new(&sub.idempotency_key, sub.best, &sub.ratings);
+        return already_answered(response_id, &stored, &given).map(Prepared::Stored);
     }
     let status: String = row.get("status");
     if status != "open" {
@@ -184,17 +232,14 @@ async fn write_batch(db: &SqlitePool, cache: &TaskCache, batch: &[Checked]) -> R
         // Two answers to one task in the same batch: the first row of the INSERT won.
         let earlier = batch[..i].iter().find(|e| e.assignment_id == c.assignment_id);
         acks.push(match (id_of(c.assignment_id), earlier) {
-            (Some(response_id), Some(first)) => {
-                already_answered(response_id, &first.idempotency_key, &c.idempotency_key)
-            }
+            (Some(response_id), Some(first)) => already_answered(response_id, &first.answer(), &c.answer()),
             (Some(response_id), None) => Ok(SubmitAck { response_id, duplicate: false, next: None }),
             (None, _) => {
-                let (id, key): (i64, String) =
-                    sqlx::query_as("SELECT id, idempotency_key FROM responses WHERE assignment_id = ?")
-                        .bind(c.assignment_id)
-                        .fetch_one(&mut *w.tx)
-                        .await?;
-                already_answered(id, &key, &c.idempotency_key)
+                let id: i64 = sqlx::query_scalar("SELECT id FROM responses WHERE assignment_id = ?")
+                    .bind(c.assignment_id)
+                    .fetch_one(&mut *w.tx)
+                    .await?;
+                already_answered(id, &Answer::stored(&mut *w.tx, id).await?, &c.answer())
             }
         });
     }

@@ -534,6 +534,75 @@ async fn one_batch_with_a_retry_and_a_bad_answer_stores_each_good_answer_once() 
 }
 
 #[tokio::test]
+async fn a_key_reused_with_another_answer_is_refused_and_the_first_answer_stands() {
+    let (_dir, db) = labelled_db().await;
+    let mut s = new_study();
+    s.attention_checks = 0;
+    let study_id = create_open(&db, &s).await;
+    let token = raters::invite(&db, study_id, 1, "").await.unwrap().remove(0);
+    let task = assign::rater_page(&db, &token).await.unwrap().task.unwrap();
+    let methods = methods_of(&db, task.assignment_id).await;
+    let first = answer(task.assignment_id, &methods, &[("dnd", 5)], "dnd", "reused-key-1");
+    let mut other_rating = first.clone();
+    other_rating.ratings[0].1 = if first.ratings[0].1 == 1 { 2 } else { 1 };
+    let other_best = answer(task.assignment_id, &methods, &[("dnd", 5)], "milan", "reused-key-1");
+    let stored = submit::submit(&db, &token, &first).await.unwrap();
+    // The same answer again (ratings in another order included) is a retry.
+    let mut reordered = first.clone();
+    reordered.ratings.reverse();
+    for retry in [&first, &reordered] {
+        let again = submit::submit(&db, &token, retry).await.unwrap();
+        assert!(again.duplicate && again.response_id == stored.response_id);
+    }
+    // Another answer under the same key is refused, and the first answer stands.
+    for changed in [&other_rating, &other_best] {
+        let e = submit::submit(&db, &token, changed).await.unwrap_err();
+        assert_eq!(e.status(), 409, "{e}");
+        assert!(e.to_string().contains("same idempotency key"), "{e}");
+    }
+    let stored_answer = |response_id: i64| {
+        let db = db.clone();
+        async move {
+            let best: i64 = sqlx::query_scalar("SELECT best_description_id FROM responses WHERE id = ?")
+                .bind(response_id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            let ratings: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT description_id, rating FROM ratings WHERE response_id = ? ORDER BY description_id",
+            )
+            .bind(response_id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            (best, ratings)
+        }
+    };
+    let sorted = |sub: &Submission| {
+        let mut r = sub.ratings.clone();
+        r.sort_unstable();
+        (sub.best, r)
+    };
+    assert_eq!(stored_answer(stored.response_id).await, sorted(&first));
+    // Two answers to the next task under one key, sent together so the group writer gets them
+    // in one batch: one is stored, the other refused.
+    let next = assign::rater_page(&db, &token).await.unwrap().task.unwrap();
+    let methods = methods_of(&db, next.assignment_id).await;
+    let a = answer(next.assignment_id, &methods, &[("dnd", 5)], "dnd", "reused-key-2");
+    let b = answer(next.assignment_id, &methods, &[("milan", 5)], "milan", "reused-key-2");
+    let queue = submit::SubmissionQueue::start(db.clone());
+    let (ra, rb) = tokio::join!(queue.submit(&token, &a), queue.submit(&token, &b));
+    let (ack, kept, refused) = match (ra, rb) {
+        (Ok(ack), Err(e)) => (ack, &a, e),
+        (Err(e), Ok(ack)) => (ack, &b, e),
+        other => panic!("one answer must be stored and one refused: {other:?}"),
+    };
+    assert!(!ack.duplicate);
+    assert_eq!(refused.status(), 409, "{refused}");
+    assert_eq!(stored_answer(ack.response_id).await, sorted(kept));
+}
+
+#[tokio::test]
 async fn results_and_exports_say_when_dnd_labels_come_from_substitutes() {
     let (_dir, db) = labelled_db().await;
     // The fixture's dnd labels become those of a run with the embedded (substitute) components.
