@@ -1,6 +1,7 @@
 // Shared browser set-up for the end-to-end tests: Debian's Chromium driven by playwright-core
 // (never a downloaded browser), against the server started by scripts/e2e.sh.
 const { chromium } = require('playwright-core');
+const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -30,9 +31,14 @@ async function waitForHydration(page) {
   await page.waitForSelector('body[data-hydrated="true"]', { timeout: 30000 });
 }
 
-// The admin secret of the server under test (written into its data folder at first start).
+// The admin secret of the server under test: generated at its first start and shown once, on
+// the stderr scripts/e2e.sh keeps in <data>/server.log (the data folder holds only its digest).
 function adminSecret() {
-  return fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'admin-secret'), 'utf8').trim();
+  const log = fs.readFileSync(path.join(process.env.DND_E2E_DATA, 'server.log'), 'utf8');
+  const m = log.match(/Admin secret \(generated at first start; shown once[^)]*\): ([0-9a-f]{64})/);
+  if (!m) throw new Error('the server log shows no admin secret');
+  assert.ok(!fs.existsSync(path.join(process.env.DND_E2E_DATA, 'admin-secret')), 'a plain-text secret was written');
+  return m[1];
 }
 
 // A new page of `browser` (from launch()) logged in as the admin, on /admin.

@@ -7,8 +7,9 @@ pub use studio::jobs::JobSignals;
 #[derive(Clone)]
 pub struct ServerContext {
     pub db: SqlitePool,
-    /// The admin secret (config or generated at first start): it buys an admin session.
-    pub admin_secret: Arc<str>,
+    /// SHA-256 of the admin secret (config, or generated at first start): the secret buys an
+    /// admin session.
+    pub admin_secret_digest: Arc<str>,
     /// Where rating studies take the images each task shows.
     pub top_images: Arc<dyn study::setup::TopImageSource>,
     /// Raters' answers, committed in groups (one writer task per server).

@@ -33,6 +33,9 @@ enum Command {
     Serve,
     /// Print the effective configuration (after environment overrides) and exit.
     Config,
+    /// Make a new admin secret, print it once and keep only its digest (the server uses it from
+    /// its next start; `admin.secret` in the config, when set, wins over it).
+    AdminSecret,
     /// Record every neuron's mean and max activation over a probing set (cached and resumable).
     Record {
         /// efficientnet-lite0, efficientnet-lite2, or a TorchScript file (manifest beside it).
@@ -226,6 +229,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => runtime()?.block_on(serve(config)),
+        Command::AdminSecret => {
+            let secret = admin_secret::renew(&config.storage.data_dir)?;
+            if !config.admin.secret.is_empty() {
+                eprintln!("note: admin.secret is set in the configuration; the server uses that one, not this");
+            }
+            eprintln!(
+                "New admin secret (only its digest is kept, in {}; restart the server to use it):",
+                config.storage.data_dir.join(admin_secret::HASH_FILE).display()
+            );
+            println!("{secret}");
+            Ok(())
+        }
         Command::Record { model, probe, layers, batch } => cli::record(&config, &model, &probe, &layers, batch),
         Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free } => {
             let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
@@ -321,10 +336,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// What pages and server functions get: the database, the admin secret, the study image source.
 fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::state::ServerContext> {
-    let admin_secret = admin_secret::load_or_create(&config.admin.secret, &config.storage.data_dir)?;
+    let admin_secret_digest = admin_secret::load_or_create(&config.admin.secret, &config.storage.data_dir)?;
     Ok(app::state::ServerContext {
         db: db.clone(),
-        admin_secret: admin_secret.into(),
+        admin_secret_digest: admin_secret_digest.into(),
         top_images: std::sync::Arc::new(study_images::RecordedTopImages {
             db: db.clone(),
             activation_root: activation_dir(config),

@@ -172,7 +172,7 @@ pub(crate) mod tests {
         let ctx = app::state::ServerContext {
             jobs: Default::default(),
             db: db.clone(),
-            admin_secret: SECRET.into(),
+            admin_secret_digest: study::tokens::hash_token(SECRET).into(),
             top_images: Arc::new(images),
             submissions: study::submit::SubmissionQueue::start(db.clone()),
             login_limiter: Default::default(),

@@ -54,8 +54,8 @@ pub struct StorageSection {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// Secret for the admin area (rating studies). Empty: one is generated at first start and
-    /// kept in `<data_dir>/admin-secret`.
+    /// Secret for the admin area (rating studies). Empty: one is generated at first start, shown
+    /// once, and only its digest kept in `<data_dir>/admin-secret.sha256`.
     pub secret: String,
 }
 

@@ -1,5 +1,5 @@
-//! Admin sessions: the admin secret from the config buys a session cookie (stored hashed) and a
-//! CSRF token that every state-changing admin request must echo.
+//! Admin sessions: the admin secret buys a session cookie (stored hashed) and a CSRF token that
+//! every state-changing admin request must echo. The server holds only the secret's digest.
 
 use crate::error::{Result, StudyError};
 use crate::tokens::{constant_time_eq, hash_token, new_token};
@@ -15,10 +15,16 @@ pub struct AdminSession {
     pub csrf_token: String,
 }
 
-/// Checks `given` against the configured secret and opens a session:
+/// Checks `given` against the secret whose SHA-256 is `secret_digest` (hex) and opens a session:
 /// returns (cookie token, CSRF token).
-pub async fn login(db: &SqlitePool, secret: &str, given: &str, user_agent: Option<&str>) -> Result<(String, String)> {
-    if secret.is_empty() || !constant_time_eq(secret, given.trim()) {
+pub async fn login(
+    db: &SqlitePool,
+    secret_digest: &str,
+    given: &str,
+    user_agent: Option<&str>,
+) -> Result<(String, String)> {
+    let given = given.trim();
+    if secret_digest.is_empty() || given.is_empty() || !constant_time_eq(secret_digest, &hash_token(given)) {
         return Err(StudyError::Forbidden("wrong admin secret".into()));
     }
     let (cookie, csrf) = (new_token(), new_token());

@@ -164,7 +164,7 @@ pub async fn admin_login(secret: String) -> Result<AdminInfo, ServerFnError> {
         guard::set_header(http::header::RETRY_AFTER, &retry_after.as_secs().max(1).to_string());
         return Err(guard::fail(study::StudyError::TooManyAttempts { retry_after }));
     }
-    let (cookie, csrf) = match study::admin::login(&ctx.db, &ctx.admin_secret, &secret, agent.as_deref()).await {
+    let (cookie, csrf) = match study::admin::login(&ctx.db, &ctx.admin_secret_digest, &secret, agent.as_deref()).await {
         Ok(ok) => ok,
         Err(e) => {
             if matches!(e, study::StudyError::Forbidden(_)) {

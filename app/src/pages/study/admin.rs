@@ -1,5 +1,5 @@
-//! `/admin`: the admin's way in. Without a session a login form (the secret from
-//! `<data_dir>/admin-secret`); with one, every study and the form to create another.
+//! `/admin`: the admin's way in. Without a session a login form (the secret from the config, or
+//! printed once at the server's first start); with one, every study and the form to create another.
 
 use super::new_study::NewStudyForm;
 use super::readable;
@@ -68,8 +68,9 @@ fn LoginForm(on_login: Callback<()>) -> impl IntoView {
         </form>
         {move || error.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
         <p class="meta">
-            "The secret is the server's " <code>"admin.secret"</code> " setting, or the one it generated in "
-            <code>"<data_dir>/admin-secret"</code> "."
+            "The secret is the server's " <code>"admin.secret"</code>
+            " setting, or the one it printed at its first start (" <code>"dnd admin-secret"</code>
+            " makes a new one)."
         </p>
     }
     .into_any()
