@@ -215,6 +215,15 @@ test('the admin logs in, creates a study through the form, opens it and invites 
 
   await page.click('#open-study');
   await page.locator('#study-status', { hasText: 'open' }).waitFor();
+  // Open, the study blinds its layer's public pages: a rater could look a description up there.
+  const label = TEXTS.milan[0];
+  const publicPage = await (await fetch(`${BASE_URL}/m/${MODEL}/${LAYER}/0`)).text();
+  assert.ok(publicPage.includes('id="blinded"') && !publicPage.includes(label), 'the public neuron page shows labels');
+  assert.equal((await fetch(`${BASE_URL}/export/${MODEL}/${LAYER}?method=milan`)).status, 403);
+  const adminView = await state.admin.context.newPage();
+  await adminView.goto(`${BASE_URL}/m/${MODEL}/${LAYER}/0`);
+  await adminView.locator('#comparison tr[data-method="milan"]', { hasText: label }).waitFor();
+  await adminView.close();
   await page.fill('#invite-count', '3');
   await page.fill('#invite-note', 'e2e');
   await page.click('#invite');

@@ -22,6 +22,28 @@ pub struct ServerContext {
     pub secure_cookies: bool,
     /// Concept search over every method's labels (loads its text encoder on first use).
     pub concepts: Arc<studio::concept_search::ConceptSearcher>,
+    /// Hide the labels of layers in open studies from visitors without an admin session
+    /// (config `study.blind_gallery`).
+    pub blind_gallery: bool,
+}
+
+impl ServerContext {
+    /// Who a request with this admin cookie (or none) is, for blinding: trusted with a live
+    /// admin session or where blinding is off, public otherwise.
+    pub async fn audience(&self, admin_cookie: Option<&str>) -> sqlx::Result<studio::gallery::Audience> {
+        use studio::gallery::Audience;
+        if !self.blind_gallery {
+            return Ok(Audience::Trusted);
+        }
+        let Some(cookie) = admin_cookie else { return Ok(Audience::Public) };
+        match study::admin::session(&self.db, cookie).await {
+            Ok(Some(_)) => Ok(Audience::Trusted),
+            Ok(None) => Ok(Audience::Public),
+            Err(study::StudyError::Db(e)) => Err(e),
+            // Any other failure to read the session is no admin.
+            Err(_) => Ok(Audience::Public),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerContext {

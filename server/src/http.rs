@@ -175,10 +175,25 @@ async fn export_labels(
     State(state): State<HttpState>,
     axum::extract::Path((model, layer)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::http::header;
     use studio::labels::export;
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
+    // Not while an open study rates the layer, unless the caller is an admin (module
+    // `studio::gallery::blinding`).
+    let cookie = app::api::study::cookie_value(&headers, app::api::study::ADMIN_COOKIE);
+    let blinded = async {
+        let audience = state.ctx.audience(cookie).await?;
+        let mut conn = state.ctx.db.acquire().await?;
+        studio::gallery::blinding::of_layer_named(&mut conn, &model, &layer, audience).await
+    }
+    .await;
+    match blinded {
+        Ok(None) => {}
+        Ok(Some(b)) => return (StatusCode::FORBIDDEN, b.notice()).into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
+    }
     let labels = match export::load(&state.ctx.db, &model, &layer, &q.method, &q.source).await {
         Ok(l) => l,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Serve the web application (the default).
     Serve,
-    /// Print the effective configuration (after environment overrides) and exit.
+    /// Print the effective configuration (after environment overrides; secrets not shown) and exit.
     Config,
     /// Make a new admin secret, print it once and keep only its digest (the server uses it from
     /// its next start; `admin.secret` in the config, when set, wins over it).
@@ -225,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref(), std::env::vars())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config => {
-            println!("{config:#?}");
+            println!("{:#?}", config.redacted());
             Ok(())
         }
         Command::Serve => runtime()?.block_on(serve(config)),
@@ -349,6 +349,7 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
         secure_cookies: config.server.secure_cookies(),
         jobs: Default::default(),
         concepts: Default::default(),
+        blind_gallery: config.study.blind_gallery,
     })
 }
 

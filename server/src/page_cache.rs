@@ -1,14 +1,16 @@
 //! Rendered gallery pages, kept in memory and served again while the gallery's data is unchanged.
 //!
 //! `GET /`, `/models`, `/m/{model}`, `/m/{model}/{layer}` and `/m/{model}/{layer}/{unit}` (with
-//! their query strings) render the same HTML for everyone: no session, cookie or header changes
-//! them. A 200 `text/html` answer is stored under its path and query together with the number in
+//! their query strings) render the same HTML for every visitor without an admin session; an
+//! admin may see labels that blinding hides from the public (`studio::gallery::blinding`), so
+//! requests with the admin cookie bypass the cache. A 200 `text/html` answer is stored under its path and query together with the number in
 //! `gallery_version` read before it was rendered (migration 0004: triggers on every table these
 //! pages read bump it in the writer's own transaction, whichever process writes, e.g. `dnd
 //! import-labels` beside the server). Each request reads that number once; an entry rendered under
 //! another number is never served, and the first request that sees a new number drops them all.
-//! Of the rating study's tables only `studies` carries a trigger (creating or deleting one, for the home page's
-//! first-run list, migration 0007), so raters answering never flush the gallery.
+//! Of the rating study's tables only `studies` carries triggers (creating or deleting one, for the home page's
+//! first-run list, migration 0007; opening or closing one, which blinds or unblinds layers,
+//! migration 0008), so raters answering never flush the gallery.
 //!
 //! Pages that show an error (a failed query renders an error note with status 200) are not kept. Memory is bounded by entry count and bytes; the least recently served
 //! entries go first. The layer sits inside compression, so clients get exactly the headers and
@@ -203,7 +205,9 @@ pub async fn serve(State(cache): State<Arc<PageCache>>, req: Request, next: Next
         return next.run(req).await;
     }
     let key = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    if key.len() > MAX_KEY {
+    // An admin may see labels the public does not (blinding during open studies): an admin's
+    // request is neither served from nor kept in the cache.
+    if key.len() > MAX_KEY || app::api::study::cookie_value(req.headers(), app::api::study::ADMIN_COOKIE).is_some() {
         return next.run(req).await;
     }
     let version = match cache.version().await {
@@ -401,15 +405,21 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM responses").fetch_one(&s.db).await.unwrap();
         assert_eq!(n, 1);
-        // An admin session and a study status change are no gallery change either.
+        // An admin session is no gallery change either.
         let login = post_json(&s.app, "/api/admin/login", serde_json::json!({ "secret": SECRET })).await;
         assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-        study::setup::set_status(&s.db, s.study_id, "closed").await.unwrap();
         for uri in PAGES {
             page(&s.app, uri, "hit").await;
         }
+        // Closing (or opening) a study is: it shows (or hides) its layers' labels (blinding).
+        study::setup::set_status(&s.db, s.study_id, "closed").await.unwrap();
+        for uri in PAGES {
+            page(&s.app, uri, "miss").await;
+        }
     }
 
+    /// Outside layers in open studies (blinding), a page is the same for an admin; an admin's
+    /// request still bypasses the cache, since where blinding applies it differs.
     #[tokio::test]
     async fn the_pages_do_not_depend_on_the_session() {
         let s = site().await;
@@ -423,7 +433,7 @@ mod tests {
             sqlx::query("UPDATE gallery_version SET version = version + 1").execute(&s.db).await.unwrap();
             let admin =
                 send(&s.app, HttpRequest::get(uri).header("cookie", &cookie).body(Body::empty()).unwrap()).await;
-            assert_eq!(admin.cache.as_deref(), Some("miss"));
+            assert_eq!(admin.cache.as_deref(), None, "{uri}: an admin's page went through the cache");
             assert_eq!(without_nonce(&admin.body), without_nonce(&anonymous), "{uri} differs for an admin");
         }
     }

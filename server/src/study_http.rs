@@ -137,8 +137,8 @@ pub(crate) mod tests {
 
     pub(crate) const SECRET: &str = "test-admin-secret-0123456789";
 
-    /// The study fixture's model `toy` with an open study of two raters behind the real router
-    /// (the gallery cache's tests use it too).
+    /// The study fixture's model `toy` with an open study of two raters (on layer block5) behind
+    /// the real router (the gallery cache's tests use it too).
     pub(crate) struct Site {
         pub(crate) dir: tempfile::TempDir,
         pub(crate) db: sqlx::SqlitePool,
@@ -159,7 +159,8 @@ pub(crate) mod tests {
         let mut s = NewStudy::with_defaults(
             "security",
             fixture::MODEL,
-            vec![LayerChoice { layer: "block3".into(), units: "0,2".into() }],
+            // block5: the gallery tests read block3's labels as the public sees them.
+            vec![LayerChoice { layer: "block5".into(), units: "0,2".into() }],
             ["dnd", "milan"].iter().map(|m| MethodRef { method: m.to_string(), source: String::new() }).collect(),
         );
         s.raters_per_item = 2;
@@ -178,6 +179,7 @@ pub(crate) mod tests {
             login_limiter: Default::default(),
             secure_cookies: config.server.secure_cookies(),
             concepts: Default::default(),
+            blind_gallery: config.study.blind_gallery,
         };
         Site { app: crate::http::router(&config, ctx), db, dir, study_id, raters }
     }
@@ -545,5 +547,63 @@ pub(crate) mod tests {
         let r = call(&s.app, form(search, None, &format!("model=toy&query={}", "a".repeat(300)))).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
         assert!(r.body.contains("longer than 200 characters"), "{}", r.body);
+    }
+
+    /// While the site's study is open, a visitor without an admin session cannot learn which
+    /// method wrote a description of its layer (block5): no labels on the grid or the neuron
+    /// page, a filter that ignores label texts, a refused export. An admin sees everything,
+    /// and the admin's pages never reach the cache. Closing the study shows the labels again
+    /// (cached pages follow, migration 0008). block3, not in the study, is untouched.
+    #[tokio::test]
+    async fn an_open_study_hides_its_layers_labels_from_the_public() {
+        let s = site().await;
+        let text = |r: &Reply| r.body.clone();
+        let public = |uri: &'static str| {
+            let app = s.app.clone();
+            async move { call(&app, get(uri, None)).await }
+        };
+        let label = fixture::label("milan", "block5", 0);
+        let grid = public("/m/toy/block5").await;
+        assert_eq!(grid.status, StatusCode::OK);
+        assert!(
+            grid.body.contains("id=\"blinded\"") && grid.body.contains("hidden while a rating study"),
+            "{}",
+            text(&grid)
+        );
+        assert!(!grid.body.contains("concept block5-"), "labels leak: {}", text(&grid));
+        assert!(!grid.body.contains("/export/toy/block5"), "export links leak");
+        let filtered = public("/m/toy/block5?q=milan%20concept").await;
+        assert!(filtered.body.contains("0 of 6 neurons"), "the filter looked at hidden labels: {}", text(&filtered));
+        let neuron = public("/m/toy/block5/0").await;
+        assert!(neuron.body.contains("id=\"blinded\"") && !neuron.body.contains(&label), "{}", text(&neuron));
+        let export = public("/export/toy/block5?method=milan&format=json").await;
+        assert_eq!(export.status, StatusCode::FORBIDDEN, "{}", export.body);
+        assert!(export.body.contains("hidden while a rating study"), "{}", export.body);
+        // Server functions answer the same (the hydrated page calls them).
+        let paths: Vec<(&str, axum::http::Method)> = leptos::server_fn::axum::server_fn_paths().collect();
+        let get_neuron = paths.iter().find(|(p, _)| p.contains("get_neuron") && !p.contains("run")).unwrap().0;
+        let call_fn = call(&s.app, form(get_neuron, None, "model=toy&layer=block5&unit=0")).await;
+        assert_eq!(call_fn.status, StatusCode::OK, "{}", call_fn.body);
+        assert!(!call_fn.body.contains(&label) && call_fn.body.contains("open_studies"), "{}", call_fn.body);
+        // A layer outside the study is public as before.
+        assert!(public("/m/toy/block3/0").await.body.contains(&fixture::label("milan", "block3", 0)));
+        assert_eq!(public("/export/toy/block3?method=milan&format=json").await.status, StatusCode::OK);
+
+        // The admin sees the labels, uncached; the public page after it is still blinded.
+        let (cookie, _) = login(&s.app).await;
+        let admin = call(&s.app, get("/m/toy/block5/0", Some(&cookie))).await;
+        assert!(admin.body.contains(&label) && !admin.body.contains("id=\"blinded\""), "{}", admin.body);
+        assert!(admin.headers.get("x-page-cache").is_none(), "an admin page went through the cache");
+        let admin_export = call(&s.app, get("/export/toy/block5?method=milan&format=json", Some(&cookie))).await;
+        assert_eq!(admin_export.status, StatusCode::OK, "{}", admin_export.body);
+        let again = public("/m/toy/block5/0").await;
+        assert!(!again.body.contains(&label), "the admin's page was served to the public");
+        assert_eq!(again.headers.get("x-page-cache").unwrap(), "hit");
+
+        // Closed: public again, at once (the cached blinded page is not served).
+        study::setup::set_status(&s.db, s.study_id, "closed").await.unwrap();
+        let after = public("/m/toy/block5/0").await;
+        assert!(after.body.contains(&label) && !after.body.contains("id=\"blinded\""), "{}", after.body);
+        assert_eq!(public("/export/toy/block5?method=milan&format=json").await.status, StatusCode::OK);
     }
 }

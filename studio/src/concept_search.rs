@@ -9,7 +9,7 @@
 //! one is never stale.
 
 use crate::gallery::queries::rank1_top_images;
-use crate::gallery::ImageRef;
+use crate::gallery::{blinding, Audience, ImageRef};
 use crate::labels::import::Method;
 use anyhow::Context;
 use dissect::text_encoder::{SentenceEncoder, TextModel};
@@ -66,6 +66,9 @@ pub struct SearchResult {
     /// Current labels compared, and the neurons they belong to.
     pub labels_searched: usize,
     pub neurons_searched: usize,
+    /// Layers whose labels were left out because an open study rates them (for a public
+    /// visitor; module `gallery::blinding`).
+    pub layers_hidden: usize,
 }
 
 /// The search service: loads its encoder on first use and remembers label embeddings.
@@ -84,6 +87,7 @@ impl Default for ConceptSearcher {
 /// One current label of a neuron, as read for a search.
 struct Candidate {
     neuron_id: i64,
+    layer_id: i64,
     layer: String,
     unit: i64,
     class_name: Option<String>,
@@ -102,13 +106,15 @@ impl ConceptSearcher {
     /// Neurons of model `model_slug` whose labels are closest to `query`, at most `limit`;
     /// `None` when the model does not exist; [`SearchError::QueryTooLong`] over
     /// [`MAX_QUERY_CHARS`]. A neuron counts once, with its closest label; equal
-    /// cosines keep the model's layer order, then unit order.
+    /// cosines keep the model's layer order, then unit order. Labels hidden from `audience`
+    /// are not searched.
     pub async fn search(
         &self,
         db: &SqlitePool,
         model_slug: &str,
         query: &str,
         limit: usize,
+        audience: Audience,
     ) -> Result<Option<SearchResult>, SearchError> {
         let query = query.trim();
         if query.chars().count() > MAX_QUERY_CHARS {
@@ -121,14 +127,21 @@ impl ConceptSearcher {
         else {
             return Ok(None);
         };
-        let candidates = current_labels(db, model_id).await?;
+        let hidden = blinding::hidden_layers(&mut *db.acquire().await?, model_id, audience).await?;
+        let mut candidates = current_labels(db, model_id).await?;
+        candidates.retain(|c| !hidden.contains(&c.layer_id));
         let neurons_searched = {
             let mut ids: Vec<i64> = candidates.iter().map(|c| c.neuron_id).collect();
             ids.sort_unstable();
             ids.dedup();
             ids.len()
         };
-        let mut result = SearchResult { hits: Vec::new(), labels_searched: candidates.len(), neurons_searched };
+        let mut result = SearchResult {
+            hits: Vec::new(),
+            labels_searched: candidates.len(),
+            neurons_searched,
+            layers_hidden: hidden.len(),
+        };
         if query.is_empty() || candidates.is_empty() {
             return Ok(Some(result));
         }
@@ -255,7 +268,7 @@ fn lock(cache: &Mutex<HashMap<String, Arc<[f32]>>>) -> std::sync::MutexGuard<'_,
 /// source and rank.
 async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Candidate>> {
     let rows = sqlx::query(
-        "SELECT lb.neuron_id, l.name AS layer, n.unit, n.class_name, lb.method, lb.source_name, lb.rank, lb.text
+        "SELECT lb.neuron_id, l.id AS layer_id, l.name AS layer, n.unit, n.class_name, lb.method, lb.source_name, lb.rank, lb.text
          FROM labels lb JOIN neurons n ON n.id = lb.neuron_id JOIN layers l ON l.id = n.layer_id
          WHERE l.model_id = ? AND lb.is_current = 1
          ORDER BY l.position, n.unit, lb.method, lb.source_name, lb.rank",
@@ -268,6 +281,7 @@ async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Ca
             let method: String = r.get("method");
             Ok(Candidate {
                 neuron_id: r.get("neuron_id"),
+                layer_id: r.get("layer_id"),
                 layer: r.get("layer"),
                 unit: r.get("unit"),
                 class_name: r.get("class_name"),
@@ -316,27 +330,47 @@ mod tests {
         .await;
 
         let searcher = ConceptSearcher::default();
-        let r = searcher.search(&db, "m", "a cup of coffee", 10).await.unwrap().unwrap();
+        let r = searcher.search(&db, "m", "a cup of coffee", 10, Audience::Public).await.unwrap().unwrap();
         assert_eq!((r.labels_searched, r.neurons_searched), (8, 4));
         assert_eq!(r.hits.len(), 4, "one hit per labelled neuron");
         let first = &r.hits[0];
         assert_eq!((first.layer.as_str(), first.unit), ("conv1", 1));
         assert!(r.hits.windows(2).all(|w| w[0].cosine >= w[1].cosine));
-        let r = searcher.search(&db, "m", "  puppy ", 2).await.unwrap().unwrap();
+        let r = searcher.search(&db, "m", "  puppy ", 2, Audience::Public).await.unwrap().unwrap();
         assert_eq!(r.hits.len(), 2);
         assert_eq!((r.hits[0].layer.as_str(), r.hits[0].unit, r.hits[0].method), ("fc", 2, Method::Milan));
         assert_eq!(r.hits[0].text, "dogs on grass");
         // A neuron counts with its closest label: the DnD rank-2 "tyres" for a tyre query.
-        let r = searcher.search(&db, "m", "tyres", 1).await.unwrap().unwrap();
+        let r = searcher.search(&db, "m", "tyres", 1, Audience::Public).await.unwrap().unwrap();
         assert_eq!((r.hits[0].unit, r.hits[0].rank, r.hits[0].text.as_str()), (3, 2, "tyres"));
         assert!(r.hits[0].cosine > 0.99);
 
-        assert!(searcher.search(&db, "m", "", 10).await.unwrap().unwrap().hits.is_empty());
-        assert_eq!(searcher.search(&db, "nope", "dog", 10).await.unwrap(), None);
+        assert!(searcher.search(&db, "m", "", 10, Audience::Public).await.unwrap().unwrap().hits.is_empty());
+        assert_eq!(searcher.search(&db, "nope", "dog", 10, Audience::Public).await.unwrap(), None);
         let long = "a".repeat(MAX_QUERY_CHARS + 1);
-        let e = searcher.search(&db, "m", &long, 10).await.unwrap_err();
+        let e = searcher.search(&db, "m", &long, 10, Audience::Public).await.unwrap_err();
         assert!(matches!(e, SearchError::QueryTooLong), "{e}");
         assert!(e.to_string().contains("longer than 200 characters"), "{e}");
+
+        // While an open study rates a neuron of `fc`, a public search leaves that layer's
+        // labels out (a rater could learn a description's method); a trusted one does not.
+        sqlx::query(
+            "INSERT INTO studies (id, name, model_id, status) VALUES (1, 'pilot', (SELECT id FROM models), 'open');
+             INSERT INTO study_items (study_id, neuron_id, position)
+                 SELECT 1, n.id, 0 FROM neurons n JOIN layers l ON l.id = n.layer_id WHERE l.name = 'fc' AND n.unit = 0",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        let public = searcher.search(&db, "m", "puppy", 10, Audience::Public).await.unwrap().unwrap();
+        assert!(public.hits.iter().all(|h| h.layer == "conv1"), "{:?}", public.hits);
+        assert_eq!((public.labels_searched, public.layers_hidden), (7, 1));
+        let trusted = searcher.search(&db, "m", "puppy", 10, Audience::Trusted).await.unwrap().unwrap();
+        assert_eq!((trusted.hits[0].layer.as_str(), trusted.labels_searched, trusted.layers_hidden), ("fc", 8, 0));
+        // Closed, the study hides nothing.
+        sqlx::query("UPDATE studies SET status = 'closed'").execute(&db).await.unwrap();
+        let after = searcher.search(&db, "m", "puppy", 10, Audience::Public).await.unwrap().unwrap();
+        assert_eq!((after.hits[0].layer.as_str(), after.layers_hidden), ("fc", 0));
     }
 
     #[tokio::test]

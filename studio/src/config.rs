@@ -12,6 +12,7 @@ pub struct Config {
     pub server: ServerSection,
     pub storage: StorageSection,
     pub admin: AdminSection,
+    pub study: StudySection,
     pub engine: EngineSection,
     pub services: ServicesSection,
     pub uploads: UploadsSection,
@@ -57,6 +58,21 @@ pub struct AdminSection {
     /// Secret for the admin area (rating studies). Empty: one is generated at first start, shown
     /// once, and only its digest kept in `<data_dir>/admin-secret.sha256`.
     pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudySection {
+    /// While a rating study is open, hide the labels of the layers it rates from visitors
+    /// without an admin session (gallery, concept search, exports), so raters cannot look up
+    /// which method wrote a description. Module `gallery::blinding`.
+    pub blind_gallery: bool,
+}
+
+impl Default for StudySection {
+    fn default() -> Self {
+        Self { blind_gallery: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -167,6 +183,7 @@ impl Default for Config {
             server: ServerSection::default(),
             storage: StorageSection::default(),
             admin: AdminSection::default(),
+            study: StudySection::default(),
             engine: EngineSection::default(),
             services: ServicesSection::default(),
             uploads: UploadsSection::default(),
@@ -222,6 +239,22 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Parse { path: origin, message: e.message().to_string() })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// This configuration with its secrets (the admin secret, services' API keys) replaced by
+    /// a placeholder, for printing (`dnd config`).
+    pub fn redacted(&self) -> Config {
+        let hide = |secret: &mut String| {
+            if !secret.is_empty() {
+                *secret = "<set; not shown>".into();
+            }
+        };
+        let mut shown = self.clone();
+        hide(&mut shown.admin.secret);
+        hide(&mut shown.services.llm.api_key);
+        hide(&mut shown.services.captioner.api_key);
+        hide(&mut shown.services.images.api_key);
+        shown
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -367,5 +400,19 @@ mod tests {
     fn explicit_missing_file_is_an_error_naming_it() {
         let e = Config::load(Some(Path::new("/nonexistent/dnd.toml")), []).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/dnd.toml"), "{e}");
+    }
+
+    #[test]
+    fn printing_hides_the_secrets() {
+        let env = [
+            ("DND__ADMIN__SECRET".to_string(), "a-long-admin-secret-123".to_string()),
+            ("DND__SERVICES__LLM__API_KEY".to_string(), "sk-llm-key".to_string()),
+        ];
+        let config = Config::load(None, env).unwrap();
+        let printed = format!("{:#?}", config.redacted());
+        assert!(!printed.contains("a-long-admin-secret-123") && !printed.contains("sk-llm-key"), "{printed}");
+        assert_eq!(printed.matches("<set; not shown>").count(), 2, "{printed}");
+        assert_eq!(config.redacted().services.captioner.api_key, "", "an unset key stays visibly unset");
+        assert_eq!(config.admin.secret, "a-long-admin-secret-123", "the configuration itself is unchanged");
     }
 }

@@ -3,16 +3,19 @@
 
 use leptos::prelude::*;
 pub use studio::gallery::{
-    method_order, LabelSource, LabelView, LayerQuery, LayerSort, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
+    method_order, Blinding, LabelSource, LabelView, LayerQuery, LayerSort, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
 };
 
 /// `None` when the model or layer does not exist.
 #[server]
 pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnError> {
-    let db = crate::state::server_context()?.db;
+    let ctx = crate::state::server_context()?;
+    let audience = super::audience(&ctx).await?;
     let (model, layer) = (query.model.clone(), query.layer.clone());
-    let mut view = studio::gallery::queries::layer(&db, query).await.map_err(super::db_error)?;
-    if let Some(v) = view.as_mut().filter(|v| !v.sources.iter().any(|s| s.method == "clip-dissect")) {
+    let mut view = studio::gallery::queries::layer(&ctx.db, query, audience).await.map_err(super::db_error)?;
+    if let Some(v) =
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == "clip-dissect"))
+    {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }
     Ok(view)
@@ -21,9 +24,13 @@ pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnE
 /// `None` when the model, layer or unit does not exist.
 #[server]
 pub async fn get_neuron(model: String, layer: String, unit: i64) -> Result<Option<NeuronView>, ServerFnError> {
-    let db = crate::state::server_context()?.db;
-    let mut view = studio::gallery::queries::neuron(&db, &model, &layer, unit).await.map_err(super::db_error)?;
-    if let Some(v) = view.as_mut().filter(|v| !v.labels.iter().any(|l| l.method == "clip-dissect")) {
+    let ctx = crate::state::server_context()?;
+    let audience = super::audience(&ctx).await?;
+    let mut view =
+        studio::gallery::queries::neuron(&ctx.db, &model, &layer, unit, audience).await.map_err(super::db_error)?;
+    if let Some(v) =
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.labels.iter().any(|l| l.method == "clip-dissect"))
+    {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }
     Ok(view)

@@ -19,3 +19,11 @@ pub(crate) fn db_error(e: sqlx::Error) -> leptos::prelude::ServerFnError {
     tracing::error!(error = %e, "database query failed");
     leptos::prelude::ServerFnError::new(format!("database error: {e}"))
 }
+
+/// Who is asking this server function, for blinding (`studio::gallery::blinding`).
+#[cfg(feature = "ssr")]
+pub(crate) async fn audience(
+    ctx: &crate::state::ServerContext,
+) -> Result<studio::gallery::Audience, leptos::prelude::ServerFnError> {
+    ctx.audience(study::admin_cookie().await.as_deref()).await.map_err(db_error)
+}

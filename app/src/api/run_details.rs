@@ -145,8 +145,19 @@ pub struct NeuronRunView {
 /// `None` when the model, layer or unit does not exist.
 #[server]
 pub async fn get_neuron_run(model: String, layer: String, unit: i64) -> Result<Option<NeuronRunView>, ServerFnError> {
-    let db = crate::state::server_context()?.db;
-    queries::neuron_run(&db, &model, &layer, unit).await
+    let ctx = crate::state::server_context()?;
+    // The run's candidates and concepts are DnD's labels: hidden with the layer's labels.
+    let audience = super::audience(&ctx).await?;
+    let mut conn = ctx.db.acquire().await.map_err(super::db_error)?;
+    if studio::gallery::blinding::of_layer_named(&mut conn, &model, &layer, audience)
+        .await
+        .map_err(super::db_error)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    drop(conn);
+    queries::neuron_run(&ctx.db, &model, &layer, unit).await
 }
 
 #[cfg(feature = "ssr")]

@@ -27,6 +27,9 @@ pub struct ConceptSearchView {
     pub encoder: String,
     pub labels_searched: usize,
     pub neurons_searched: usize,
+    /// Layers left out while open studies rate them (hidden from visitors without an admin session).
+    #[serde(default)]
+    pub layers_hidden: usize,
 }
 
 /// `None` when the model does not exist.
@@ -34,7 +37,8 @@ pub struct ConceptSearchView {
 pub async fn search_concepts(model: String, query: String) -> Result<Option<ConceptSearchView>, ServerFnError> {
     use studio::concept_search::SearchError;
     let ctx = crate::state::server_context()?;
-    let found = ctx.concepts.search(&ctx.db, &model, &query, SEARCH_HITS).await.map_err(|e| {
+    let audience = super::audience(&ctx).await?;
+    let found = ctx.concepts.search(&ctx.db, &model, &query, SEARCH_HITS, audience).await.map_err(|e| {
         // The caller's mistake is a 400; the server's a 500, whose details go to the log only.
         let status = match &e {
             SearchError::QueryTooLong => http::StatusCode::BAD_REQUEST,
@@ -70,5 +74,6 @@ pub async fn search_concepts(model: String, query: String) -> Result<Option<Conc
         encoder: studio::concept_search::SEARCH_MODEL.name().to_string(),
         labels_searched: r.labels_searched,
         neurons_searched: r.neurons_searched,
+        layers_hidden: r.layers_hidden,
     }))
 }

@@ -50,7 +50,8 @@ pub fn LayerPage() -> impl IntoView {
                         };
                         let prev = (v.page > 1).then(|| page_link(v.page - 1));
                         let next = (v.page < v.pages).then(|| page_link(v.page + 1));
-                        let no_labels = v.sources.is_empty();
+                        let blinded = v.blinded.as_ref().map(|b| b.notice());
+                        let no_labels = v.sources.is_empty() && blinded.is_none();
                         let clip_note = v.clip_dissect_note.clone();
                         view! {
                             <nav class="crumbs">
@@ -83,7 +84,8 @@ pub fn LayerPage() -> impl IntoView {
                                 {req.labelled_only.then_some(" (labelled only)")}
                                 {format!(" · page {} of {}", v.page, v.pages)}
                             </p>
-                            {(!no_labels).then(|| {
+                            {blinded.map(|t| view! { <p class="notice" id="blinded">{t}</p> })}
+                            {(!v.sources.is_empty()).then(|| {
                                 let links = v.sources.iter().map(|s| {
                                     let m = &s.method;
                                     let mut base = format!("/export/{}/{}?method={m}", req.model, req.layer);

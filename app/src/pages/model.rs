@@ -93,6 +93,18 @@ fn ConceptHits(slug: String, concept: String, found: ConceptSearchView) -> impl 
         found.labels_searched,
         found.neurons_searched
     );
+    // Said beside the hits and where there are none: labels are hidden, not missing.
+    let hidden = (found.layers_hidden > 0).then(|| {
+        let layers = if found.layers_hidden == 1 { "1 layer".to_string() } else { format!("{} layers", found.layers_hidden) };
+        view! {
+            <p class="notice" id="blinded">
+                {format!("Labels of {layers} are left out while a rating study of them is open (blinding); an admin searches them all.")}
+            </p>
+        }
+    });
+    if found.labels_searched == 0 && hidden.is_some() {
+        return view! { <section id="concept-hits">{hidden}</section> }.into_any();
+    }
     if found.labels_searched == 0 {
         return view! {
             <p class="empty" id="concept-hits">"No labels in this model yet: run a dissection or import another method's labels, then search."</p>
@@ -101,6 +113,7 @@ fn ConceptHits(slug: String, concept: String, found: ConceptSearchView) -> impl 
     }
     view! {
         <section id="concept-hits">
+            {hidden}
             <p class="meta">{summary}</p>
             <ol class="concept-hits">
                 {found.hits.into_iter().map(|h| {

@@ -78,7 +78,9 @@ pub fn NeuronPage() -> impl IntoView {
                                 <span class="meta">" (keys ← →)"</span>
                             </nav>
                             <h2>"Labels by method"</h2>
-                            {if n.labels.is_empty() {
+                            {if let Some(b) = &n.blinded {
+                                view! { <p class="notice" id="blinded">{b.notice()}</p> }.into_any()
+                            } else if n.labels.is_empty() {
                                 view! { <p class="empty">"No method has labelled this neuron yet."</p> }.into_any()
                             } else {
                                 view! {

@@ -64,6 +64,28 @@ pub const SUMMARIZE_EXAMPLES: [(&[&str], &str); 2] = [
 /// Words after which the paper also adds "<label> background" as a candidate.
 const BACKGROUND_WORDS: [&str; 4] = ["design", "designs", "graphic", "graphics"];
 
+/// A label has at most this many words, as the paper's few-shot answers teach (its longest has
+/// four); a longer answer is a sentence, not a concept.
+pub const MAX_LABEL_WORDS: usize = 8;
+
+/// And at most this many characters: eight words of a broken answer ("aaaa…") must not become a
+/// label either. A fallback caption phrase is cut to it at a word boundary.
+pub const MAX_LABEL_CHARS: usize = 100;
+
+/// `phrase` cut to [`MAX_LABEL_CHARS`] characters, at the last word boundary that fits (or
+/// mid-word when a single word is longer).
+fn bounded(phrase: String) -> String {
+    if phrase.chars().count() <= MAX_LABEL_CHARS {
+        return phrase;
+    }
+    let cut: String = phrase.chars().take(MAX_LABEL_CHARS).collect();
+    let at_word = phrase.chars().nth(MAX_LABEL_CHARS).is_some_and(char::is_whitespace);
+    match cut.rfind(' ') {
+        Some(i) if !at_word && i > 0 => cut[..i].to_string(),
+        _ => cut.trim_end().to_string(),
+    }
+}
+
 /// Settings of Step 2B.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummarizeOptions {
@@ -164,7 +186,7 @@ fn rejection(label: &str) -> Option<String> {
     if label.is_empty() {
         return Some("empty answer".into());
     }
-    if label.split_whitespace().count() > 8 {
+    if label.split_whitespace().count() > MAX_LABEL_WORDS || label.chars().count() > MAX_LABEL_CHARS {
         return Some("longer than a label".into());
     }
     let copied = SUMMARIZE_EXAMPLES
@@ -345,7 +367,7 @@ pub fn candidates_batch_until(
             let fell_back = labels.is_empty();
             if fell_back {
                 if let Some(phrase) = most_common(&p.simplified) {
-                    push_candidate(&mut labels, &mut support, phrase);
+                    push_candidate(&mut labels, &mut support, bounded(phrase));
                 }
             }
             Ok(Candidates { labels, simplified: p.simplified, answers, fell_back, support })
@@ -575,6 +597,26 @@ mod tests {
         .unwrap();
         assert!(c.fell_back);
         assert_eq!(c.labels, caps(&["bird"]));
+    }
+
+    /// Eight words of a broken answer are no label; a fallback caption phrase is cut to the
+    /// bound at a word boundary.
+    #[test]
+    fn labels_are_bounded_in_characters_too() {
+        let huge: &'static str = Box::leak(format!("{} cats", "a".repeat(300)).into_boxed_str());
+        let llm = Scripted::new(&[huge, "tabby cats"]);
+        let o = SummarizeOptions { n_summaries: 2, ..Default::default() };
+        let c = candidates(&llm, &caps(&["a photo of cat"]), &o, 0, &mut HashMap::new()).unwrap();
+        assert_eq!(c.answers[0].rejected.as_deref(), Some("longer than a label"));
+        assert_eq!(c.labels, caps(&["tabby cats"]));
+
+        let words = "striped ".repeat(30);
+        assert_eq!(bounded(words.trim().to_string()), "striped ".repeat(12).trim_end());
+        assert!(bounded(words.trim().to_string()).chars().count() <= MAX_LABEL_CHARS);
+        assert_eq!(bounded("x".repeat(250)), "x".repeat(MAX_LABEL_CHARS));
+        assert_eq!(bounded("short phrase".into()), "short phrase");
+        let exact = format!("{} {}", "a".repeat(49), "b".repeat(50));
+        assert_eq!(bounded(format!("{exact} tail")), exact, "a cut that falls on a space keeps the last word");
     }
 
     #[test]

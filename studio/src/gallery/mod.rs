@@ -4,8 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod blinding;
 #[cfg(feature = "service")]
 pub mod queries;
+
+pub use blinding::{Audience, Blinding};
 
 /// Neurons shown per page of the layer grid.
 pub const PAGE_SIZE: i64 = 60;
@@ -133,6 +136,10 @@ pub struct LayerView {
     /// How to get CLIP-Dissect labels, when the layer has none (the front end words it).
     #[serde(default)]
     pub clip_dissect_note: Option<String>,
+    /// Set when the labels are hidden from this visitor (an open study rates the layer): then
+    /// `neurons` carry no labels, `sources` is empty and the filter matched class names only.
+    #[serde(default)]
+    pub blinded: Option<Blinding>,
 }
 
 /// One method's labels from one source (an import's or a run's name; empty for the usual one).
@@ -156,6 +163,9 @@ pub struct NeuronView {
     /// How to get a CLIP-Dissect label, when the neuron has none (the front end words it).
     #[serde(default)]
     pub clip_dissect_note: Option<String>,
+    /// Set when the labels are hidden from this visitor (then `labels` is empty).
+    #[serde(default)]
+    pub blinded: Option<Blinding>,
 }
 
 /// Display order of methods: DnD first, then the compared methods as in the paper's tables.

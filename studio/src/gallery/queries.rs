@@ -79,14 +79,14 @@ fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
 }
 
 /// The layer grid's neurons matching the filter (`?2`: a LIKE pattern, `%%` = all): their
-/// class name or any current label's text (one pass over the layer's labels, read from the
-/// `labels_layer_text` index), and with `?3` = 1 only those with a current label;
+/// class name or, with `?6` = 1, any current label's text (one pass over the layer's labels, read
+/// from the `labels_layer_text` index), and with `?3` = 1 only those with a current label;
 /// materialized once for the page and its count.
 const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
          WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.text LIKE ?2 ESCAPE '\\'),
      labelled AS (SELECT lb.neuron_id FROM labels lb WHERE lb.layer_id = ?1 AND lb.is_current = 1),
      m AS MATERIALIZED (SELECT n.id, n.unit, n.class_name FROM neurons n
-         WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR n.id IN hit)
+         WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR (?6 AND n.id IN hit))
            AND (?3 = 0 OR n.id IN labelled))";
 
 /// One page of matching neurons (`?4` rows from `?5`) with the number of all matching ones.
@@ -115,6 +115,8 @@ struct Matching<'a> {
     /// A LIKE pattern; `%%` matches every neuron.
     pattern: &'a str,
     labelled_only: bool,
+    /// Whether the filter looks at label texts (not while the labels are hidden).
+    labels_visible: bool,
 }
 
 async fn page_rows(
@@ -129,16 +131,24 @@ async fn page_rows(
         .bind(m.labelled_only)
         .bind(PAGE_SIZE)
         .bind((page - 1) * PAGE_SIZE)
+        .bind(m.labels_visible)
         .fetch_all(conn)
         .await
 }
 
-pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerView>> {
+/// A layer's grid page as `audience` may see it.
+pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::Result<Option<LayerView>> {
     // One connection for the page's few set-based queries (no pool round trip per query).
     let mut conn = db.acquire().await?;
     let Some(layer) = find_layer(&mut conn, &q.model, &q.layer).await? else { return Ok(None) };
+    let blinded = blinding::of_layer(&mut conn, layer.id, audience).await?;
     let pattern = format!("%{}%", q.filter.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-    let selection = Matching { layer_id: layer.id, pattern: &pattern, labelled_only: q.labelled_only };
+    let selection = Matching {
+        layer_id: layer.id,
+        pattern: &pattern,
+        labelled_only: q.labelled_only,
+        labels_visible: blinded.is_none(),
+    };
     // Both SQL texts are constants of this function, never user input.
     let sql = page_sql(q.sort);
     let in_range = (1..=i64::MAX / PAGE_SIZE).contains(&q.page);
@@ -151,6 +161,9 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
                 .bind(layer.id)
                 .bind(&pattern)
                 .bind(q.labelled_only)
+                .bind(PAGE_SIZE)
+                .bind(0)
+                .bind(selection.labels_visible)
                 .fetch_one(&mut *conn)
                 .await?;
             if count > 0 {
@@ -164,16 +177,20 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
     let page = q.page.clamp(1, pages);
     let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
     let ids_json = serde_json::to_string(&ids).expect("ids serialise");
-    // Rank-1 labels of the page's neurons: one query.
+    // Rank-1 labels of the page's neurons: one query (none while they are hidden).
     let mut labels_of: HashMap<i64, Vec<LabelView>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT neuron_id, method, source_name, rank, text, score FROM labels
+    let label_rows = if blinded.is_some() {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT neuron_id, method, source_name, rank, text, score FROM labels
          WHERE neuron_id IN (SELECT value FROM json_each(?)) AND is_current = 1 AND rank = 1",
-    )
-    .bind(&ids_json)
-    .fetch_all(&mut *conn)
-    .await?
-    {
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    for r in label_rows {
         labels_of.entry(r.get("neuron_id")).or_default().push(label_from_row(&r));
     }
     // Rank-1 D_top image of each neuron of the page, from its latest done DnD run: one query.
@@ -203,8 +220,11 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
     .bind(layer.id)
     .fetch_all(&mut *conn)
     .await?;
-    let mut sources: Vec<LabelSource> =
-        rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect();
+    let mut sources: Vec<LabelSource> = if blinded.is_some() {
+        Vec::new()
+    } else {
+        rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect()
+    };
     sources.sort_by(|a, b| (method_order(&a.method), &a.source).cmp(&(method_order(&b.method), &b.source)));
     Ok(Some(LayerView {
         model_name: layer.model_name,
@@ -215,12 +235,21 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery) -> sqlx::Result<Option<LayerV
         pages,
         sources,
         clip_dissect_note: None,
+        blinded,
     }))
 }
 
-pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -> sqlx::Result<Option<NeuronView>> {
+/// One neuron's labels as `audience` may see them.
+pub async fn neuron(
+    db: &SqlitePool,
+    model: &str,
+    layer_name: &str,
+    unit: i64,
+    audience: Audience,
+) -> sqlx::Result<Option<NeuronView>> {
     let mut conn = db.acquire().await?;
     let Some(layer) = find_layer(&mut conn, model, layer_name).await? else { return Ok(None) };
+    let blinded = blinding::of_layer(&mut conn, layer.id, audience).await?;
     let Some(row) = sqlx::query("SELECT id, class_name FROM neurons WHERE layer_id = ? AND unit = ?")
         .bind(layer.id)
         .bind(unit)
@@ -235,7 +264,8 @@ pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -
             .bind(id)
             .fetch_all(&mut *conn)
             .await?;
-    let mut labels: Vec<LabelView> = labels.iter().map(label_from_row).collect();
+    let mut labels: Vec<LabelView> =
+        if blinded.is_some() { Vec::new() } else { labels.iter().map(label_from_row).collect() };
     labels.sort_by_key(|l| (method_order(&l.method), l.source.clone(), l.rank));
     let channels = layer.summary.channels;
     Ok(Some(NeuronView {
@@ -248,6 +278,7 @@ pub async fn neuron(db: &SqlitePool, model: &str, layer_name: &str, unit: i64) -
         prev: (unit > 0).then_some(unit - 1),
         next: (unit + 1 < channels).then_some(unit + 1),
         clip_dissect_note: None,
+        blinded,
     }))
 }
 
@@ -339,7 +370,7 @@ mod tests {
         let units = |q: LayerQuery| {
             let db = db.clone();
             async move {
-                let v = layer(&db, q).await.unwrap().unwrap();
+                let v = layer(&db, q, Audience::Public).await.unwrap().unwrap();
                 (v.matching, v.neurons.iter().map(|n| n.unit).collect::<Vec<i64>>())
             }
         };

@@ -128,5 +128,30 @@ mod tests {
         assert_eq!(current, vec![(0, "crimson".to_string()), (1, "green".to_string())]);
         let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM labels").fetch_one(&db).await.unwrap();
         assert_eq!(all, 3, "the superseded label is kept");
+
+        // A writer that skips the importer's check meets the database's bound (migration 0008).
+        let bound = crate::labels::import::MAX_LABEL_CHARS;
+        let write = |text: String| {
+            let db = db.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO labels (neuron_id, layer_id, method, rank, text, import_id)
+                     SELECT n.id, n.layer_id, 'milan', 1, ?, ? FROM neurons n WHERE n.unit = 3",
+                )
+                .bind(text)
+                .bind(first)
+                .execute(&db)
+                .await
+            }
+        };
+        let e = write("x".repeat(bound + 1)).await.unwrap_err();
+        assert!(e.to_string().contains("longer than 500 characters"), "{e}");
+        write("x".repeat(bound)).await.unwrap();
+        let e = sqlx::query("UPDATE labels SET text = text || 'y' WHERE length(text) = ?")
+            .bind(bound as i64)
+            .execute(&db)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("longer than 500 characters"), "{e}");
     }
 }
