@@ -3,6 +3,25 @@
 
 use std::path::PathBuf;
 
+/// Input quoted in an error message: control characters and quotes escaped, and at most
+/// `max_chars` characters *after* escaping (a run of control characters grows tenfold), cut
+/// with "…". A pasted file must never come back whole in a message.
+pub fn excerpt(input: &str, max_chars: usize) -> String {
+    let mut shown = String::new();
+    let mut len = 0;
+    for c in input.chars() {
+        let escaped = c.escape_debug();
+        let width = escaped.len();
+        if len + width > max_chars {
+            shown.push('…');
+            break;
+        }
+        shown.extend(escaped);
+        len += width;
+    }
+    shown
+}
+
 /// Errors raised by the dissection engine.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,3 +126,17 @@ pub enum Error {
 
 /// Result alias for the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn excerpts_are_bounded_after_escaping() {
+        assert_eq!(super::excerpt("conv1", 10), "conv1");
+        assert_eq!(super::excerpt("abcdefghijkl", 10), "abcdefghij…");
+        assert_eq!(super::excerpt("a\"b", 10), "a\\\"b");
+        let controls = "\u{19}".repeat(100);
+        let shown = super::excerpt(&controls, 40);
+        assert!(shown.chars().count() <= 41 && shown.ends_with('…'), "{shown}");
+        assert_eq!(super::excerpt("日本語のテキスト", 3), "日本語…");
+    }
+}

@@ -7,6 +7,7 @@ pub mod concepts;
 pub mod crops;
 pub mod dtop;
 pub mod error;
+pub mod fuzz;
 pub mod imagenet;
 pub mod llm;
 pub mod model;

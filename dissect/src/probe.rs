@@ -560,4 +560,39 @@ mod tests {
         assert_eq!(Split::ConceptPool.stored_as(), Split::Evaluation.stored_as());
         assert_eq!(split_of(&hashes[0], 7, 0.0), Split::Probe, "nothing held out at fraction 0");
     }
+
+    /// Fuzz: mutated PNG, JPEG and GIF files through the scan's check of one file and, where
+    /// it accepts one, the recording's decoder. Neither panics; an accepted JPEG is whole; a
+    /// rejection's reason is bounded; an accepted image decodes or fails with an error.
+    #[test]
+    fn fuzz_image_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let path = root.join("x.img");
+        let mut gif = Vec::new();
+        image::RgbImage::from_pixel(5, 3, image::Rgb([9, 8, 7]))
+            .write_to(&mut Cursor::new(&mut gif), image::ImageFormat::Gif)
+            .unwrap();
+        let seeds = vec![png(6, 5, 1), jpeg(9, 7), gif];
+        let dictionary: [&[u8]; 8] =
+            [b"\xff\xd8", b"\xff\xd9", b"\xff\xda", b"\xff\xc0", b"IHDR", b"IDAT", b"IEND", b"GIF89a"];
+        let limits = ImageLimits { max_side: 4096, max_pixels: 1 << 22, max_file_bytes: 1 << 22 };
+        crate::fuzz::run("image files", &seeds, &dictionary, crate::fuzz::DEFAULT_ITERATIONS, |bytes| {
+            std::fs::write(&path, bytes).unwrap();
+            match inspect(&path, "x.img", &root, limits) {
+                Ok(img) => {
+                    if img.format == "jpeg" && !jpeg_is_complete(bytes) {
+                        return Err("a truncated JPEG was accepted".into());
+                    }
+                    if img.width > limits.max_side || img.height > limits.max_side {
+                        return Err(format!("{}×{} passed a {} px limit", img.width, img.height, limits.max_side));
+                    }
+                    // What recording does with it: decode or fail, never panic.
+                    let _ = crate::preprocess::decode_rgb(bytes, &path);
+                    Ok(())
+                }
+                Err((_, reason)) => crate::fuzz::bounded_message(&reason, 400),
+            }
+        });
+    }
 }

@@ -605,3 +605,65 @@ fn exported_models_from_env() {
         }
     }
 }
+
+/// Fuzz: mutated manifests never panic the parser, and its errors quote them within bounds
+/// (the message is shown on the jobs page and in the CLI).
+#[test]
+fn fuzz_manifests() {
+    let path = Path::new("/models/m.json");
+    let mut with_file = manifest_json(tiny_layers());
+    with_file.as_object_mut().unwrap().remove("class_names");
+    with_file["class_names_file"] = json!("classes.txt");
+    let seeds = vec![
+        serde_json::to_vec_pretty(&manifest_json(tiny_layers())).unwrap(),
+        serde_json::to_vec(&with_file).unwrap(),
+    ];
+    let dictionary: [&[u8]; 12] = [
+        b"\"name\"",
+        b"\"layers\"",
+        b"\"kind\"",
+        b"\"conv\"",
+        b"\"linear\"",
+        b"\"classifier\"",
+        b"\"input_size\"",
+        b"\"mean\"",
+        b"\"std\"",
+        b"\"resize_shorter\"",
+        b"[",
+        b"{",
+    ];
+    dissect::fuzz::run("manifests", &seeds, &dictionary, dissect::fuzz::DEFAULT_ITERATIONS, |bytes| {
+        match Manifest::from_json(&String::from_utf8_lossy(bytes), path) {
+            Ok(_) => Ok(()),
+            Err(e) => dissect::fuzz::bounded_message(&e.to_string(), 600),
+        }
+    });
+}
+
+/// Found by `fuzz_manifests`: errors quoted an unknown field, a class-names path and layer names
+/// whole (a 6,000-character message for a repeated key). They are quoted within bounds now, and
+/// names over 200 characters are refused.
+#[test]
+fn manifest_errors_quote_within_bounds() {
+    let path = Path::new("/models/m.json");
+    let long = "st".repeat(3000);
+    let mut m = manifest_json(tiny_layers());
+    m[long.as_str()] = json!(1);
+    let e = Manifest::from_json(&m.to_string(), path).unwrap_err().to_string();
+    assert!(e.len() < 400 && e.contains("unknown field `stst"), "{} bytes: {e:.300}", e.len());
+    let mut m = manifest_json(tiny_layers());
+    m.as_object_mut().unwrap().remove("class_names");
+    m["class_names_file"] = json!(long);
+    let e = Manifest::from_json(&m.to_string(), path).unwrap_err().to_string();
+    assert!(e.len() < 400 && e.contains("cannot read `class_names_file`"), "{} bytes: {e:.300}", e.len());
+    let e = Manifest::from_json(&manifest_json(json!([{"name": long, "kind": "conv"}])).to_string(), path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("6000 characters long; at most 200") && e.len() < 400, "{e:.300}");
+    // A device is no class-names file.
+    let mut m = manifest_json(tiny_layers());
+    m.as_object_mut().unwrap().remove("class_names");
+    m["class_names_file"] = json!("/dev/zero");
+    let e = Manifest::from_json(&m.to_string(), path).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}

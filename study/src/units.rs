@@ -5,12 +5,14 @@
 /// Units come back sorted and without duplicates.
 pub fn parse_units(spec: &str, channels: usize, seed: u64) -> Result<Vec<usize>, String> {
     let spec = spec.trim();
+    let shown_spec = quote(spec);
     let out_of_range =
         |u: usize| format!("unit {u} is outside the layer, which has units 0-{}", channels.saturating_sub(1));
     if let Some(n) = spec.strip_prefix("random:") {
-        let n: usize = n.trim().parse().map_err(|_| format!("`{spec}`: expected random:N with N a whole number"))?;
+        let n: usize =
+            n.trim().parse().map_err(|_| format!("{shown_spec}: expected random:N with N a whole number"))?;
         if n == 0 || n > channels {
-            return Err(format!("`{spec}`: the layer has {channels} units; ask for 1 to {channels}"));
+            return Err(format!("{shown_spec}: the layer has {channels} units; ask for 1 to {channels}"));
         }
         let all: Vec<usize> = (0..channels).collect();
         return Ok(sample_units(&all, n, seed));
@@ -18,15 +20,16 @@ pub fn parse_units(spec: &str, channels: usize, seed: u64) -> Result<Vec<usize>,
     let mut units = Vec::new();
     for part in spec.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(format!("`{spec}`: empty item; use e.g. 0-49, 3,7,9 or random:50"));
+            return Err(format!("{shown_spec}: empty item; use e.g. 0-49, 3,7,9 or random:50"));
         }
-        let parse = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("`{part}` is not a unit number or range"));
+        let parse =
+            |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{} is not a unit number or range", quote(part)));
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => (parse(part)?, parse(part)?),
         };
         if lo > hi {
-            return Err(format!("`{part}`: the range is backwards"));
+            return Err(format!("{}: the range is backwards", quote(part)));
         }
         if hi >= channels {
             return Err(out_of_range(hi));
@@ -38,10 +41,28 @@ pub fn parse_units(spec: &str, channels: usize, seed: u64) -> Result<Vec<usize>,
     Ok(units)
 }
 
+/// A spec (or a piece of one) as an error quotes it: in backticks, escaped, at most 40 characters
+/// (a pasted file must not come back whole in the message).
+fn quote(text: &str) -> String {
+    const SHOWN: usize = 40;
+    let (mut shown, mut len) = (String::new(), 0);
+    for c in text.chars() {
+        // Bounded after escaping (a control character takes up to ten characters).
+        let width = c.escape_debug().len();
+        if len + width > SHOWN {
+            shown.push('…');
+            break;
+        }
+        shown.extend(c.escape_debug());
+        len += width;
+    }
+    format!("`{shown}`")
+}
+
 /// Whether `spec` asks for a random sample (`random:N`); the study draws it among eligible units.
 pub fn random_count(spec: &str) -> Option<Result<usize, String>> {
     let n = spec.trim().strip_prefix("random:")?;
-    Some(n.trim().parse().map_err(|_| format!("`{}`: expected random:N with N a whole number", spec.trim())))
+    Some(n.trim().parse().map_err(|_| format!("{}: expected random:N with N a whole number", quote(spec.trim()))))
 }
 
 /// `n` distinct units of `pool` (n ≤ pool.len()), sorted, by a seeded partial Fisher–Yates shuffle.

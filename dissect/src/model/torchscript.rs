@@ -116,11 +116,18 @@ impl Manifest {
         };
         for key in obj.keys() {
             if !key.starts_with('_') && !KNOWN_FIELDS.contains(&key.as_str()) {
-                return Err(err(format!("unknown field `{key}`; known fields: {}", KNOWN_FIELDS.join(", "))));
+                return Err(err(format!("unknown field {}; known fields: {}", quote(key), KNOWN_FIELDS.join(", "))));
             }
         }
 
         let name = match required(&obj, "name").map_err(err)? {
+            Value::String(s) if s.trim().chars().count() > MAX_NAME_CHARS => {
+                let chars = s.trim().chars().count();
+                return Err(err(format!(
+                    "field `name` {} is {chars} characters long; at most {MAX_NAME_CHARS}",
+                    quote(s.trim())
+                )));
+            }
             Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
             other => return Err(err(format!("field `name` must be a non-empty string, got {}", show(other)))),
         };
@@ -154,8 +161,9 @@ impl Manifest {
                     return Err(err(format!("field `class_names_file` must be a path string, got {}", show(f))));
                 };
                 let file_path = resolve_relative(path, Path::new(file));
-                let text = std::fs::read_to_string(&file_path)
-                    .map_err(|e| err(format!("cannot read `class_names_file` {}: {e}", file_path.display())))?;
+                let text = read_class_names(&file_path).map_err(|e| {
+                    err(format!("cannot read `class_names_file` {}: {e}", quote(&file_path.to_string_lossy())))
+                })?;
                 let names: Vec<String> =
                     text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
                 if names.is_empty() {
@@ -646,6 +654,29 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// A class-names file: a regular file of at most 4 MiB (a manifest may name any path; a device
+/// or a huge file must not hang or fill the server).
+fn read_class_names(path: &Path) -> std::result::Result<String, String> {
+    const MAX_BYTES: u64 = 4 << 20;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(format!("{} bytes; a class-names file holds at most {} MiB", meta.len(), MAX_BYTES >> 20));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+/// Longest model or layer name accepted, in characters (every page and message shows them).
+const MAX_NAME_CHARS: usize = 200;
+
+/// A name or key from the manifest as an error quotes it: in backticks, escaped, at most 60
+/// characters.
+fn quote(text: &str) -> String {
+    format!("`{}`", crate::error::excerpt(text, 60))
+}
+
 /// A short rendering of a JSON value for error messages.
 fn show(v: &Value) -> String {
     let text = v.to_string();
@@ -701,9 +732,16 @@ fn parse_layers(v: &Value) -> Result<Vec<ManifestLayer>, String> {
             return Err(format!("layers[{i}] must be an object {{\"name\": …, \"kind\": …}}, got {}", show(item)));
         };
         if let Some(k) = o.keys().find(|k| !k.starts_with('_') && *k != "name" && *k != "kind") {
-            return Err(format!("layers[{i}]: unknown field `{k}`; known fields: name, kind"));
+            return Err(format!("layers[{i}]: unknown field {}; known fields: name, kind", quote(k)));
         }
         let name = match o.get("name") {
+            Some(Value::String(s)) if s.trim().chars().count() > MAX_NAME_CHARS => {
+                return Err(format!(
+                    "layers[{i}]: `name` {} is {} characters long; at most {MAX_NAME_CHARS}",
+                    quote(s.trim()),
+                    s.trim().chars().count()
+                ))
+            }
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
             None | Some(Value::Null) => return Err(format!("layers[{i}]: missing required field `name`")),
             Some(other) => return Err(format!("layers[{i}]: `name` must be a non-empty string, got {}", show(other))),
@@ -712,7 +750,10 @@ fn parse_layers(v: &Value) -> Result<Vec<ManifestLayer>, String> {
             Some(Value::String(s)) => match LayerKind::parse(s) {
                 Some(kind) => kind,
                 None => {
-                    return Err(format!("layers[{i}] (`{name}`): kind `{s}` is not one of conv, linear, classifier"))
+                    return Err(format!(
+                        "layers[{i}] (`{name}`): kind {} is not one of conv, linear, classifier",
+                        quote(s)
+                    ))
                 }
             },
             None | Some(Value::Null) => {

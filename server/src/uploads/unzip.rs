@@ -55,8 +55,9 @@ fn keep(rel: &str) -> Keep {
 /// The entry's path inside the set, with `/` separators; an error for any name that could leave
 /// the folder. Backslashes count as separators (archives made on Windows).
 fn safe_relative(name: &str) -> Result<Option<String>, UploadError> {
+    let quoted = quote(name);
     let bad = |why: &str| {
-        UploadError::Invalid(format!("zip entry `{name}` {why}; entries must stay inside the set's folder"))
+        UploadError::Invalid(format!("zip entry `{quoted}` {why}; entries must stay inside the set's folder"))
     };
     let unified = name.replace('\\', "/");
     if unified.starts_with('/') || unified.contains('\0') {
@@ -74,6 +75,11 @@ fn safe_relative(name: &str) -> Result<Option<String>, UploadError> {
         }
     }
     Ok((!parts.is_empty()).then(|| parts.join("/")))
+}
+
+/// An entry's name as an error quotes it (a name may be 64 KiB long).
+fn quote(name: &str) -> String {
+    dissect::error::excerpt(name, 120)
 }
 
 fn too_large(key: &str, what: String) -> UploadError {
@@ -104,10 +110,11 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
             .name()
             .map(|n| n.into_owned())
             .unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
+        let quoted = quote(&name);
         let rel = safe_relative(&name)?;
         if entry.is_symlink() {
             return Err(UploadError::Invalid(format!(
-                "zip entry `{name}` is a symbolic link; a probing-set zip holds plain files and folders only"
+                "zip entry `{quoted}` is a symbolic link; a probing-set zip holds plain files and folders only"
             )));
         }
         let Some(rel) = rel else { continue };
@@ -115,12 +122,12 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
             continue;
         }
         if entry.encrypted() {
-            return Err(UploadError::Invalid(format!("zip entry `{name}` is encrypted; upload an unencrypted zip")));
+            return Err(UploadError::Invalid(format!("zip entry `{quoted}` is encrypted; upload an unencrypted zip")));
         }
         let (size, packed) = (entry.size(), entry.compressed_size());
         if size.saturating_sub(RATIO_GRACE_BYTES) > packed.saturating_mul(limits.max_ratio) {
             return Err(UploadError::Invalid(format!(
-                "zip entry `{name}` expands from {packed} to {size} bytes, more than {}× (limit `uploads.max_ratio`): \
+                "zip entry `{quoted}` expands from {packed} to {size} bytes, more than {}× (limit `uploads.max_ratio`): \
                  images hardly compress, so this looks like a zip bomb",
                 limits.max_ratio
             )));
@@ -152,6 +159,7 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
             .name()
             .map(|n| n.into_owned())
             .unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned());
+        let quoted = quote(&name);
         let Some(rel) = safe_relative(&name)? else { continue };
         if entry.is_dir() {
             continue;
@@ -168,7 +176,7 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
                 .map_err(|e| UploadError::Internal(format!("creating {}: {e}", parent.display())))?;
         }
         let mut file = OpenOptions::new().write(true).create_new(true).open(&target).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => UploadError::Invalid(format!("zip entry `{name}` appears twice")),
+            std::io::ErrorKind::AlreadyExists => UploadError::Invalid(format!("zip entry `{quoted}` appears twice")),
             _ => UploadError::Internal(format!("writing {}: {e}", target.display())),
         })?;
         let mut limited = entry.take(declared.saturating_add(1));
@@ -177,14 +185,14 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
         loop {
             let n = limited
                 .read(&mut buf)
-                .map_err(|e| UploadError::Invalid(format!("zip entry `{name}` is corrupt: {e}")))?;
+                .map_err(|e| UploadError::Invalid(format!("zip entry `{quoted}` is corrupt: {e}")))?;
             if n == 0 {
                 break;
             }
             written += n as u64;
             if written > declared {
                 return Err(UploadError::Invalid(format!(
-                    "zip entry `{name}` unpacks to more than the {declared} bytes it declares: the archive is corrupt or a zip bomb"
+                    "zip entry `{quoted}` unpacks to more than the {declared} bytes it declares: the archive is corrupt or a zip bomb"
                 )));
             }
             if out.bytes + written > limits.max_unpacked_bytes {
@@ -198,7 +206,7 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
         }
         if written < declared {
             return Err(UploadError::Invalid(format!(
-                "zip entry `{name}` is truncated ({written} of {declared} bytes)"
+                "zip entry `{quoted}` is truncated ({written} of {declared} bytes)"
             )));
         }
         out.bytes += written;
@@ -208,4 +216,106 @@ pub fn unpack(zip: &Path, dest: &Path, limits: ZipLimits) -> Result<Unpacked, Up
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use zip::write::SimpleFileOptions;
+
+    fn zip_of(entries: &[(&str, &[u8], zip::CompressionMethod)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, bytes, method) in entries {
+            w.start_file(*name, SimpleFileOptions::default().compression_method(*method)).unwrap();
+            w.write_all(bytes).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// Every path under `dir`, refusing links and anything that is not a plain file or folder.
+    fn walk(dir: &Path, files: &mut Vec<(PathBuf, u64)>) -> Result<(), String> {
+        for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                walk(&entry.path(), files)?;
+            } else if kind.is_file() {
+                files.push((entry.path(), entry.metadata().map_err(|e| e.to_string())?.len()));
+            } else {
+                return Err(format!("{} is neither a file nor a folder", entry.path().display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Found by `fuzz_zips`: an entry name (up to 64 KiB) came back whole in the error.
+    #[test]
+    fn errors_quote_entry_names_within_bounds() {
+        let root = tempfile::tempdir().unwrap();
+        let zip_path = root.path().join("upload.zip");
+        let name = format!("../{}.png", " ".repeat(5000));
+        std::fs::write(&zip_path, zip_of(&[(name.as_str(), b"x", zip::CompressionMethod::Stored)])).unwrap();
+        let dest = root.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let limits = ZipLimits { max_files: 16, max_unpacked_bytes: 1 << 20, max_ratio: 100 };
+        let e = unpack(&zip_path, &dest, limits).unwrap_err().to_string();
+        assert!(
+            e.len() < 300 && e.contains("zip entry `../") && e.contains("stay inside"),
+            "{} bytes: {e:.300}",
+            e.len()
+        );
+    }
+
+    /// Fuzz: mutated zips (stored and deflated entries, sidecars, nested folders) never panic
+    /// the unpacker; what it writes stays inside the folder, holds plain files only, and keeps
+    /// to the limits; what it refuses is said in a bounded message.
+    #[test]
+    fn fuzz_zips() {
+        use zip::CompressionMethod::{Deflated, Stored};
+        let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
+        let seeds = vec![
+            zip_of(&[
+                ("cats/a.png", png, Stored),
+                ("cats/a.txt", b"a cat", Stored),
+                ("b.jpg", b"\xff\xd8\xff", Deflated),
+            ]),
+            zip_of(&[("x/y/z.png", &[7u8; 300], Deflated), ("__MACOSX/._z.png", b"junk", Stored)]),
+        ];
+        let dictionary: [&[u8]; 8] =
+            [b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"../", b"/etc/", b"\\", b".png", b"\xff\xff\xff\x7f"];
+        let limits = ZipLimits { max_files: 16, max_unpacked_bytes: 1 << 20, max_ratio: 100 };
+        let root = tempfile::tempdir().unwrap();
+        let (zip_path, mut n) = (root.path().join("upload.zip"), 0);
+        dissect::fuzz::run("zips", &seeds, &dictionary, dissect::fuzz::DEFAULT_ITERATIONS / 3, |bytes| {
+            n += 1;
+            std::fs::write(&zip_path, bytes).unwrap();
+            let dest = root.path().join(format!("out{n}"));
+            std::fs::create_dir(&dest).unwrap();
+            let outcome = match unpack(&zip_path, &dest, limits) {
+                Ok(_) => {
+                    let mut files = Vec::new();
+                    walk(&dest, &mut files).and_then(|()| {
+                        let total: u64 = files.iter().map(|(_, len)| len).sum();
+                        if files.len() as u64 > limits.max_files || total > limits.max_unpacked_bytes {
+                            return Err(format!("{} files, {total} bytes written past the limits", files.len()));
+                        }
+                        Ok(())
+                    })
+                }
+                Err(e) => dissect::fuzz::bounded_message(&e.to_string(), 400),
+            };
+            // Nothing was written outside `dest`: the folder holds only the zip and the outputs.
+            let stray = std::fs::read_dir(root.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|name| name != "upload.zip" && !name.starts_with("out"));
+            std::fs::remove_dir_all(&dest).unwrap();
+            match stray {
+                Some(name) => Err(format!("`{name}` was written outside the folder")),
+                None => outcome,
+            }
+        });
+    }
 }

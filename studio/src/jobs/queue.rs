@@ -9,6 +9,7 @@ use super::{
     DissectJobRequest, JobDetail, JobEventView, JobFormOptions, JobView, ModelChoice, RegisterRequest, MAX_JOB_NEURONS,
     REGISTER_KINDS, SCORING_FUNCTIONS,
 };
+use crate::labels::import::excerpt;
 use dissect::concepts::scoring::ScoringFunction;
 use dissect::crops::Summary;
 use dissect::model::LayerKind;
@@ -213,7 +214,7 @@ impl DissectPayload {
 }
 
 /// Resolves a dissection request against what is registered (the edge where the form's names
-/// become ids and enums), naming whatever is wrong.
+/// become ids and enums), naming whatever is wrong (quoting the request within bounds).
 pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDissection, JobError> {
     // What is registered is listed (form_options) only when a name does not resolve.
     let model_id: Option<i64> =
@@ -222,7 +223,7 @@ pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDis
         let options = form_options(db).await?;
         return Err(JobError::Invalid(format!(
             "unknown model `{}`; registered: {}",
-            r.model,
+            excerpt(&r.model),
             names(options.models.iter().map(|m| m.slug.as_str()))
         )));
     };
@@ -236,13 +237,13 @@ pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDis
         let layers = options.models.iter().find(|m| m.slug == r.model).map(|m| m.layers.as_slice()).unwrap_or(&[]);
         return Err(JobError::Invalid(format!(
             "model `{}` has no layer `{}`; its layers: {}",
-            r.model,
-            r.layer,
+            excerpt(&r.model),
+            excerpt(&r.layer),
             names(layers.iter().map(|(l, _)| l.as_str()))
         )));
     };
     let units = study::units::parse_units(&r.neurons, channels as usize, r.seed)
-        .map_err(|e| JobError::Invalid(format!("neurons `{}`: {e}", r.neurons.trim())))?;
+        .map_err(|e| JobError::Invalid(format!("neurons: {e}")))?;
     if units.len() > MAX_JOB_NEURONS {
         return Err(JobError::Invalid(format!(
             "{} neurons asked; one job takes at most {MAX_JOB_NEURONS}",
@@ -257,14 +258,18 @@ pub async fn resolve(db: &SqlitePool, r: &DissectJobRequest) -> Result<QueuedDis
         let options = form_options(db).await?;
         return Err(JobError::Invalid(format!(
             "unknown probing set `{}`; ready: {}",
-            r.probe_set,
+            excerpt(&r.probe_set),
             names(options.probe_sets.iter().map(|(s, _, _)| s.as_str()))
         )));
     };
     let summary = Summary::parse(&r.summary)
-        .ok_or_else(|| JobError::Invalid(format!("summary `{}`: expected mean or max", r.summary)))?;
+        .ok_or_else(|| JobError::Invalid(format!("summary `{}`: expected mean or max", excerpt(&r.summary))))?;
     let scoring = ScoringFunction::parse(&r.scoring).ok_or_else(|| {
-        JobError::Invalid(format!("scoring `{}`: expected one of {}", r.scoring, SCORING_FUNCTIONS.join(", ")))
+        JobError::Invalid(format!(
+            "scoring `{}`: expected one of {}",
+            excerpt(&r.scoring),
+            SCORING_FUNCTIONS.join(", ")
+        ))
     })?;
     Ok(QueuedDissection { request: r.clone(), model_id, layer_id, probe_set_id, units, summary, scoring })
 }
@@ -613,9 +618,37 @@ mod tests {
         let e = error(DissectJobRequest { summary: "median".into(), ..request("0") }).await;
         assert!(e.contains("summary `median`"), "{e}");
         let e = error(request("4")).await;
-        assert!(e.contains("neurons `4`"), "{e}");
+        assert!(e.contains("neurons: unit 4 is outside the layer"), "{e}");
+        // A pasted file is quoted within bounds, wherever it lands.
+        let huge = "1,".repeat(100_000);
+        let e = error(request(&huge)).await;
+        assert!(e.len() < 200 && e.contains("1,1,1,"), "{} bytes: {}", e.len(), &e[..e.len().min(300)]);
+        let e = error(DissectJobRequest { model: "m".repeat(100_000), ..request("0") }).await;
+        assert!(e.len() < 300, "{} bytes", e.len());
         assert!(enqueue_dissection(&db, &request("9")).await.is_err());
         let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&db).await.unwrap();
         assert_eq!(jobs, 0);
+    }
+
+    /// Fuzz: unit specs as a user types them (job form, `dnd dissect`, study set-up). A spec
+    /// is accepted only as sorted, distinct units of the layer; refused, the message is bounded.
+    #[test]
+    fn fuzz_unit_specs() {
+        let seeds: Vec<Vec<u8>> =
+            ["0-49", "3,7,9", "0-9,20", "random:50", " 1 - 3 ,5"].iter().map(|s| s.as_bytes().to_vec()).collect();
+        dissect::fuzz::run(
+            "unit specs",
+            &seeds,
+            &[b",", b"-", b"random:", b" "],
+            dissect::fuzz::DEFAULT_ITERATIONS,
+            |bytes| match study::units::parse_units(&String::from_utf8_lossy(bytes), 64, 1) {
+                Ok(units) if units.is_empty() => Err("an empty selection was accepted".into()),
+                Ok(units) if units.windows(2).any(|w| w[0] >= w[1]) || units.iter().any(|&u| u >= 64) => {
+                    Err(format!("accepted units are not sorted, distinct and in the layer: {units:?}"))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => dissect::fuzz::bounded_message(&e, 200),
+            },
+        );
     }
 }

@@ -160,11 +160,7 @@ const EXCERPT_CHARS: usize = 120;
 /// A bounded, escaped excerpt of input for an error message (control characters and quotes
 /// escaped, long input cut with "…").
 pub fn excerpt(input: &str) -> String {
-    let mut shown: String = input.chars().take(EXCERPT_CHARS).collect::<String>().escape_debug().to_string();
-    if input.chars().count() > EXCERPT_CHARS {
-        shown.push('…');
-    }
-    shown
+    dissect::error::excerpt(input, EXCERPT_CHARS)
 }
 
 /// "`conv1` (64 rows), `fc` (1000 rows)": what [`ImportTarget::skip_unknown_layers`] left out.
@@ -532,5 +528,62 @@ mod tests {
     fn formats_without_layer_column_reject_an_unknown_target_layer() {
         let e = parse_with(b"Neuron ID,label\n0,dogs\n", Some("layer9"), &[]).unwrap_err().to_string();
         assert!(e.contains("layer9") && e.contains("valid: conv1, fc, layer1"), "{e}");
+    }
+
+    /// Fuzz: mutated label files of every format (the five public samples, cut to ten rows)
+    /// never panic the importer; what it accepts fits the model (known layer, unit in range,
+    /// rank 1-3, bounded text); what it refuses is said in a bounded message.
+    #[test]
+    fn fuzz_label_files() {
+        let layers = resnet50_layers();
+        let mapping: BTreeMap<String, String> = [("res4".to_string(), "layer4".to_string())].into();
+        let seeds: Vec<Vec<u8>> = [
+            "sample_m_base_resnet50_imagenet.csv",
+            "sample_resnet50_imagenet_broden.csv",
+            "sample_resnet50_imagenet_broden_fc.csv",
+            "sample_resnet50_imagenet_broden_layer4.csv",
+            "sample_resnet50_imagenet_layer4.csv",
+        ]
+        .iter()
+        .map(|name| {
+            let text = String::from_utf8(fixture(name)).unwrap();
+            text.lines().take(11).map(|l| format!("{l}\n")).collect::<String>().into_bytes()
+        })
+        .collect();
+        let dictionary: [&[u8]; 10] = [
+            b"layer,unit,description",
+            b"Neuron ID",
+            b"Label 1",
+            b"similarity",
+            b"unit,category,label,score",
+            b"conv1",
+            b"layer4",
+            b"res4",
+            b"\xef\xbb\xbf",
+            b"\"\"",
+        ];
+        dissect::fuzz::run("label files", &seeds, &dictionary, dissect::fuzz::DEFAULT_ITERATIONS, |bytes| {
+            for layer in [None, Some("layer4")] {
+                let target =
+                    ImportTarget { layers: &layers, layer_mapping: &mapping, layer, skip_unknown_layers: false };
+                match parse(bytes, &target) {
+                    Ok(parsed) => {
+                        for r in &parsed.rows {
+                            let Some(&units) = layers.get(&r.layer) else {
+                                return Err(format!("row for unknown layer `{}` accepted", r.layer));
+                            };
+                            if r.unit as usize >= units || !(1..=3).contains(&r.rank) {
+                                return Err(format!("unit {} rank {} accepted for {}", r.unit, r.rank, r.layer));
+                            }
+                            if r.text.chars().count() > MAX_LABEL_CHARS {
+                                return Err("an over-long label accepted".into());
+                            }
+                        }
+                    }
+                    Err(e) => dissect::fuzz::bounded_message(&e.to_string(), 400)?,
+                }
+            }
+            Ok(())
+        });
     }
 }
