@@ -11,6 +11,9 @@
 //! 3. kill -9: another load phase, the server SIGKILLed mid-way, then every acknowledged
 //!    submission looked up in the database file.
 //!
+//! The server runs with the default durability (answers synced before they are acknowledged);
+//! `DND__STUDY__DURABLE_RATINGS=false` measures it without the sync, for comparison.
+//!
 //! Sizing (env): `DND_LOAD_RATERS` (64), `DND_LOAD_ITEMS` (40000: one rater per item, so at
 //! ~2,700 submissions/s enough for both phases), `DND_LOAD_SECS` (8), `DND_LOAD_REF_SECS` (3),
 //! `DND_LOAD_KILL_AFTER_MS` (2000), `DND_LOAD_CHECKS` (2 attention checks).
@@ -428,6 +431,17 @@ async fn main() {
         tokens
     };
     println!("study_load: server {} up; study seeded in {:.1} s", server.base, t.elapsed().as_secs_f64());
+    // The server inherits the environment: DND__STUDY__DURABLE_RATINGS=false measures the cost
+    // of syncing each group commit (config `study.durable_ratings`, default true).
+    let durable = std::env::var("DND__STUDY__DURABLE_RATINGS").map_or(true, |v| v != "false");
+    println!(
+        "study_load: answers acknowledged after {}",
+        if durable {
+            "a synced commit (study.durable_ratings = true)"
+        } else {
+            "a commit, unsynced (study.durable_ratings = false)"
+        }
+    );
 
     let reference = support::healthz_reference(&server.base, size.common.clients, size.common.reference).await;
     let load = rater_load(&mut server, &tokens, 1, size.common.load, None).await;

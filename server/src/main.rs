@@ -334,8 +334,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// What pages and server functions get: the database, the admin secret, the study image source.
-fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::state::ServerContext> {
+/// What pages and server functions get: the database, the admin secret, the study image source,
+/// and the study's answers committed through `ratings_writer`.
+fn server_context(
+    config: &Config,
+    db: sqlx::SqlitePool,
+    ratings_writer: sqlx::SqlitePool,
+) -> anyhow::Result<app::state::ServerContext> {
     let admin_secret_digest = admin_secret::load_or_create(&config.admin.secret, &config.storage.data_dir)?;
     Ok(app::state::ServerContext {
         db: db.clone(),
@@ -344,7 +349,7 @@ fn server_context(config: &Config, db: sqlx::SqlitePool) -> anyhow::Result<app::
             db: db.clone(),
             activation_root: activation_dir(config),
         }),
-        submissions: study::submit::SubmissionQueue::start(db),
+        submissions: study::submit::SubmissionQueue::start_with_writer(db, ratings_writer),
         login_limiter: Default::default(),
         secure_cookies: config.server.secure_cookies(),
         jobs: Default::default(),
@@ -361,7 +366,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
     let db = db::open(&config.database_path()).await?;
     builtin::register(&db, &config.storage.assets_dir).await;
-    let ctx = server_context(&config, db.clone())?;
+    let ratings_writer = db::open_writer(&config.database_path(), config.study.ratings_durability()).await?;
+    let ctx = server_context(&config, db.clone(), ratings_writer)?;
     app::api::set_clip_configured(clip_dissect::clip_configured(&config.services));
     let shutdown = studio::shutdown::Shutdown::on_signals();
     let runner = studio::jobs::runner::spawn(config.clone(), db.clone(), ctx.jobs.clone(), shutdown.clone());

@@ -67,11 +67,26 @@ pub struct StudySection {
     /// without an admin session (gallery, concept search, exports), so raters cannot look up
     /// which method wrote a description. Module `gallery::blinding`.
     pub blind_gallery: bool,
+    /// Acknowledge a rater's answer only once its commit is synced to disk, so it survives a
+    /// power loss (SQLite `synchronous=FULL` for the study's writer). `false`: it survives a
+    /// killed server but a power loss may drop the last second of acknowledged answers.
+    pub durable_ratings: bool,
 }
 
 impl Default for StudySection {
     fn default() -> Self {
-        Self { blind_gallery: true }
+        Self { blind_gallery: true, durable_ratings: true }
+    }
+}
+
+impl StudySection {
+    /// What the study's answers survive once acknowledged.
+    pub fn ratings_durability(&self) -> crate::db::Durability {
+        if self.durable_ratings {
+            crate::db::Durability::PowerLoss
+        } else {
+            crate::db::Durability::ProcessCrash
+        }
     }
 }
 

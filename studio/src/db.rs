@@ -5,21 +5,40 @@ use sqlx::SqlitePool;
 use std::path::Path;
 use std::time::Duration;
 
-/// Opens (creating if needed) the database at `path` and applies pending migrations.
+/// What a committed transaction survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A killed process (kill -9, a crash), not a power loss or an OS crash: in WAL mode SQLite's
+    /// `synchronous=NORMAL` writes the commit to the log but syncs it to disk only at checkpoints.
+    ProcessCrash,
+    /// Also a power loss: `synchronous=FULL` syncs the log at every commit (one fsync per
+    /// commit, which the rating study's group commit shares among the answers it holds).
+    PowerLoss,
+}
+
+fn options(path: &Path, durability: Durability) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // WAL: readers never block the writer.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+            Durability::PowerLoss => SqliteSynchronous::Full,
+        })
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+}
+
+/// Opens (creating if needed) the database at `path` and applies pending migrations. Its
+/// commits survive a killed process ([`Durability::ProcessCrash`]); the rating study's answers
+/// have a writer of their own ([`open_writer`]).
 pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create database folder {}: {e}", dir.display()))?;
     }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // WAL: readers never block the writer; NORMAL sync is durable across process crashes
-        // (kill -9) in WAL mode, which is what "no acknowledged response lost" needs.
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+    let options = options(path, Durability::ProcessCrash);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         // A SQLite connection is in-process and cannot go stale; the default ping on every
@@ -33,6 +52,17 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
         .await
         .map_err(|e| anyhow::anyhow!("applying migrations to {} failed: {e}", path.display()))?;
     Ok(pool)
+}
+
+/// One more connection to the database that [`open`] opened, whose commits have `durability`:
+/// the rating study's group-commit writer, which acknowledges an answer only after its commit.
+pub async fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<SqlitePool> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(options(path, durability).create_if_missing(false))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open database {} for the study's writer: {e}", path.display()))
 }
 
 /// Whether the database answers a query (the server's readiness check).
@@ -56,6 +86,14 @@ mod tests {
         assert_eq!(busy, 10_000);
         // Migrations are idempotent: a second open of the same file applies nothing new.
         drop(pool);
-        open(&dir.path().join("sub/t.db")).await.unwrap();
+        let pool = open(&dir.path().join("sub/t.db")).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&pool).await.unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        // The study's writer: FULL (2), on the same file.
+        let writer = open_writer(&dir.path().join("sub/t.db"), Durability::PowerLoss).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&writer).await.unwrap();
+        assert_eq!(sync, 2, "FULL");
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies").fetch_one(&writer).await.unwrap();
+        assert_eq!(tables, 0);
     }
 }

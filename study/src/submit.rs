@@ -295,10 +295,16 @@ pub struct SubmissionQueue {
 impl SubmissionQueue {
     pub const MAX_BATCH: usize = 128;
 
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task on the current tokio runtime, committing through `db` itself.
     pub fn start(db: SqlitePool) -> Self {
+        Self::start_with_writer(db.clone(), db)
+    }
+
+    /// Starts the writer task, committing answers through `writer_db` (a connection to the same
+    /// database, e.g. one whose commits survive a power loss: an answer is acknowledged only
+    /// after its commit, so the writer's durability is the acknowledgement's).
+    pub fn start_with_writer(db: SqlitePool, writer_db: SqlitePool) -> Self {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * Self::MAX_BATCH);
-        let writer_db = db.clone();
         let cache = TaskCache::default();
         let writer_cache = cache.clone();
         tokio::spawn(async move {
