@@ -93,6 +93,13 @@ test('an admin starts a dissection, watches it finish live, and finds its label'
     await page.locator('#substitute-banner').waitFor();
     assert.equal(await page.locator('#top-images > li').count(), 10);
 
+    // The layer grid: the described unit shows its run's top image; the others, recorded by the
+    // job but not described, their top probing image from the recording, with its activation.
+    const grid = await (await fetch(`${BASE_URL}/m/${MODEL}/${LAYER}`)).text();
+    assert.match(grid, /data-from="run"/);
+    assert.ok((grid.match(/data-from="recording"/g) || []).length >= 50, 'recording thumbnails on the grid');
+    assert.match(grid, /class="meta recorded"[^>]*>act -?\d+\.\d\d</);
+
     // A neuron no run has covered offers the admin a button that queues it; the job is then
     // cancelled from the queue, before it takes the device from the tests that follow.
     await page.goto(`${BASE_URL}/m/${MODEL}/${LAYER}/6`);

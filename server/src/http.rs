@@ -297,4 +297,22 @@ mod tests {
         assert!(!even.contains("clip-dissect-note"), "a labelled neuron has no note");
         assert!(!body("/m/toy/block3").await.contains("clip-dissect-note"), "the layer has CLIP-Dissect labels");
     }
+
+    /// A layer without DnD runs shows, per unit, the recording's top probing image and its
+    /// activation (the fixture's image source stands for the recording: unit u's top image is
+    /// the u-th image by hash, at activation 10).
+    #[tokio::test]
+    async fn units_without_a_run_show_the_recordings_top_image() {
+        use tower::ServiceExt;
+        let s = crate::study_http::tests::site().await;
+        let req = axum::http::Request::get("/m/toy/block3").body(axum::body::Body::empty()).unwrap();
+        let res = s.app.clone().oneshot(req).await.unwrap();
+        let grid = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap();
+        assert_eq!(grid.matches("data-from=\"recording\"").count(), 8, "{grid}");
+        assert_eq!(grid.matches(">act 10.00<").count(), 8, "{grid}");
+        let shas: Vec<String> =
+            sqlx::query_scalar("SELECT sha256 FROM images ORDER BY sha256").fetch_all(&s.db).await.unwrap();
+        assert!(grid.contains(&format!("/img/{}?w=96", shas[3])), "unit 3's top image");
+        assert!(!grid.contains("data-from=\"run\""));
+    }
 }

@@ -13,6 +13,11 @@ pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnE
     let audience = super::audience(&ctx).await?;
     let (model, layer) = (query.model.clone(), query.layer.clone());
     let mut view = studio::gallery::queries::layer(&ctx.db, query, audience).await.map_err(super::db_error)?;
+    if let Some(v) = view.as_mut() {
+        studio::gallery::recorded::fill_thumbnails(&ctx.db, ctx.top_images.as_ref(), &model, v)
+            .await
+            .map_err(super::db_error)?;
+    }
     if let Some(v) =
         view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == "clip-dissect"))
     {

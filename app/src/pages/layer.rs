@@ -113,11 +113,22 @@ pub fn LayerPage() -> impl IntoView {
                                     let href = format!("{base}/{}", n.unit);
                                     view! {
                                         <li class="neuron-card">
-                                            {n.thumb.map(|t| view! {
-                                                <a href=href.clone() class="thumb" tabindex="-1">
-                                                    <img src=t.url(Some(96)) alt="" loading="lazy"
-                                                        title="top image of the latest DnD run" />
-                                                </a>
+                                            {n.thumb.map(|t| {
+                                                let title = match n.recorded_activation {
+                                                    Some(a) => format!("top probing image of the recording (mean activation {a:.3}); no DnD run yet"),
+                                                    None => "top image of the latest DnD run".to_string(),
+                                                };
+                                                view! {
+                                                    <a href=href.clone() class="thumb" tabindex="-1">
+                                                        <img src=t.url(Some(96)) alt="" loading="lazy" title=title
+                                                            data-from=if n.recorded_activation.is_some() { "recording" } else { "run" } />
+                                                    </a>
+                                                }
+                                            })}
+                                            {n.recorded_activation.map(|a| view! {
+                                                <p class="meta recorded" title="mean activation of the recording's top probing image">
+                                                    {format!("act {a:.2}")}
+                                                </p>
                                             })}
                                             <a href=href class="unit">{format!("unit {}", n.unit)}</a>
                                             {n.class_name.map(|c| view! { <p class="class-name" title="ground-truth class">{c}</p> })}

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub mod blinding;
 #[cfg(feature = "service")]
 pub mod queries;
+#[cfg(feature = "service")]
+pub mod recorded;
 
 pub use blinding::{Audience, Blinding};
 
@@ -74,8 +76,11 @@ pub struct NeuronRow {
     /// Rank-1 labels, one per method/source.
     pub labels: Vec<LabelView>,
     /// The rank-1 image of D_top (cropped as the run cropped it) from the neuron's latest DnD
-    /// run it is done in.
+    /// run it is done in; without one, the layer recording's top probing image.
     pub thumb: Option<ImageRef>,
+    /// Set when `thumb` comes from the recording (no DnD run yet): that image's mean activation.
+    #[serde(default)]
+    pub recorded_activation: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -201,7 +201,13 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::
             let id: i64 = r.get("id");
             let mut labels = labels_of.remove(&id).unwrap_or_default();
             labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
-            NeuronRow { unit: r.get("unit"), class_name: r.get("class_name"), labels, thumb: thumb_of.remove(&id) }
+            NeuronRow {
+                unit: r.get("unit"),
+                class_name: r.get("class_name"),
+                labels,
+                thumb: thumb_of.remove(&id),
+                recorded_activation: None,
+            }
         })
         .collect();
     // Each method's sources with a current label in this layer, walked along the
