@@ -149,8 +149,13 @@ test('a failed neuron shows its stage and error', async () => {
 
 test('the layer grid shows each dissected neuron\'s top image, served immutable by content hash', async () => {
   const html = await (await fetch(LAYER)).text();
-  const thumbs = [...html.matchAll(/<img src="(\/img\/[0-9a-f]{64}[^"]*)"/g)].map((m) => m[1].replaceAll('&amp;', '&'));
+  const all = [...html.matchAll(/<img src="(\/img\/[0-9a-f]{64}[^"]*)"[^>]*data-from="(run|recording)"/g)];
+  const thumbs = all.filter((m) => m[2] === 'run').map((m) => m[1].replaceAll('&amp;', '&'));
   assert.equal(thumbs.length, 1, 'only unit 0 is done');
+  // The others show the recording's top probing image (whole: no crop).
+  const recorded = all.filter((m) => m[2] === 'recording').map((m) => m[1]);
+  assert.equal(recorded.length + 1, Math.min(60, (html.match(/class="neuron-card"/g) || []).length));
+  assert.ok(recorded.every((src) => !src.includes('crop=')), recorded.join(' '));
   assert.match(thumbs[0], /w=96$/);
   const res = await fetch(BASE_URL + thumbs[0]);
   assert.equal(res.status, 200);

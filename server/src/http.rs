@@ -299,7 +299,7 @@ mod tests {
     }
 
     /// A layer without DnD runs shows, per unit, the recording's top probing image and its
-    /// activation (the fixture's image source stands for the recording: unit u's top image is
+    /// activation, and a neuron page its top ten (the fixture's image source stands for the recording: unit u's top image is
     /// the u-th image by hash, at activation 10).
     #[tokio::test]
     async fn units_without_a_run_show_the_recordings_top_image() {
@@ -314,5 +314,12 @@ mod tests {
             sqlx::query_scalar("SELECT sha256 FROM images ORDER BY sha256").fetch_all(&s.db).await.unwrap();
         assert!(grid.contains(&format!("/img/{}?w=96", shas[3])), "unit 3's top image");
         assert!(!grid.contains("data-from=\"run\""));
+        // The neuron page shows its ten top probing images in place of a run's D_top.
+        let req = axum::http::Request::get("/m/toy/block3/3").body(axum::body::Body::empty()).unwrap();
+        let res = s.app.clone().oneshot(req).await.unwrap();
+        let page = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap();
+        assert!(page.contains("id=\"recorded-top-images\""), "{page}");
+        assert_eq!(page.matches(">act 10.000<").count(), 1, "the best image, at activation 10");
+        assert!(page.contains(&format!("/img/{}?w=160", shas[3])) && page.contains(&format!("/img/{}?w=160", shas[0])));
     }
 }

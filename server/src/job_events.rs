@@ -1,6 +1,7 @@
 //! `GET /events/jobs`: the job queue as server-sent events. Each `jobs` event carries the newest
 //! jobs as JSON (the same list as the `list_jobs` server function), sent on connect and after
-//! every change, at most a few times a second; the stream ends when the server stops.
+//! every change, at most a few times a second (changes by `dnd dissect` runs, in other
+//! processes, within a second); the stream ends when the server stops.
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,6 +17,9 @@ use studio::jobs::JobSignals;
 /// Changes closer together than this are sent as one event.
 const COALESCE: Duration = Duration::from_millis(150);
 
+/// How often the stream looks for changes written by other processes (command-line runs).
+const OTHER_PROCESSES_POLL: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 struct EventsState {
     db: SqlitePool,
@@ -28,14 +32,28 @@ pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, signals: JobSign
 
 async fn job_events(State(s): State<EventsState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = s.signals.subscribe();
-    let stream = stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
+    let others = queue::command_line_jobs_state(&s.db).await.unwrap_or_default();
+    let stream = stream::unfold((s, changes, true, others), |(s, mut changes, first, mut others)| async move {
         if !first {
-            tokio::select! {
-                r = changes.changed() => r.ok()?,
-                _ = s.signals.closed() => return None,
+            loop {
+                tokio::select! {
+                    r = changes.changed() => {
+                        r.ok()?;
+                        tokio::time::sleep(COALESCE).await;
+                        changes.borrow_and_update();
+                        break;
+                    }
+                    _ = s.signals.closed() => return None,
+                    // `dnd dissect` runs write from their own processes.
+                    _ = tokio::time::sleep(OTHER_PROCESSES_POLL) => {
+                        let now = queue::command_line_jobs_state(&s.db).await.unwrap_or_default();
+                        if now != others {
+                            others = now;
+                            break;
+                        }
+                    }
+                }
             }
-            tokio::time::sleep(COALESCE).await;
-            changes.borrow_and_update();
         }
         let event = match queue::list(&s.db, queue::LIST_LIMIT).await {
             Ok(jobs) => {
@@ -43,7 +61,7 @@ async fn job_events(State(s): State<EventsState>) -> Sse<impl Stream<Item = Resu
             }
             Err(e) => Event::default().event("error").data(format!("the job queue cannot be read: {e}")),
         };
-        Some((Ok(event), (s, changes, false)))
+        Some((Ok(event), (s, changes, false, others)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

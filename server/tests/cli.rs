@@ -147,6 +147,21 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     assert!(err.contains("neurons: 2/2 neurons (100 %) (0 failed), "), "the end is reported: {err}");
     let db = dir.path().join("dnd-studio.db");
     assert!(db.is_file(), "database at {}", db.display());
+    // The run was a job on /jobs too: its own device, its progress and end, its run linked.
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM jobs j JOIN dissection_runs r ON r.job_id = j.id
+             WHERE j.kind = 'dissect' AND j.status = 'done' AND j.device LIKE 'cli:%' AND j.progress_done = 2
+               AND json_extract(j.payload_json, '$.neurons') = '967,985'"
+        ),
+        1,
+        "the command-line run is a finished job"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM job_events WHERE message LIKE 'started from the command line%'"),
+        1
+    );
 
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM top_images"), 20, "D_top of 10 per neuron");

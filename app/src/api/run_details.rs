@@ -138,9 +138,16 @@ pub struct RunFailure {
 pub struct NeuronRunView {
     /// The latest run this neuron is done in.
     pub done: Option<RunDetails>,
+    /// Without a done run: the neuron's top probing images in the layer's recording (what it
+    /// responds to before it is described), best first.
+    #[serde(default)]
+    pub recorded: Vec<studio::gallery::RecordedImage>,
     /// The latest failed attempt, when it is newer than `done` (or there is no done run).
     pub failed: Option<RunFailure>,
 }
+
+/// Top probing images shown for a neuron no run has described yet (a run's D_top has ten).
+pub const RECORDED_SHOWN: usize = 10;
 
 /// `None` when the model, layer or unit does not exist.
 #[server]
@@ -157,7 +164,15 @@ pub async fn get_neuron_run(model: String, layer: String, unit: i64) -> Result<O
         return Ok(None);
     }
     drop(conn);
-    queries::neuron_run(&ctx.db, &model, &layer, unit).await
+    let mut view = queries::neuron_run(&ctx.db, &model, &layer, unit).await?;
+    if let Some(v) = view.as_mut().filter(|v| v.done.is_none()) {
+        let source = ctx.top_images.as_ref();
+        let tops = studio::gallery::recorded::top_images(&ctx.db, source, &model, &layer, &[unit], RECORDED_SHOWN)
+            .await
+            .map_err(super::db_error)?;
+        v.recorded = tops.into_iter().next().unwrap_or_default();
+    }
+    Ok(view)
 }
 
 #[cfg(feature = "ssr")]
@@ -272,7 +287,7 @@ pub(crate) mod queries {
             finished_at: r.get("finished_at"),
         });
 
-        let Some(run) = done else { return Ok(Some(NeuronRunView { done: None, failed })) };
+        let Some(run) = done else { return Ok(Some(NeuronRunView { done: None, failed, recorded: Vec::new() })) };
         let run_neuron_id: i64 = run.get("run_neuron_id");
         let top = sqlx::query(
             "SELECT t.rank, i.sha256, i.width, i.height, t.crop_x0, t.crop_y0, t.crop_x1, t.crop_y1, t.act_mean, t.act_max,
@@ -370,6 +385,7 @@ pub(crate) mod queries {
                 candidates: candidates.into_iter().map(|(_, c)| c).collect(),
             }),
             failed,
+            recorded: Vec::new(),
         }))
     }
 }

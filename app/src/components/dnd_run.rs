@@ -19,8 +19,10 @@ const CONCEPT_WIDTH: u32 = 96;
 /// no run has covered yet: the command that would, and for an admin a button that queues it.
 #[component]
 pub fn DndRunSection(run: NeuronRunView, model: String, layer: String, unit: i64) -> impl IntoView {
-    let NeuronRunView { done, failed } = run;
+    let NeuronRunView { done, failed, recorded } = run;
     let empty = done.is_none() && failed.is_none();
+    // Before any run: what the recording says the unit responds to.
+    let recorded = (done.is_none() && !recorded.is_empty()).then(|| view! { <RecordedTopImages images=recorded /> });
     view! {
         <section class="dnd-run" id="dnd-run">
             <h2>"DnD run"</h2>
@@ -34,9 +36,28 @@ pub fn DndRunSection(run: NeuronRunView, model: String, layer: String, unit: i64
                 </p>
                 <DescribeNeuron model=model.clone() layer=layer.clone() unit />
             })}
+            {recorded}
         </section>
     }
     .into_any()
+}
+
+/// A neuron's top probing images in the layer's recording, whole, with the unit's mean
+/// activation on each (no crops or captions: those come with a run).
+#[component]
+fn RecordedTopImages(images: Vec<studio::gallery::RecordedImage>) -> impl IntoView {
+    view! {
+        <h3>"Top probing images in the recording"</h3>
+        <p class="meta">"By mean activation over the probing split, before any description; a DnD run adds crops, captions and concepts."</p>
+        <ol class="top-images" id="recorded-top-images">
+            {images.into_iter().map(|i| view! {
+                <li>
+                    <a href=i.image.url(None)><img src=i.image.url(Some(160)) alt="" loading="lazy" /></a>
+                    <span class="meta">{format!("act {:.3}", i.activation)}</span>
+                </li>
+            }).collect_view()}
+        </ol>
+    }
 }
 
 /// For an admin, a button that queues this neuron's dissection on the server (`/jobs` shows it).

@@ -452,6 +452,9 @@ fn JobRow(j: JobView, csrf: Option<String>) -> impl IntoView {
             <td><a href=format!("/jobs/{}", j.id)>{format!("#{}", j.id)}</a></td>
             <td>
                 {j.target.clone()}
+                {j.from_command_line.then(|| view! {
+                    <span class="tag from-command-line" title="started with `dnd dissect` in a terminal; runs in that process">"command line"</span>
+                })}
                 {layer_link.map(|href| view! { " " <a class="meta" href=href>"results"</a> })}
             </td>
             <td><span class=format!("status status-{}", j.status)>{j.status.clone()}</span></td>

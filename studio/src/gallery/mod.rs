@@ -55,6 +55,14 @@ pub struct LayerSummary {
     pub width: Option<i64>,
 }
 
+/// A probing image among a unit's top images in the layer's recording (before any DnD run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedImage {
+    pub image: ImageRef,
+    /// The unit's mean activation on it.
+    pub activation: f64,
+}
+
 /// One method's current label of a neuron.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelView {

@@ -2,7 +2,7 @@
 //! unit's top probing image (by mean activation) instead of an empty box, so the grid says what
 //! the units respond to before any label exists.
 
-use super::{ImageRef, LayerView};
+use super::{ImageRef, LayerView, RecordedImage};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use study::setup::TopImageSource;
@@ -20,40 +20,63 @@ pub async fn fill_thumbnails(
     if missing.is_empty() {
         return Ok(());
     }
+    let tops = top_images(db, source, model, &view.layer.name, &missing, 1).await?;
+    for (unit, images) in missing.iter().zip(tops) {
+        let (Some(top), Some(n)) = (images.into_iter().next(), view.neurons.iter_mut().find(|n| n.unit == *unit))
+        else {
+            continue;
+        };
+        n.thumb = Some(top.image);
+        n.recorded_activation = Some(top.activation);
+    }
+    Ok(())
+}
+
+/// The `k` top probing images (by mean activation) of each of `units` of `layer` in its
+/// recording, in the order asked; empty lists when the layer has no current recording.
+pub async fn top_images(
+    db: &SqlitePool,
+    source: &dyn TopImageSource,
+    model: &str,
+    layer: &str,
+    units: &[i64],
+    k: usize,
+) -> sqlx::Result<Vec<Vec<RecordedImage>>> {
+    let none = || units.iter().map(|_| Vec::new()).collect();
     let layer_id: Option<i64> = sqlx::query_scalar(
         "SELECT l.id FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
     )
     .bind(model)
-    .bind(&view.layer.name)
+    .bind(layer)
     .fetch_optional(db)
     .await?;
-    let Some(layer_id) = layer_id else { return Ok(()) };
-    let found = match source.top_images(layer_id, &missing, 1, "mean").await {
+    let Some(layer_id) = layer_id else { return Ok(none()) };
+    let found = match source.top_images(layer_id, units, k, "mean").await {
         Ok(found) => found,
         Err(why) => {
-            tracing::debug!(layer = %view.layer.name, %why, "no recording thumbnails");
-            return Ok(());
+            tracing::debug!(%layer, %why, "no recorded top images");
+            return Ok(none());
         }
     };
-    let tops: Vec<(i64, i64, f32)> = missing
-        .iter()
-        .zip(&found.units)
-        .filter_map(|(&unit, images)| images.first().map(|top| (unit, top.image_id, top.activation)))
-        .collect();
-    let ids = serde_json::to_string(&tops.iter().map(|t| t.1).collect::<Vec<_>>()).expect("ids serialise");
+    let ids: Vec<i64> = found.units.iter().flatten().map(|i| i.image_id).collect();
     let sha_of: HashMap<i64, String> =
         sqlx::query_as("SELECT id, sha256 FROM images WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
+            .bind(serde_json::to_string(&ids).expect("ids serialise"))
             .fetch_all(db)
             .await?
             .into_iter()
             .collect();
-    for (unit, image_id, activation) in tops {
-        let (Some(sha256), Some(n)) = (sha_of.get(&image_id), view.neurons.iter_mut().find(|n| n.unit == unit)) else {
-            continue;
-        };
-        n.thumb = Some(ImageRef { sha256: sha256.clone(), crop: None });
-        n.recorded_activation = Some(activation as f64);
-    }
-    Ok(())
+    Ok(found
+        .units
+        .into_iter()
+        .map(|images| {
+            images
+                .into_iter()
+                .filter_map(|i| {
+                    let sha256 = sha_of.get(&i.image_id)?.clone();
+                    Some(RecordedImage { image: ImageRef { sha256, crop: None }, activation: i.activation as f64 })
+                })
+                .collect()
+        })
+        .collect())
 }

@@ -80,6 +80,9 @@ pub struct JobView {
     pub request: Option<DissectJobRequest>,
     /// The dissection run it writes, once opened.
     pub run_id: Option<i64>,
+    /// Run by `dnd dissect` in its own process, not by the server's queue.
+    #[serde(default)]
+    pub from_command_line: bool,
 }
 
 impl JobView {

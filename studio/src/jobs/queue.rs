@@ -63,6 +63,7 @@ struct JobRow {
     finished_at: Option<String>,
     payload_json: String,
     run_id: Option<i64>,
+    device: Option<String>,
 }
 
 /// What a job works on, in words.
@@ -102,6 +103,7 @@ impl From<JobRow> for JobView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             run_id: r.run_id,
+            from_command_line: r.device.as_deref().is_some_and(|d| d.starts_with(COMMAND_LINE_DEVICE)),
         }
     }
 }
@@ -110,7 +112,7 @@ impl From<JobRow> for JobView {
 macro_rules! select_job {
     ($tail:literal) => {
         concat!("SELECT j.id, j.kind, j.status, j.stage, j.progress_done, j.progress_total, j.message, j.error,
-        j.cancel_requested, j.attempts, j.created_at, j.started_at, j.finished_at, j.payload_json,
+        j.cancel_requested, j.attempts, j.created_at, j.started_at, j.finished_at, j.payload_json, j.device,
         (SELECT count(*) FROM job_events e WHERE e.job_id = j.id AND e.level = 'warn' AND e.stage = 'neurons') AS failed_neurons,
         (SELECT max(r.id) FROM dissection_runs r WHERE r.job_id = j.id) AS run_id
     FROM jobs j ", $tail)
@@ -375,8 +377,12 @@ pub struct ClaimedJob {
 /// Puts jobs left running by a server that stopped back in the queue (run at start-up, before
 /// any job is claimed); answers how many.
 pub async fn requeue_interrupted(db: &SqlitePool) -> Result<u64, JobError> {
+    fail_stale_command_line_jobs(db).await?;
     let mut tx = db.begin().await?;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running'").fetch_all(&mut *tx).await?;
+    // A command-line run is its own process's, which may well be running still.
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' AND device NOT LIKE 'cli:%'")
+        .fetch_all(&mut *tx)
+        .await?;
     for &id in &ids {
         sqlx::query("UPDATE jobs SET status = 'queued', device = NULL, message = 'interrupted by a server stop; resumes where it stopped' WHERE id = ?")
             .bind(id)
@@ -393,6 +399,83 @@ pub async fn requeue_interrupted(db: &SqlitePool) -> Result<u64, JobError> {
     }
     tx.commit().await?;
     Ok(ids.len() as u64)
+}
+
+/// The `device` of a job that a `dnd` command runs in its own process: `cli:<process id>`.
+pub fn command_line_device() -> String {
+    format!("{COMMAND_LINE_DEVICE}{}", std::process::id())
+}
+
+/// Prefix of [`command_line_device`].
+const COMMAND_LINE_DEVICE: &str = "cli:";
+
+/// A command-line job without a heartbeat for this long has died with its process (it beats
+/// every few seconds while it runs).
+pub const COMMAND_LINE_STALE_SECS: i64 = 120;
+
+/// Records a dissection that `dnd dissect` runs in its own process, as a running job of its own
+/// device, so `/jobs` lists it with its progress; answers its id. Its owner keeps the heartbeat,
+/// progress and end ([`set_progress`], [`heartbeat`], [`finish`]) as the server's runner does.
+pub async fn start_command_line_job(db: &SqlitePool, request: &DissectJobRequest) -> Result<i64, JobError> {
+    let payload = serde_json::to_string(request).expect("a request serialises");
+    let mut tx = db.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, payload_json, status, device, attempts, started_at, heartbeat_at, message)
+         VALUES ('dissect', ?, 'running', ?, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+                 strftime('%Y-%m-%dT%H:%M:%fZ','now'), 'starting')
+         RETURNING id",
+    )
+    .bind(payload)
+    .bind(command_line_device())
+    .fetch_one(&mut *tx)
+    .await?;
+    let started = format!("started from the command line (`dnd dissect`, process {})", std::process::id());
+    add_event_in(&mut tx, id, "info", None, &started).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// What command-line jobs look like now (running ones, and those that ended in the last
+/// minute), as one string that changes whenever their progress does: live views poll it, since
+/// another process's writes do not reach this one's [`super::JobSignals`].
+pub async fn command_line_jobs_state(db: &SqlitePool) -> Result<String, JobError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(group_concat(id || ':' || status || ':' || progress_done || ':' || COALESCE(message, ''), '|'), '')
+         FROM jobs WHERE device LIKE 'cli:%'
+           AND (status = 'running' OR finished_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'))",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Marks command-line jobs whose process stopped without recording an end (killed, crashed,
+/// machine down) as failed; answers how many.
+pub async fn fail_stale_command_line_jobs(db: &SqlitePool) -> Result<u64, JobError> {
+    let mut tx = db.begin().await?;
+    let stale: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT id, heartbeat_at FROM jobs WHERE status = 'running' AND device LIKE 'cli:%'
+           AND (heartbeat_at IS NULL OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?))",
+    )
+    .bind(format!("-{COMMAND_LINE_STALE_SECS} seconds"))
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, last) in &stale {
+        let error = format!(
+            "the command-line run stopped without finishing: no sign of its process since {}              (killed or crashed?); run the same `dnd dissect` again to resume",
+            last.as_deref().unwrap_or("its start")
+        );
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), error = ?,
+                 message = NULL WHERE id = ?",
+        )
+        .bind(&error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        add_event_in(&mut tx, *id, "error", None, &format!("failed: {error}")).await?;
+    }
+    tx.commit().await?;
+    Ok(stale.len() as u64)
 }
 
 /// Takes the next queued job (highest priority, then oldest) and marks it running on `device`.
@@ -650,5 +733,36 @@ mod tests {
                 Err(e) => dissect::fuzz::bounded_message(&e, 200),
             },
         );
+    }
+
+    /// A `dnd dissect` run is a running job of its own device: a server start leaves it running
+    /// while its heartbeat is fresh (it is another process's), and fails it once the heartbeat
+    /// is stale, saying why; the live views' state string follows its progress.
+    #[tokio::test]
+    async fn command_line_jobs_are_listed_left_alone_and_failed_when_their_process_dies() {
+        let (_dir, db) = registered().await;
+        let id = start_command_line_job(&db, &request("1")).await.unwrap();
+        let listed = list(&db, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].from_command_line && listed[0].status == "running", "{:?}", listed[0]);
+        assert_eq!(listed[0].target, "fake · conv · neurons 1 · demo");
+        let before = command_line_jobs_state(&db).await.unwrap();
+        set_progress(&db, id, "neurons", 1, Some(2), "describing").await.unwrap();
+        assert_ne!(command_line_jobs_state(&db).await.unwrap(), before, "progress changes the state");
+
+        assert_eq!(requeue_interrupted(&db).await.unwrap(), 0, "a live command-line run is not the server's");
+        assert_eq!(get(&db, id).await.unwrap().unwrap().status, "running");
+        assert!(claim_next(&db, "cpu").await.unwrap().is_none(), "nor does the server's runner take it");
+
+        sqlx::query("UPDATE jobs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-10 minutes') WHERE id = ?")
+            .bind(id)
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(requeue_interrupted(&db).await.unwrap(), 0);
+        let job = get(&db, id).await.unwrap().unwrap();
+        assert_eq!(job.status, "failed");
+        assert!(job.error.as_deref().unwrap().contains("stopped without finishing"), "{:?}", job.error);
+        assert_eq!(fail_stale_command_line_jobs(&db).await.unwrap(), 0, "once");
     }
 }

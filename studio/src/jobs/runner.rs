@@ -50,6 +50,11 @@ pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shut
                     signals.changed();
                 }
                 Ok(None) => {
+                    // Command-line runs (their own processes) that died say so on /jobs.
+                    if let Ok(n @ 1..) = queue::fail_stale_command_line_jobs(&db).await {
+                        tracing::info!(jobs = n, "command-line runs without a heartbeat marked failed");
+                        signals.changed();
+                    }
                     tokio::select! {
                         _ = signals.wait_for_work() => {}
                         _ = shutdown.clone().requested() => {}
@@ -156,23 +161,9 @@ async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdow
             tracing::info!(job = id, error = %format!("{e:#}"), "job stopped by shutdown");
             Outcome::Interrupted
         }
-        Ok(Err(e)) => {
-            summary = format!("{e:#}");
-            Outcome::Failed { error: &summary }
-        }
         Ok(Ok(report)) if report.cancelled && stopping && !cancelled_by_user => Outcome::Interrupted,
-        Ok(Ok(report)) if report.cancelled => {
-            summary = format!(
-                "stopped after {} neurons ({} failed); run #{} keeps them",
-                report.processed, report.failed, report.run_id
-            );
-            Outcome::Cancelled { message: &summary }
-        }
-        Ok(Ok(report)) => {
-            summary = finished_message(&report);
-            let result = result_json(&report);
-            return record_end(db, id, Outcome::Done { message: &summary, result_json: &result }).await;
-        }
+        // Done, cancelled by the user, or failed.
+        Ok(ended) => return record_run_end(db, id, &ended).await,
     };
     record_end(db, id, outcome).await
 }
@@ -231,6 +222,25 @@ async fn run_registration(config: &Config, db: &SqlitePool, signals: &JobSignals
     }
 }
 
+/// Records how a run that its own process watched ended (a `dnd dissect` job: no shutdown to
+/// tell from a cancel).
+pub async fn record_run_end(db: &SqlitePool, id: i64, result: &anyhow::Result<RunReport>) {
+    match result {
+        Err(e) => record_end(db, id, Outcome::Failed { error: &format!("{e:#}") }).await,
+        Ok(report) if report.cancelled => {
+            let summary = format!(
+                "stopped after {} neurons ({} failed); run #{} keeps them",
+                report.processed, report.failed, report.run_id
+            );
+            record_end(db, id, Outcome::Cancelled { message: &summary }).await
+        }
+        Ok(report) => {
+            let (summary, result) = (finished_message(report), result_json(report));
+            record_end(db, id, Outcome::Done { message: &summary, result_json: &result }).await
+        }
+    }
+}
+
 async fn record_end(db: &SqlitePool, id: i64, outcome: Outcome<'_>) {
     if let Err(e) = queue::finish(db, id, outcome).await {
         tracing::error!(job = id, error = %e, "could not record how the job ended");
@@ -269,7 +279,7 @@ fn result_json(r: &RunReport) -> String {
 /// A running job's view of its dissection: progress into the job's row (throttled) with the
 /// current chunk's step and the time left, each neuron and each note as an event, and a nudge to
 /// the live views after every write.
-struct JobObserver<'a> {
+pub struct JobObserver<'a> {
     rt: &'a tokio::runtime::Handle,
     db: &'a SqlitePool,
     signals: &'a JobSignals,
@@ -285,7 +295,7 @@ struct JobObserver<'a> {
 }
 
 impl<'a> JobObserver<'a> {
-    fn new(rt: &'a tokio::runtime::Handle, db: &'a SqlitePool, signals: &'a JobSignals, id: i64) -> Self {
+    pub fn new(rt: &'a tokio::runtime::Handle, db: &'a SqlitePool, signals: &'a JobSignals, id: i64) -> Self {
         JobObserver {
             rt,
             db,
