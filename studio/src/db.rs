@@ -65,6 +65,14 @@ pub async fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot open database {} for the study's writer: {e}", path.display()))
 }
 
+/// A write transaction that holds SQLite's write lock from its start (`BEGIN IMMEDIATE`). A
+/// plain (deferred) transaction that reads and then writes fails with "database is locked"
+/// (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another connection committed in
+/// between, e.g. a running job's progress while a new job is queued; this one waits its turn.
+pub async fn begin_write(db: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    db.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// Whether the database answers a query (the server's readiness check).
 pub async fn ping(db: &SqlitePool) -> sqlx::Result<()> {
     sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(db).await.map(|_| ())

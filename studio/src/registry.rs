@@ -33,7 +33,7 @@ pub async fn register_probe_set(db: &SqlitePool, spec: ProbeSetSpec) -> anyhow::
 /// [`register_probe_set`] for a set the caller has scanned already (a dissection scans its set
 /// once and registers it from that scan).
 pub async fn register_scanned_set(db: &SqlitePool, spec: &ProbeSetSpec, set: &ScannedSet) -> anyhow::Result<i64> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let existing: Option<(i64, String)> = sqlx::query_as(
         "SELECT id, slug FROM probe_sets WHERE content_sha256 = ? AND heldout_fraction = ? AND split_seed = ?",
     )
@@ -164,7 +164,7 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
         h.update(layer_list.join("\n").as_bytes());
         hex::encode(h.finalize())
     };
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     if let Some(id) = sqlx::query_scalar::<_, i64>("SELECT id FROM models WHERE fingerprint = ?")
         .bind(&fingerprint)
         .fetch_optional(&mut *tx)

@@ -50,7 +50,7 @@ pub async fn open_run(db: &SqlitePool, spec: &RunSpec<'_>) -> anyhow::Result<Ope
     let provenance = provenance_json(spec.provenance).to_string();
     let summary = spec.options.summary.as_str();
     let scoring = spec.options.scoring.as_str().replace('-', "_");
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let existing: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM dissection_runs
          WHERE method = 'dnd' AND model_id = ? AND layer_id = ? AND probe_set_id = ? AND neurons_spec = ?
@@ -175,7 +175,7 @@ impl NeuronWriter {
 
     /// Writes one neuron's outcome in one transaction.
     pub async fn write(&self, db: &SqlitePool, outcome: &NeuronOutcome) -> anyhow::Result<()> {
-        let mut tx = db.begin().await?;
+        let mut tx = crate::db::begin_write(db).await?;
         let unit = outcome.unit();
         let neuron_id: i64 = sqlx::query_scalar("SELECT id FROM neurons WHERE layer_id = ? AND unit = ?")
             .bind(self.layer_id)

@@ -308,7 +308,7 @@ pub async fn enqueue_registration(db: &SqlitePool, kind: &str, r: &RegisterReque
 
 /// Queues a job unless an identical one is queued or running (then answers that one).
 async fn enqueue(db: &SqlitePool, kind: &str, payload: &str) -> Result<i64, JobError> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let existing: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE kind = ? AND status IN ('queued', 'running') AND cancel_requested = 0
            AND payload_json = ? ORDER BY id LIMIT 1",
@@ -338,7 +338,7 @@ async fn enqueue(db: &SqlitePool, kind: &str, payload: &str) -> Result<i64, JobE
 /// A queued job is cancelled at once; a running one is asked to stop (the runner stops it
 /// between neurons, keeping those finished).
 pub async fn request_cancel(db: &SqlitePool, id: i64) -> Result<(), JobError> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
     match status.as_deref() {
@@ -378,7 +378,7 @@ pub struct ClaimedJob {
 /// any job is claimed); answers how many.
 pub async fn requeue_interrupted(db: &SqlitePool) -> Result<u64, JobError> {
     fail_stale_command_line_jobs(db).await?;
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     // A command-line run is its own process's, which may well be running still.
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' AND device NOT LIKE 'cli:%'")
         .fetch_all(&mut *tx)
@@ -418,7 +418,7 @@ pub const COMMAND_LINE_STALE_SECS: i64 = 120;
 /// progress and end ([`set_progress`], [`heartbeat`], [`finish`]) as the server's runner does.
 pub async fn start_command_line_job(db: &SqlitePool, request: &DissectJobRequest) -> Result<i64, JobError> {
     let payload = serde_json::to_string(request).expect("a request serialises");
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (kind, payload_json, status, device, attempts, started_at, heartbeat_at, message)
          VALUES ('dissect', ?, 'running', ?, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'),
@@ -451,7 +451,7 @@ pub async fn command_line_jobs_state(db: &SqlitePool) -> Result<String, JobError
 /// Marks command-line jobs whose process stopped without recording an end (killed, crashed,
 /// machine down) as failed; answers how many.
 pub async fn fail_stale_command_line_jobs(db: &SqlitePool) -> Result<u64, JobError> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let stale: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT id, heartbeat_at FROM jobs WHERE status = 'running' AND device LIKE 'cli:%'
            AND (heartbeat_at IS NULL OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?))",
@@ -566,7 +566,7 @@ pub enum Outcome<'a> {
 }
 
 pub async fn finish(db: &SqlitePool, id: i64, outcome: Outcome<'_>) -> Result<(), JobError> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let (sql, level, event, text, result): (&'static str, &str, String, &str, Option<&str>) = match outcome {
         Outcome::Done { message, result_json } => (
             "UPDATE jobs SET status = 'done', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), message = ?, result_json = ? WHERE id = ?",

@@ -24,7 +24,7 @@ pub async fn store_import(db: &SqlitePool, rec: ImportRecord<'_>, parsed: &Parse
         super::import::check_label_length(&r.text)
             .map_err(|e| anyhow::anyhow!("unit {} of layer `{}`: {e}", r.unit, r.layer))?;
     }
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin_write(db).await?;
     let import_id: i64 = sqlx::query_scalar(
         "INSERT INTO label_imports (model_id, method, source_name, format, file_name, file_sha256,
              layer_mapping_json, row_count)
