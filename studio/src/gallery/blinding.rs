@@ -97,14 +97,7 @@ mod queries {
         if audience == Audience::Trusted {
             return Ok(None);
         }
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT l.id FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
-        )
-        .bind(model)
-        .bind(layer)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match id {
+        match crate::gallery::queries::layer_id(conn, model, layer).await? {
             Some(id) => of_layer(conn, id, audience).await,
             None => Ok(None),
         }

@@ -40,6 +40,15 @@ pub fn crop_of(r: &SqliteRow) -> Option<[i64; 4]> {
     }
 }
 
+/// The id of layer `layer` of the model with slug `model`, if both exist.
+pub async fn layer_id(db: &mut SqliteConnection, model: &str, layer: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT l.id FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?")
+        .bind(model)
+        .bind(layer)
+        .fetch_optional(db)
+        .await
+}
+
 struct LayerRow {
     id: i64,
     model_name: String,

@@ -43,14 +43,9 @@ pub async fn top_images(
     k: usize,
 ) -> sqlx::Result<Vec<Vec<RecordedImage>>> {
     let none = || units.iter().map(|_| Vec::new()).collect();
-    let layer_id: Option<i64> = sqlx::query_scalar(
-        "SELECT l.id FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? AND l.name = ?",
-    )
-    .bind(model)
-    .bind(layer)
-    .fetch_optional(db)
-    .await?;
-    let Some(layer_id) = layer_id else { return Ok(none()) };
+    let Some(layer_id) = super::queries::layer_id(&mut *db.acquire().await?, model, layer).await? else {
+        return Ok(none());
+    };
     let found = match source.top_images(layer_id, units, k, "mean").await {
         Ok(found) => found,
         Err(why) => {

@@ -451,14 +451,17 @@ pub async fn command_line_jobs_state(db: &SqlitePool) -> Result<String, JobError
 /// Marks command-line jobs whose process stopped without recording an end (killed, crashed,
 /// machine down) as failed; answers how many.
 pub async fn fail_stale_command_line_jobs(db: &SqlitePool) -> Result<u64, JobError> {
+    // The runner asks this on every idle tick: read first, and take the write lock only when
+    // there is something to mark.
+    const STALE: &str = "SELECT id, heartbeat_at FROM jobs WHERE status = 'running' AND device LIKE 'cli:%'
+           AND (heartbeat_at IS NULL OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?))";
+    let age = format!("-{COMMAND_LINE_STALE_SECS} seconds");
+    let any: Vec<(i64, Option<String>)> = sqlx::query_as(STALE).bind(&age).fetch_all(db).await?;
+    if any.is_empty() {
+        return Ok(0);
+    }
     let mut tx = crate::db::begin_write(db).await?;
-    let stale: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT id, heartbeat_at FROM jobs WHERE status = 'running' AND device LIKE 'cli:%'
-           AND (heartbeat_at IS NULL OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?))",
-    )
-    .bind(format!("-{COMMAND_LINE_STALE_SECS} seconds"))
-    .fetch_all(&mut *tx)
-    .await?;
+    let stale: Vec<(i64, Option<String>)> = sqlx::query_as(STALE).bind(&age).fetch_all(&mut *tx).await?;
     for (id, last) in &stale {
         let error = format!(
             "the command-line run stopped without finishing: no sign of its process since {}              (killed or crashed?); run the same `dnd dissect` again to resume",
