@@ -310,6 +310,7 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
             },
             best: Some(order[0]),
             top3: order[..3].to_vec(),
+            best_by_scoring: Vec::new(),
             concepts: concept_entries,
             top,
         };

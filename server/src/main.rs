@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use studio::config::Config;
 use studio::dissection::activation_dir;
+use studio::methods::Method;
 use studio::{builtin, clip_dissect, db, dissection, evaluate, labels, study_images};
 
 #[derive(Parser)]
@@ -285,8 +286,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ImportLabels { model, file, method, layer, map, source, skip_unknown_layers } => {
             let method = method
                 .map(|m| {
-                    labels::import::Method::parse(&m).with_context(|| {
-                        format!("unknown method `{m}` (dnd, clip-dissect, milan, netdissect, falcon, other)")
+                    Method::parse(&m).with_context(|| {
+                        let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+                        format!("unknown method `{m}` ({})", known.join(", "))
                     })
                 })
                 .transpose()?;

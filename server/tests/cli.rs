@@ -108,12 +108,13 @@ fn typos_name_the_valid_choices() {
     assert!(text(&o).contains("holds no usable image"), "{}", text(&o));
 }
 
-fn query_i64(db: &Path, sql: &'static str) -> i64 {
+fn query_i64(db: &Path, sql: &str) -> i64 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
         let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        // Test queries, some formatted: no outside input.
+        let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
         pool.close().await;
         v
     })
@@ -180,10 +181,33 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
         query_i64(
             &db,
             "SELECT COUNT(*) FROM labels l JOIN candidate_concepts c ON c.id = l.concept_id
-             WHERE l.method = 'dnd' AND l.rank = 1 AND l.is_current = 1 AND c.selected = 1"
+             WHERE l.method = 'dnd' AND l.source_name = '' AND l.rank = 1 AND l.is_current = 1 AND c.selected = 1"
         ),
         2,
         "the rank-1 DnD label is the selected concept"
+    );
+    // Each scoring function's best concept is a label source of its own (the paper's Table 4),
+    // and the run's own function (the default) agrees with the run's label.
+    for function in ["mean", "topk-squared", "image-products", "topk-squared-image-products"] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM labels l JOIN candidate_concepts c ON c.id = l.concept_id
+             WHERE l.source_name = '{function} scoring' AND l.is_variant = 1 AND l.rank = 1 AND l.is_current = 1
+               AND l.score = c.score_{}",
+            if function == "topk-squared-image-products" {
+                "topk_squared_image_products".into()
+            } else {
+                function.replace('-', "_")
+            }
+        );
+        assert_eq!(query_i64(&db, &sql), 2, "{function}: one label per neuron, scored by its function");
+    }
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM labels v JOIN labels l ON l.neuron_id = v.neuron_id AND l.source_name = '' AND l.rank = 1
+             WHERE v.source_name = 'topk-squared-image-products scoring' AND v.concept_id = l.concept_id"
+        ),
+        2
     );
     assert_eq!(query_i64(&db, "SELECT uses_substitutes FROM dissection_runs"), 1);
     assert_eq!(
@@ -243,7 +267,14 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     );
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM dissection_runs"), 1);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM run_neurons WHERE status = 'done'"), 2);
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM labels WHERE method = 'dnd' AND rank = 1 AND is_current = 1"), 2);
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM labels WHERE method = 'dnd' AND source_name = '' AND rank = 1 AND is_current = 1"
+        ),
+        2
+    );
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM labels WHERE is_variant = 1 AND is_current = 1"), 8);
 
     // The quality report measures these labels on images no step saw.
     let o = dnd(dir.path(), &["quality", "--json"]);
@@ -272,7 +303,10 @@ fn dissect_stores_labels_with_provenance_and_resumes() {
     assert!((-1.0..=1.0).contains(&sim), "{m}");
     assert!(m["simulation_chance"]["n"].as_u64().unwrap() >= 1, "{m}");
     assert!(!report["classes"].as_array().unwrap().is_empty(), "evaluation images come in category folders");
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM evaluations WHERE kind = 'final_layer_cosine'"), 1);
+    // One evaluation per label source: the run's labels and its four scoring variants.
+    assert_eq!(dnd_final["source"], "", "the run's own labels come first");
+    assert_eq!(final_layer["methods"].as_array().unwrap().len(), 5, "{final_layer}");
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM evaluations WHERE kind = 'final_layer_cosine'"), 5);
 
     // A labelled folder that is not one fails before any work, naming the flag.
     let o = dnd(dir.path(), &["quality", "--classes", "/nonexistent/classes"]);

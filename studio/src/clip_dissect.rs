@@ -8,8 +8,9 @@
 
 use crate::config::{Config, ServicesSection};
 use crate::engine::{self, OnStep};
-use crate::labels::import::{Format, LabelRow, Method, ParsedFile};
+use crate::labels::import::{Format, LabelRow, ParsedFile};
 use crate::labels::store::{store_import, ImportRecord};
+use crate::methods::Method;
 use anyhow::Context;
 use dissect::clip_dissect::{self, Clip, Origin, SoftWpmiParams, UnitLabel};
 use dissect::crops::Summary;

@@ -10,7 +10,7 @@
 
 use crate::gallery::queries::rank1_top_images;
 use crate::gallery::{blinding, Audience, ImageRef};
-use crate::labels::import::Method;
+use crate::methods::Method;
 use anyhow::Context;
 use dissect::text_encoder::{SentenceEncoder, TextModel};
 use sqlx::{Row, SqlitePool};

@@ -1,7 +1,8 @@
 //! The SQLite database: connection options every connection gets, and the migrations.
 
+use crate::methods::Method;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
             .map_err(|e| anyhow::anyhow!("cannot create database folder {}: {e}", dir.display()))?;
     }
     let options = options(path, Durability::ProcessCrash);
+    migrate(&options).await.map_err(|e| anyhow::anyhow!("applying migrations to {} failed: {e}", path.display()))?;
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         // A SQLite connection is in-process and cannot go stale; the default ping on every
@@ -47,11 +49,24 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
         .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
-    sqlx::migrate!("../migrations")
-        .run(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying migrations to {} failed: {e}", path.display()))?;
     Ok(pool)
+}
+
+/// Applies pending migrations on a connection of their own, closed afterwards: a migration that
+/// rebuilds tables turns foreign keys off for its span (0009), and a failure half-way must not
+/// leave such a connection in the pool. Then fills `label_methods` from [`Method::ALL`], the one
+/// definition of the methods, which every `method` column references.
+async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
+    let mut conn = SqliteConnection::connect_with(options).await?;
+    sqlx::migrate!("../migrations").run(&mut conn).await?;
+    for m in Method::ALL {
+        sqlx::query("INSERT INTO label_methods (slug) VALUES (?) ON CONFLICT (slug) DO NOTHING")
+            .bind(m.as_str())
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 /// One more connection to the database that [`open`] opened, whose commits have `durability`:
@@ -103,5 +118,81 @@ mod tests {
         assert_eq!(sync, 2, "FULL");
         let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies").fetch_one(&writer).await.unwrap();
         assert_eq!(tables, 0);
+        let methods: Vec<String> =
+            sqlx::query_scalar("SELECT slug FROM label_methods ORDER BY slug").fetch_all(&pool).await.unwrap();
+        let mut defined: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+        defined.sort();
+        assert_eq!(methods, defined, "label_methods holds exactly the methods defined in Rust");
+    }
+
+    async fn row_counts(pool: &SqlitePool, tables: &[&str]) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for t in tables {
+            let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {t}"));
+            counts.push(sqlx::query_scalar(sql).fetch_one(pool).await.unwrap());
+        }
+        counts
+    }
+
+    /// Migration 0009 rebuilds the tables that name a method: a database with labels, imports and
+    /// a study that shows those labels comes through whole, with foreign keys on again.
+    #[tokio::test]
+    async fn rebuilding_the_method_tables_keeps_every_row() {
+        use study::fixture::{self, FixedImages};
+        use study::types::{LayerChoice, MethodRef, NewStudy};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let options = options(&path, Durability::ProcessCrash);
+        let before = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.unwrap();
+        sqlx::migrate!("../migrations").run_to(8, &before).await.unwrap();
+        fixture::seed(&before).await;
+        let mut s = NewStudy::with_defaults(
+            "pilot",
+            fixture::MODEL,
+            vec![LayerChoice { layer: "block3".into(), units: "0-3".into() }],
+            ["dnd", "milan"].iter().map(|m| MethodRef { method: m.to_string(), source: String::new() }).collect(),
+        );
+        s.raters_per_item = 1;
+        // Today's study set-up checks methods against label_methods, which 0008 lacks: a
+        // temporary one on this single connection stands in for it, and goes with the connection.
+        sqlx::query("CREATE TEMP TABLE label_methods AS SELECT 'dnd' AS slug UNION SELECT 'milan'")
+            .execute(&before)
+            .await
+            .unwrap();
+        let study_id = study::setup::create_study(&before, &FixedImages { db: before.clone() }, &s).await.unwrap();
+        let tables = ["labels", "label_imports", "study_methods", "study_descriptions", "study_items"];
+        let counts = row_counts(&before, &tables).await;
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+        let shown: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT d.label_id, l.text FROM study_descriptions d JOIN labels l ON l.id = d.label_id ORDER BY d.id",
+        )
+        .fetch_all(&before)
+        .await
+        .unwrap();
+        before.close().await;
+
+        let pool = open(&path).await.unwrap();
+        assert_eq!(row_counts(&pool, &tables).await, counts, "rows of {tables:?}");
+        let shown_after: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT d.label_id, l.text FROM study_descriptions d JOIN labels l ON l.id = d.label_id ORDER BY d.id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(shown_after, shown, "a study's descriptions still point at the same labels");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&pool).await.unwrap();
+        assert_eq!(fk, 1);
+        assert!(sqlx::query("PRAGMA foreign_key_check").fetch_all(&pool).await.unwrap().is_empty());
+        // The method columns now refer to label_methods: an unknown method is refused...
+        let e = sqlx::query("UPDATE study_methods SET method = 'tcav' WHERE study_id = ? AND position = 0")
+            .bind(study_id)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+        // ...and a study of a method the database has never seen cannot be created.
+        s.methods[1].method = "tcav".into();
+        let e = study::setup::create_study(&pool, &FixedImages { db: pool.clone() }, &s).await.unwrap_err();
+        assert!(e.to_string().contains("unknown method `tcav`"), "{e}");
     }
 }

@@ -10,7 +10,7 @@
 //! [`dissection::RunObserver`]) and answers reports for a front end to show.
 //!
 //! Without the `service` feature only the types front ends share with the browser bundle are
-//! built ([`jobs`]' requests and views, [`gallery`]'s and [`catalog`]'s views); everything else needs it.
+//! built ([`jobs`]' requests and views, [`gallery`]'s and [`catalog`]'s views, [`methods`]); everything else needs it.
 
 #[cfg(feature = "service")]
 pub mod builtin;
@@ -33,6 +33,7 @@ pub mod gallery;
 pub mod jobs;
 #[cfg(feature = "service")]
 pub mod labels;
+pub mod methods;
 #[cfg(feature = "service")]
 pub mod registry;
 #[cfg(feature = "service")]

@@ -52,12 +52,7 @@ pub async fn register_fake_model(db: &SqlitePool, dir: &std::path::Path, model: 
 
 /// Imports `csv` (any label file layout) into the model `m` of [`register_fake_model`], as
 /// `dnd import-labels` would; `method` and `layer` as its options.
-pub async fn import_labels(
-    db: &SqlitePool,
-    csv: &str,
-    method: Option<crate::labels::import::Method>,
-    layer: Option<&str>,
-) {
+pub async fn import_labels(db: &SqlitePool, csv: &str, method: Option<crate::methods::Method>, layer: Option<&str>) {
     let options = crate::labels::ImportOptions {
         method,
         source_name: "",

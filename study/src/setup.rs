@@ -11,9 +11,6 @@ use sqlx::{Row, SqlitePool};
 use std::future::Future;
 use std::pin::Pin;
 
-/// The methods a study can compare (the `labels.method` values).
-pub const METHODS: [&str; 6] = ["dnd", "clip-dissect", "milan", "netdissect", "falcon", "other"];
-
 /// An image a task shows, with the neuron's activation on it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShownImage {
@@ -63,9 +60,6 @@ fn validate(s: &NewStudy) -> Result<()> {
         return invalid(format!("a study compares 2 to 6 methods; {} chosen", s.methods.len()));
     }
     for (i, m) in s.methods.iter().enumerate() {
-        if !METHODS.contains(&m.method.as_str()) {
-            return invalid(format!("unknown method `{}` (one of {})", m.method, METHODS.join(", ")));
-        }
         if s.methods[..i].contains(m) {
             return invalid(format!("method `{}` is chosen twice", describe(m)));
         }
@@ -105,10 +99,21 @@ pub fn describe(m: &MethodRef) -> String {
     }
 }
 
+/// Every chosen method is one the database knows (`label_methods`, filled by the service layer
+/// from its one definition of the methods).
+async fn check_methods_known(db: &SqlitePool, s: &NewStudy) -> Result<()> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT slug FROM label_methods ORDER BY slug").fetch_all(db).await?;
+    match s.methods.iter().find(|m| !known.contains(&m.method)) {
+        Some(m) => invalid(format!("unknown method `{}` (one of {})", m.method, known.join(", "))),
+        None => Ok(()),
+    }
+}
+
 /// Creates the study (status `draft`) and returns its id. Nothing is written unless everything
 /// checks out.
 pub async fn create_study(db: &SqlitePool, images: &dyn TopImageSource, s: &NewStudy) -> Result<i64> {
     validate(s)?;
+    check_methods_known(db, s).await?;
     let model_id: i64 = sqlx::query_scalar("SELECT id FROM models WHERE slug = ?")
         .bind(&s.model)
         .fetch_optional(db)

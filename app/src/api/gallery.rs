@@ -3,8 +3,9 @@
 
 use leptos::prelude::*;
 pub use studio::gallery::{
-    method_order, Blinding, LabelSource, LabelView, LayerQuery, LayerSort, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
+    Blinding, LabelSource, LabelView, LayerQuery, LayerSort, LayerView, NeuronRow, NeuronView, PAGE_SIZE,
 };
+use studio::methods::Method;
 
 /// `None` when the model or layer does not exist.
 #[server]
@@ -19,7 +20,7 @@ pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnE
             .map_err(super::db_error)?;
     }
     if let Some(v) =
-        view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == "clip-dissect"))
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == Method::ClipDissect))
     {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }
@@ -34,7 +35,7 @@ pub async fn get_neuron(model: String, layer: String, unit: i64) -> Result<Optio
     let mut view =
         studio::gallery::queries::neuron(&ctx.db, &model, &layer, unit, audience).await.map_err(super::db_error)?;
     if let Some(v) =
-        view.as_mut().filter(|v| v.blinded.is_none() && !v.labels.iter().any(|l| l.method == "clip-dissect"))
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.labels.iter().any(|l| l.method == Method::ClipDissect))
     {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }
@@ -62,14 +63,7 @@ fn clip_dissect_note(model: &str, layer: &str) -> String {
     }
 }
 
-/// Human name of a method.
-pub fn method_title(method: &str) -> &'static str {
-    match method {
-        "dnd" => "DnD",
-        "clip-dissect" => "CLIP-Dissect",
-        "milan" => "MILAN",
-        "netdissect" => "Network Dissection",
-        "falcon" => "FALCON",
-        _ => "Other",
-    }
+/// Human name of a method given by its slug (as study set-ups store it).
+pub fn method_title(slug: &str) -> &'static str {
+    Method::from_stored(slug).title()
 }

@@ -60,13 +60,7 @@ pub async fn search_concepts(model: String, query: String) -> Result<Option<Conc
                 layer: h.layer,
                 unit: h.unit,
                 class_name: h.class_name,
-                label: LabelView {
-                    method: h.method.as_str().to_string(),
-                    source: h.source,
-                    rank: h.rank,
-                    text: h.text,
-                    score: None,
-                },
+                label: LabelView { method: h.method, source: h.source, rank: h.rank, text: h.text, score: None },
                 cosine: h.cosine as f64,
                 thumb: h.top_image,
             })

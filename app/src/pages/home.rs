@@ -187,9 +187,9 @@ fn step_text(step: FirstRunStep) -> (&'static str, AnyView) {
             .into_any(),
         ),
         FirstRunStep::Compare => (
-            "Compare with another method",
+            "Compare labels",
             view! {
-                "Label the same neurons a second way: " <code>"dnd import-labels --model efficientnet-lite0 labels.csv"</code>
+                "A DnD run also labels each neuron by each of the paper's four scoring functions (sources \"mean scoring\" … \"topk-squared-image-products scoring\"), side by side on the neuron page. Or label the same neurons a second way: " <code>"dnd import-labels --model efficientnet-lite0 labels.csv"</code>
                 " (MILAN, CLIP-Dissect, NetDissect or a layer,unit,description file), or "
                 <code>"dnd clip-dissect --layer stage6 --units 0-9"</code>
                 " with a CLIP model configured. The layer page then shows the methods side by side."
@@ -199,7 +199,8 @@ fn step_text(step: FirstRunStep) -> (&'static str, AnyView) {
         FirstRunStep::Study => (
             "Run a rating study",
             view! {
-                "At " <a href="/admin">"/admin"</a> ", create a study of the neurons two methods labelled, open it and "
+                "At " <a href="/admin">"/admin"</a> ", create a study of the neurons two methods (or two label sources, "
+                "such as DnD's mean and topk-squared-image-products scoring) labelled, open it and "
                 "invite raters with their links; results fill in as they rate."
             }
             .into_any(),

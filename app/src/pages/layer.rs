@@ -2,7 +2,7 @@
 //! filterable by label text or to labelled neurons, sortable, with a jump-to-unit box. All state
 //! lives in the URL (`?q=&sort=&labelled=1&page=`), so every view can be linked.
 
-use crate::api::{get_layer, method_title, LayerQuery, LayerSort};
+use crate::api::{get_layer, LayerQuery, LayerSort};
 use crate::components::{urlencode, ErrorNote};
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
@@ -87,9 +87,9 @@ pub fn LayerPage() -> impl IntoView {
                             {blinded.map(|t| view! { <p class="notice" id="blinded">{t}</p> })}
                             {(!v.sources.is_empty()).then(|| {
                                 let links = v.sources.iter().map(|s| {
-                                    let m = &s.method;
+                                    let m = s.method;
                                     let mut base = format!("/export/{}/{}?method={m}", req.model, req.layer);
-                                    let mut title = method_title(m).to_string();
+                                    let mut title = m.title().to_string();
                                     if !s.source.is_empty() {
                                         base += &format!("&source={}", urlencode(&s.source));
                                         title += &format!(" ({})", s.source);
@@ -98,7 +98,7 @@ pub fn LayerPage() -> impl IntoView {
                                         <span class="export">
                                             {title} ": "
                                             <a href=format!("{base}&format=json") download="">"JSON"</a> " · "
-                                            <a href=format!("{base}&format={}", csv_format(m)) download="">"CSV"</a>
+                                            <a href=format!("{base}&format={}", m.export_layout().as_str()) download="">"CSV"</a>
                                         </span>
                                     }
                                 }).collect_view();
@@ -134,8 +134,8 @@ pub fn LayerPage() -> impl IntoView {
                                             {n.class_name.map(|c| view! { <p class="class-name" title="ground-truth class">{c}</p> })}
                                             <dl>
                                                 {n.labels.into_iter().map(|l| view! {
-                                                    <dt>{method_title(&l.method)}</dt>
-                                                    <dd data-method=l.method.clone()>{l.text}</dd>
+                                                    <dt>{l.method.title()}</dt>
+                                                    <dd data-method=l.method.as_str()>{l.text}</dd>
                                                 }).collect_view()}
                                             </dl>
                                         </li>
@@ -152,15 +152,5 @@ pub fn LayerPage() -> impl IntoView {
                 }
             })}
         </Suspense>
-    }
-}
-
-/// The CSV layout a method's labels are exported in by default (its own published format).
-fn csv_format(method: &str) -> &'static str {
-    match method {
-        "dnd" => "dnd-top3",
-        "clip-dissect" => "clip-dissect",
-        "netdissect" => "netdissect-tally",
-        _ => "milan",
     }
 }

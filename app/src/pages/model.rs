@@ -1,7 +1,7 @@
 //! `/m/{model}`: one model, its dissectable layers, and concept search over its labels
 //! (`?concept=`, so a search can be linked).
 
-use crate::api::{get_model, method_title, search_concepts, ConceptSearchView};
+use crate::api::{get_model, search_concepts, ConceptSearchView};
 use crate::components::ErrorNote;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -118,7 +118,7 @@ fn ConceptHits(slug: String, concept: String, found: ConceptSearchView) -> impl 
             <ol class="concept-hits">
                 {found.hits.into_iter().map(|h| {
                     let href = format!("/m/{slug}/{}/{}", h.layer, h.unit);
-                    let mut method = method_title(&h.label.method).to_string();
+                    let mut method = h.label.method.title().to_string();
                     if !h.label.source.is_empty() {
                         method += &format!(" ({})", h.label.source);
                     }
@@ -134,7 +134,7 @@ fn ConceptHits(slug: String, concept: String, found: ConceptSearchView) -> impl 
                             })}
                             <a href=href class="unit">{format!("{} · unit {}", h.layer, h.unit)}</a>
                             {h.class_name.map(|c| view! { <span class="class-name" title="ground-truth class">{c}</span> })}
-                            <span class="label" data-method=h.label.method.clone()>
+                            <span class="label" data-method=h.label.method.as_str()>
                                 <span class="method">{method}</span> ": " {h.label.text}
                             </span>
                             <span class="cosine" title="cosine similarity to the search text">{format!("{:.3}", h.cosine)}</span>

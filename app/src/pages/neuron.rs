@@ -2,7 +2,7 @@
 //! unit (also with the ← and → keys once the page is interactive), and below them the neuron's
 //! latest DnD run (components, D_top, candidate concepts).
 
-use crate::api::{get_neuron, get_neuron_run, method_title};
+use crate::api::{get_neuron, get_neuron_run};
 use crate::components::{DndRunSection, ErrorNote};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_location, use_navigate, use_params_map};
@@ -89,12 +89,12 @@ pub fn NeuronPage() -> impl IntoView {
                                         <tbody>
                                             {n.labels.into_iter().map(|l| {
                                                 let method = if l.source.is_empty() {
-                                                    method_title(&l.method).to_string()
+                                                    l.method.title().to_string()
                                                 } else {
-                                                    format!("{} ({})", method_title(&l.method), l.source)
+                                                    format!("{} ({})", l.method.title(), l.source)
                                                 };
                                                 view! {
-                                                    <tr data-method=l.method.clone()>
+                                                    <tr data-method=l.method.as_str()>
                                                         <td>{method}</td>
                                                         <td>{l.rank}</td>
                                                         <td>{l.text}</td>

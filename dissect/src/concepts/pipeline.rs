@@ -137,6 +137,10 @@ pub struct NeuronResult {
     pub best: Option<usize>,
     /// "Multiple labels": up to three indices into `concepts`, best first, near-duplicates dropped.
     pub top3: Vec<usize>,
+    /// The best concept under each scoring function, in [`ScoringFunction::ALL`]'s order (empty
+    /// when there were no candidates): the paper's Table 4 compares these in a human study.
+    #[serde(default)]
+    pub best_by_scoring: Vec<(ScoringFunction, usize)>,
 }
 
 impl NeuronResult {
@@ -649,8 +653,12 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
         let img_emb: Vec<Vec<Vec<f32>>> =
             image_keys.iter().map(|keys| keys.iter().map(|k| caches.embeddings[k].clone()).collect()).collect();
         let scores = score_concepts(&activations, &top_emb, &img_emb);
-        let order =
-            order_with_ties(&scores, self.options.scoring, &TieBreak { support: &candidates.support, labels: &labels });
+        let ties = TieBreak { support: &candidates.support, labels: &labels };
+        let order = order_with_ties(&scores, self.options.scoring, &ties);
+        let best_by_scoring: Vec<(ScoringFunction, usize)> = ScoringFunction::ALL
+            .into_iter()
+            .filter_map(|f| order_with_ties(&scores, f, &ties).first().map(|&best| (f, best)))
+            .collect();
         let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
         let text_emb =
             self.providers.text_encoder.embed(&label_refs).map_err(|e| (PipelineStage::Scores, e.to_string()))?;
@@ -677,7 +685,7 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                     .collect(),
             })
             .collect();
-        Ok(NeuronResult { unit, top, candidates, concepts, best: order.first().copied(), top3 })
+        Ok(NeuronResult { unit, top, candidates, concepts, best: order.first().copied(), top3, best_by_scoring })
     }
 }
 

@@ -63,7 +63,8 @@ pub struct FirstRunProgress {
     pub recorded_layers: i64,
     /// Neurons with at least one current label (any method).
     pub labelled_neurons: i64,
-    /// Neurons labelled by two or more methods: what the comparison and a study need.
+    /// Neurons with labels from two or more sources (two methods, or a DnD run and its scoring
+    /// variants): what the comparison and a study need.
     pub compared_neurons: i64,
     pub studies: i64,
 }

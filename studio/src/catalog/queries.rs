@@ -100,7 +100,8 @@ pub async fn first_run_progress(db: &SqlitePool) -> sqlx::Result<FirstRunProgres
             (SELECT COUNT(DISTINCT layer_id) FROM activation_caches WHERE status = 'complete') AS recorded_layers,
             (SELECT COUNT(DISTINCT neuron_id) FROM labels WHERE is_current = 1) AS labelled_neurons,
             (SELECT COUNT(*) FROM (SELECT neuron_id FROM labels WHERE is_current = 1
-                                   GROUP BY neuron_id HAVING COUNT(DISTINCT method) >= 2)) AS compared_neurons,
+                                   GROUP BY neuron_id
+                                   HAVING COUNT(DISTINCT method || '/' || source_name) >= 2)) AS compared_neurons,
             (SELECT COUNT(*) FROM studies) AS studies",
     )
     .fetch_one(db)
@@ -125,7 +126,7 @@ pub async fn overview(db: &SqlitePool) -> sqlx::Result<Overview> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::import::Method;
+    use crate::methods::Method;
     use crate::test_support::{self, import_labels, register_fake_model, FakeModel};
     use dissect::model::{LayerInfo, LayerKind};
 

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use dissect::concepts::pipeline::{DissectOptions, NeuronOutcome, NeuronResult};
+use dissect::concepts::scoring::ScoringFunction;
 use dissect::concepts::ComponentInfo;
 use dissect::crops::{ImageMap, Summary};
 use sha2::{Digest, Sha256};
@@ -403,7 +404,42 @@ impl NeuronWriter {
             .execute(&mut *tx)
             .await?;
         }
+        // The best concept under each scoring function, one label source each (rank 1 only),
+        // so the paper's Table 4 study — which scoring function do raters prefer? — needs no
+        // second run.
+        for &(function, ci) in &r.best_by_scoring {
+            let source = scoring_variant_source(self.source_name(), function);
+            let c = &r.concepts[ci];
+            sqlx::query("UPDATE labels SET is_current = 0 WHERE neuron_id = ? AND method = 'dnd' AND source_name = ? AND is_current = 1")
+                .bind(neuron_id)
+                .bind(&source)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO labels (neuron_id, layer_id, method, source_name, rank, text, score, run_id, concept_id, is_variant)
+                 VALUES (?, ?, 'dnd', ?, 1, ?, ?, ?, ?, 1)",
+            )
+            .bind(neuron_id)
+            .bind(self.layer_id)
+            .bind(&source)
+            .bind(&c.label)
+            .bind(function.of(&c.scores))
+            .bind(self.run_id)
+            .bind(concept_ids[ci])
+            .execute(&mut *tx)
+            .await?;
+        }
         Ok(())
+    }
+}
+
+/// The label source of a run's best concept under `function` ("mean scoring", or "leak-free,
+/// mean scoring" for a leak-free run), beside the run's own source `base`.
+pub fn scoring_variant_source(base: &str, function: ScoringFunction) -> String {
+    if base.is_empty() {
+        format!("{} scoring", function.as_str())
+    } else {
+        format!("{base}, {} scoring", function.as_str())
     }
 }
 

@@ -2,6 +2,7 @@
 //! labels side by side, and the images they show. The types are shared with the browser bundle;
 //! the queries that fill them ([`queries`]) need the `service` feature.
 
+pub use crate::methods::Method;
 use serde::{Deserialize, Serialize};
 
 pub mod blinding;
@@ -66,8 +67,7 @@ pub struct RecordedImage {
 /// One method's current label of a neuron.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelView {
-    /// `dnd`, `clip-dissect`, `milan`, `netdissect`, `falcon` or `other`.
-    pub method: String,
+    pub method: Method,
     /// Distinguishes several sources of one method; usually empty.
     pub source: String,
     /// 1 = the method's best label.
@@ -158,7 +158,7 @@ pub struct LayerView {
 /// One method's labels from one source (an import's or a run's name; empty for the usual one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelSource {
-    pub method: String,
+    pub method: Method,
     pub source: String,
 }
 
@@ -179,11 +179,6 @@ pub struct NeuronView {
     /// Set when the labels are hidden from this visitor (then `labels` is empty).
     #[serde(default)]
     pub blinded: Option<Blinding>,
-}
-
-/// Display order of methods: DnD first, then the compared methods as in the paper's tables.
-pub fn method_order(method: &str) -> usize {
-    ["dnd", "clip-dissect", "milan", "netdissect", "falcon", "other"].iter().position(|m| *m == method).unwrap_or(9)
 }
 
 #[cfg(test)]

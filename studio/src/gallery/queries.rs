@@ -79,7 +79,7 @@ async fn find_layer(db: &mut SqliteConnection, model: &str, layer: &str) -> sqlx
 
 fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
     LabelView {
-        method: r.get("method"),
+        method: Method::from_stored(r.get::<&str, _>("method")),
         source: r.get("source_name"),
         rank: r.get("rank"),
         text: r.get("text"),
@@ -101,10 +101,11 @@ const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
 /// One page of matching neurons (`?4` rows from `?5`) with the number of all matching ones.
 fn page_sql(sort: LayerSort) -> String {
     if sort == LayerSort::Score {
-        // Best DnD rank-1 score first (over all DnD sources), unscored last, then by unit.
+        // Best DnD rank-1 score first (over all DnD sources but the scoring variants, whose
+        // scores are on other functions' scales), unscored last, then by unit.
         format!(
             "{MATCHING}, s AS (SELECT lb.neuron_id, MAX(lb.score) AS score FROM labels lb
-                 WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.method = 'dnd' AND lb.rank = 1
+                 WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.method = 'dnd' AND lb.rank = 1 AND lb.is_variant = 0
                  GROUP BY lb.neuron_id)
              SELECT m.id, m.unit, m.class_name, (SELECT COUNT(*) FROM m) AS matching
              FROM m LEFT JOIN s ON s.neuron_id = m.id
@@ -193,7 +194,7 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::
     } else {
         sqlx::query(
             "SELECT neuron_id, method, source_name, rank, text, score FROM labels
-         WHERE neuron_id IN (SELECT value FROM json_each(?)) AND is_current = 1 AND rank = 1",
+         WHERE neuron_id IN (SELECT value FROM json_each(?)) AND is_current = 1 AND rank = 1 AND is_variant = 0",
         )
         .bind(&ids_json)
         .fetch_all(&mut *conn)
@@ -209,7 +210,7 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::
         .map(|r| {
             let id: i64 = r.get("id");
             let mut labels = labels_of.remove(&id).unwrap_or_default();
-            labels.sort_by_key(|l| (method_order(&l.method), l.source.clone()));
+            labels.sort_by_key(|l| (l.method.order(), l.source.clone()));
             NeuronRow {
                 unit: r.get("unit"),
                 class_name: r.get("class_name"),
@@ -223,9 +224,9 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::
     // (layer, method, source) index: one probe per method and per source found.
     let rows: Vec<(String, String)> = sqlx::query_as(
         "WITH RECURSIVE src(method, source_name) AS (
-             SELECT m.column1, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = m.column1
+             SELECT m.slug, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = m.slug
                                 AND lb.is_current = 1 ORDER BY lb.source_name LIMIT 1)
-             FROM (VALUES ('dnd'), ('clip-dissect'), ('milan'), ('netdissect'), ('falcon'), ('other')) m
+             FROM label_methods m
              UNION ALL
              SELECT s.method, (SELECT lb.source_name FROM labels lb WHERE lb.layer_id = ?1 AND lb.method = s.method
                                AND lb.is_current = 1 AND lb.source_name > s.source_name ORDER BY lb.source_name LIMIT 1)
@@ -238,9 +239,9 @@ pub async fn layer(db: &SqlitePool, q: LayerQuery, audience: Audience) -> sqlx::
     let mut sources: Vec<LabelSource> = if blinded.is_some() {
         Vec::new()
     } else {
-        rows.into_iter().map(|(method, source)| LabelSource { method, source }).collect()
+        rows.into_iter().map(|(method, source)| LabelSource { method: Method::from_stored(&method), source }).collect()
     };
-    sources.sort_by(|a, b| (method_order(&a.method), &a.source).cmp(&(method_order(&b.method), &b.source)));
+    sources.sort_by(|a, b| (a.method.order(), &a.source).cmp(&(b.method.order(), &b.source)));
     Ok(Some(LayerView {
         model_name: layer.model_name,
         layer: layer.summary,
@@ -281,7 +282,7 @@ pub async fn neuron(
             .await?;
     let mut labels: Vec<LabelView> =
         if blinded.is_some() { Vec::new() } else { labels.iter().map(label_from_row).collect() };
-    labels.sort_by_key(|l| (method_order(&l.method), l.source.clone(), l.rank));
+    labels.sort_by_key(|l| (l.method.order(), l.source.clone(), l.rank));
     let channels = layer.summary.channels;
     Ok(Some(NeuronView {
         model_slug: model.to_string(),

@@ -4,35 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// The labelling methods DnD Studio compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Dnd,
-    ClipDissect,
-    Milan,
-    NetDissect,
-    Falcon,
-    Other,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Dnd => "dnd",
-            Method::ClipDissect => "clip-dissect",
-            Method::Milan => "milan",
-            Method::NetDissect => "netdissect",
-            Method::Falcon => "falcon",
-            Method::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Method> {
-        [Method::Dnd, Method::ClipDissect, Method::Milan, Method::NetDissect, Method::Falcon, Method::Other]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-}
+use crate::methods::Method;
 
 /// The file layouts understood, recognised from the header row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

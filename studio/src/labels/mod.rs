@@ -5,8 +5,9 @@ pub mod export;
 pub mod import;
 pub mod store;
 
+use crate::methods::Method;
 use anyhow::Context;
-use import::{ImportTarget, Method};
+use import::ImportTarget;
 use sqlx::SqlitePool;
 use std::collections::{BTreeMap, HashMap};
 

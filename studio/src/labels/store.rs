@@ -2,7 +2,8 @@
 //! Earlier labels of the same (neuron, method, source) stay in the database but stop being
 //! current, so rating studies that showed them keep their meaning.
 
-use super::import::{Method, ParsedFile};
+use super::import::ParsedFile;
+use crate::methods::Method;
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use std::collections::BTreeMap;

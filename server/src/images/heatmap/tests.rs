@@ -183,6 +183,7 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
         concepts: vec![ConceptEntry { label: "thing".into(), scores, images: vec![] }],
         best: Some(0),
         top3: vec![0],
+        best_by_scoring: Vec::new(),
     };
     writer.write(&db, &NeuronOutcome::Done(Box::new(result))).await.unwrap();
 
