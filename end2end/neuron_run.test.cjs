@@ -5,7 +5,7 @@
 // toggle lays each D_top image's stored activation map (/heatmap/{key}) over its whole image.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
+const { execFile, execFileSync } = require('node:child_process');
 const { BASE_URL, launch, waitForHydration } = require('./browser.cjs');
 
 const LAYER = `${BASE_URL}/m/efficientnet-lite0/stage6`;
@@ -19,9 +19,43 @@ function dissect(units, env = {}) {
   });
 }
 
-test.before(() => {
-  // One neuron with the embedded pipeline (about a minute on 2 cores: recording + the local LLM).
-  assert.match(dissect('0'), /unit {4}0: /);
+// `dnd dissect` in the background; resolves with its output.
+function dissectInBackground(units) {
+  return new Promise((resolve, reject) => {
+    execFile('target/release/dnd', ['dissect', '--layer', 'stage6', '--neurons', units], {
+      env: { ...process.env, DND__STORAGE__DATA_DIR: process.env.DND_E2E_DATA },
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+    }, (e, stdout, stderr) => (e ? reject(new Error(`${e.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+test.before(async () => {
+  // One neuron with the embedded pipeline (about a minute on 2 cores: recording + the local LLM),
+  // started in a terminal while /jobs is open in a browser: the run shows there, tagged as the
+  // command line's, and finishes there, with no reload.
+  const b = await launch();
+  try {
+    const page = await b.context.newPage();
+    await page.goto(`${BASE_URL}/jobs`);
+    await waitForHydration(page);
+    const before = await page.locator('#jobs tr[data-job]').evaluateAll((rows) => rows.map((r) => r.dataset.job));
+    await page.evaluate(() => { window.__stayed = true; });
+    const run = dissectInBackground('0');
+    const handle = await page.waitForFunction(
+      (known) => [...document.querySelectorAll('#jobs tr[data-job]')]
+        .find((r) => !known.includes(r.dataset.job) && r.querySelector('.from-command-line'))?.dataset.job,
+      before,
+      { timeout: 120000 },
+    );
+    const id = await handle.jsonValue();
+    await page.waitForSelector(`#jobs tr[data-job="${id}"][data-status="done"]`, { timeout: 600000 });
+    assert.match(await run, /unit {4}0: /);
+    assert.equal(await page.evaluate(() => window.__stayed), true, 'the page followed the terminal without a reload');
+    assert.deepEqual(b.errors.map(String), []);
+  } finally {
+    await b.close();
+  }
   // Port 9 on loopback is closed: the LLM stage fails after its retries, in seconds.
   const failed = dissect('2', { DND__SERVICES__LLM__URL: 'http://127.0.0.1:9/v1', DND__SERVICES__LLM__MODEL: 'none' });
   assert.match(failed, /unit {4}2: FAILED at candidates/);

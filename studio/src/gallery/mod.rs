@@ -10,6 +10,9 @@ pub mod blinding;
 pub mod queries;
 #[cfg(feature = "service")]
 pub mod recorded;
+pub mod run;
+#[cfg(feature = "service")]
+pub mod run_queries;
 
 pub use blinding::{Audience, Blinding};
 
