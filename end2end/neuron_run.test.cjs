@@ -42,6 +42,7 @@ test.before(async () => {
     const before = await page.locator('#jobs tr[data-job]').evaluateAll((rows) => rows.map((r) => r.dataset.job));
     await page.evaluate(() => { window.__stayed = true; });
     const run = dissectInBackground('0');
+    run.catch(() => {}); // awaited below; a failure then fails the hook at once, not unhandled
     const handle = await page.waitForFunction(
       (known) => [...document.querySelectorAll('#jobs tr[data-job]')]
         .find((r) => !known.includes(r.dataset.job) && r.querySelector('.from-command-line'))?.dataset.job,

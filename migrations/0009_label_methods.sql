@@ -138,8 +138,11 @@ CREATE INDEX labels_neuron ON labels(neuron_id, method);
 CREATE INDEX labels_concept ON labels(concept_id);
 CREATE INDEX labels_import ON labels(import_id);
 CREATE INDEX labels_method ON labels(method);
-CREATE INDEX labels_layer_text ON labels(layer_id, neuron_id, text) WHERE is_current = 1;
-CREATE INDEX labels_layer_score ON labels(layer_id, method, rank, neuron_id, score) WHERE is_current = 1;
+-- The layer grid's filter and its sort by DnD score (0004) read these alone; they leave out the
+-- scoring variants, which the grid's cards do not show and whose scores are on other scales.
+CREATE INDEX labels_layer_text ON labels(layer_id, neuron_id, text) WHERE is_current = 1 AND is_variant = 0;
+CREATE INDEX labels_layer_score ON labels(layer_id, method, rank, neuron_id, score)
+    WHERE is_current = 1 AND is_variant = 0;
 CREATE TRIGGER labels_gallery_insert AFTER INSERT ON labels
 BEGIN UPDATE gallery_version SET version = version + 1; END;
 CREATE TRIGGER labels_gallery_update AFTER UPDATE ON labels

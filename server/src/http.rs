@@ -212,7 +212,12 @@ async fn export_labels(
         }
         return (StatusCode::NOT_FOUND, msg).into_response();
     }
-    let stem = format!("{model}_{layer}_{}", q.method);
+    // One file name per label source, so a layer's exports never overwrite each other.
+    let mut stem = format!("{model}_{layer}_{}", q.method);
+    if !q.source.is_empty() {
+        stem.push('_');
+        stem.extend(q.source.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }));
+    }
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
             let body = serde_json::json!({ "model": model, "layer": layer, "method": q.method, "labels": labels });

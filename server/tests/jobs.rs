@@ -69,7 +69,8 @@ async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
     let label: String = query(
         dir.path(),
         "SELECT l.text FROM labels l JOIN neurons n ON n.id = l.neuron_id JOIN layers y ON y.id = n.layer_id
-         WHERE y.name = 'classifier' AND n.unit = 967 AND l.method = 'dnd' AND l.rank = 1 AND l.is_current = 1",
+         WHERE y.name = 'classifier' AND n.unit = 967 AND l.method = 'dnd' AND l.source_name = '' AND l.rank = 1
+           AND l.is_current = 1",
     )
     .await;
     // The log lists the neuron's labels as it was stored, its rank-1 label first.

@@ -285,8 +285,7 @@ async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Ca
                 layer: r.get("layer"),
                 unit: r.get("unit"),
                 class_name: r.get("class_name"),
-                method: Method::parse(&method)
-                    .with_context(|| format!("a stored label has unknown method `{method}`"))?,
+                method: Method::from_stored(&method),
                 source: r.get("source_name"),
                 rank: r.get("rank"),
                 text: r.get("text"),

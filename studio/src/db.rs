@@ -1,6 +1,7 @@
 //! The SQLite database: connection options every connection gets, and the migrations.
 
 use crate::methods::Method;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::path::Path;
@@ -58,7 +59,9 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
 /// definition of the methods, which every `method` column references.
 async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
     let mut conn = SqliteConnection::connect_with(options).await?;
-    sqlx::migrate!("../migrations").run(&mut conn).await?;
+    let migrator = sqlx::migrate!("../migrations");
+    record_committed_rebuild(&mut conn, &migrator).await?;
+    migrator.run(&mut conn).await?;
     for m in Method::ALL {
         sqlx::query("INSERT INTO label_methods (slug) VALUES (?) ON CONFLICT (slug) DO NOTHING")
             .bind(m.as_str())
@@ -66,6 +69,40 @@ async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
             .await?;
     }
     conn.close().await?;
+    Ok(())
+}
+
+/// Migration 0009 commits its own transaction, and sqlx records it in a second write: a process
+/// killed between the two leaves the tables rebuilt but the migration unrecorded, and running it
+/// again would fail on the tables it made. Such a database is recorded as migrated instead.
+async fn record_committed_rebuild(conn: &mut SqliteConnection, migrator: &Migrator) -> sqlx::Result<()> {
+    const REBUILD: i64 = 9;
+    let exists = |table: &'static str| {
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)")
+            .bind(table)
+    };
+    if !exists("label_methods").fetch_one(&mut *conn).await?
+        || !exists("_sqlx_migrations").fetch_one(&mut *conn).await?
+    {
+        return Ok(());
+    }
+    let recorded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?)")
+        .bind(REBUILD)
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(m) = migrator.iter().find(|m| m.version == REBUILD).filter(|_| !recorded) {
+        tracing::warn!(
+            "migration {REBUILD} was applied but not recorded (the process stopped in between); recording it"
+        );
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, -1)",
+        )
+        .bind(m.version)
+        .bind(&*m.description)
+        .bind(&*m.checksum)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -190,6 +227,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+        // A process stopped between 0009's commit and sqlx's record of it: the next start records it.
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 9").execute(&pool).await.unwrap();
+        pool.close().await;
+        let pool = open(&path).await.unwrap();
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 9 AND success")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(recorded, 1);
+        assert_eq!(row_counts(&pool, &tables).await, counts, "nothing rebuilt twice");
         // ...and a study of a method the database has never seen cannot be created.
         s.methods[1].method = "tcav".into();
         let e = study::setup::create_study(&pool, &FixedImages { db: pool.clone() }, &s).await.unwrap_err();

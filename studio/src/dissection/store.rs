@@ -407,14 +407,17 @@ impl NeuronWriter {
         // The best concept under each scoring function, one label source each (rank 1 only),
         // so the paper's Table 4 study — which scoring function do raters prefer? — needs no
         // second run.
+        // Every variant of an earlier run is superseded, even one this result has no entry for.
+        for function in ScoringFunction::ALL {
+            sqlx::query("UPDATE labels SET is_current = 0 WHERE neuron_id = ? AND method = 'dnd' AND source_name = ? AND is_current = 1")
+                .bind(neuron_id)
+                .bind(scoring_variant_source(self.source_name(), function))
+                .execute(&mut *tx)
+                .await?;
+        }
         for &(function, ci) in &r.best_by_scoring {
             let source = scoring_variant_source(self.source_name(), function);
             let c = &r.concepts[ci];
-            sqlx::query("UPDATE labels SET is_current = 0 WHERE neuron_id = ? AND method = 'dnd' AND source_name = ? AND is_current = 1")
-                .bind(neuron_id)
-                .bind(&source)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query(
                 "INSERT INTO labels (neuron_id, layer_id, method, source_name, rank, text, score, run_id, concept_id, is_variant)
                  VALUES (?, ?, 'dnd', ?, 1, ?, ?, ?, ?, 1)",

@@ -88,11 +88,11 @@ fn label_from_row(r: &sqlx::sqlite::SqliteRow) -> LabelView {
 }
 
 /// The layer grid's neurons matching the filter (`?2`: a LIKE pattern, `%%` = all): their
-/// class name or, with `?6` = 1, any current label's text (one pass over the layer's labels, read
-/// from the `labels_layer_text` index), and with `?3` = 1 only those with a current label;
+/// class name or, with `?6` = 1, any current label's text the cards show (one pass over the layer's
+/// labels, read from the `labels_layer_text` index, which leaves out the scoring variants), and with `?3` = 1 only those with a current label;
 /// materialized once for the page and its count.
 const MATCHING: &str = "WITH hit AS (SELECT lb.neuron_id FROM labels lb
-         WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.text LIKE ?2 ESCAPE '\\'),
+         WHERE lb.layer_id = ?1 AND lb.is_current = 1 AND lb.is_variant = 0 AND lb.text LIKE ?2 ESCAPE '\\'),
      labelled AS (SELECT lb.neuron_id FROM labels lb WHERE lb.layer_id = ?1 AND lb.is_current = 1),
      m AS MATERIALIZED (SELECT n.id, n.unit, n.class_name FROM neurons n
          WHERE n.layer_id = ?1 AND (?2 = '%%' OR n.class_name LIKE ?2 ESCAPE '\\' OR (?6 AND n.id IN hit))
