@@ -136,7 +136,8 @@ test('labels export as JSON and in the method\'s CSV format, and re-import', asy
   assert.deepEqual([json.labels[0].unit, json.labels[0].text], [3, 'sharks, in water']);
   assert.match(json.labels[0].origin, /^import #\d+ \(labels\.csv\)$/);
   const res = await fetch(`${base}&format=milan`);
-  assert.match(res.headers.get('content-disposition'), /efficientnet-lite0_classifier_milan\.csv/);
+  // The file is named by its source too, so a layer's exports never overwrite each other.
+  assert.match(res.headers.get('content-disposition'), /filename="efficientnet-lite0_classifier_milan_export-test\.csv"/);
   const csv = await res.text();
   assert.equal(csv, 'layer,unit,description\nclassifier,3,"sharks, in water"\n');
   assert.match(importLabels(csv, ['--method', 'milan', '--source', 'reimport']), /imported 1 labels/);

@@ -153,6 +153,7 @@ test('the neuron page shows the run, its images load, and the crop toggle shows 
     assert.equal(png.status, 200);
     assert.equal(png.headers.get('content-type'), 'image/png');
     assert.equal(png.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    await png.arrayBuffer(); // read whole: an unread body holds its connection open
 
     // The view is in the URL: a reload (or a shared link) shows the heatmaps from the server's
     // first HTML on, and the toggle is still checked once the page is interactive.
@@ -198,9 +199,12 @@ test('the layer grid shows each dissected neuron\'s top image, served immutable 
   assert.equal(res.headers.get('cache-control'), 'public, max-age=31536000, immutable');
   const etag = res.headers.get('etag');
   assert.ok(etag);
+  await res.arrayBuffer(); // read whole: an unread body keeps this file's process from exiting
   assert.equal((await fetch(BASE_URL + thumbs[0], { headers: { 'if-none-match': etag } })).status, 304);
   const bad = await fetch(`${BASE_URL}/img/not-a-hash`);
   assert.equal(bad.status, 400);
   assert.match(await bad.text(), /sha256/);
-  assert.equal((await fetch(`${BASE_URL}/img/${'0'.repeat(64)}`)).status, 404);
+  const missing = await fetch(`${BASE_URL}/img/${'0'.repeat(64)}`);
+  assert.equal(missing.status, 404);
+  await missing.arrayBuffer();
 });
