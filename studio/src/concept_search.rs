@@ -276,22 +276,20 @@ async fn current_labels(db: &SqlitePool, model_id: i64) -> anyhow::Result<Vec<Ca
     .bind(model_id)
     .fetch_all(db)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let method: String = r.get("method");
-            Ok(Candidate {
-                neuron_id: r.get("neuron_id"),
-                layer_id: r.get("layer_id"),
-                layer: r.get("layer"),
-                unit: r.get("unit"),
-                class_name: r.get("class_name"),
-                method: Method::from_stored(&method),
-                source: r.get("source_name"),
-                rank: r.get("rank"),
-                text: r.get("text"),
-            })
+    Ok(rows
+        .iter()
+        .map(|r| Candidate {
+            neuron_id: r.get("neuron_id"),
+            layer_id: r.get("layer_id"),
+            layer: r.get("layer"),
+            unit: r.get("unit"),
+            class_name: r.get("class_name"),
+            method: Method::from_stored(r.get::<&str, _>("method")),
+            source: r.get("source_name"),
+            rank: r.get("rank"),
+            text: r.get("text"),
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
