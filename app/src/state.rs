@@ -1,12 +1,12 @@
 //! What the server hands to server functions through Leptos context (server side only).
 
-use sqlx::SqlitePool;
 use std::sync::Arc;
+use studio::db::Pool;
 pub use studio::jobs::JobSignals;
 
 #[derive(Clone)]
 pub struct ServerContext {
-    pub db: SqlitePool,
+    pub db: Pool,
     /// SHA-256 of the admin secret (config, or generated at first start): the secret buys an
     /// admin session.
     pub admin_secret_digest: Arc<str>,

@@ -13,6 +13,80 @@ pub const NUM_CLASSES: usize = 1000;
 
 const RAW: &str = include_str!("../data/imagenet_classes.txt");
 const HYPONYMS: &str = include_str!("../data/imagenet_hyponyms.tsv");
+const HYPERNYMS: &str = include_str!("../data/imagenet_hypernyms.tsv");
+
+/// A WordNet 3.0 synset above a class: "domestic cat", "feline", "mammal", …, "entity".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ancestor {
+    /// The synset's offset in WordNet's data.noun (its identity).
+    pub offset: u32,
+    /// Shortest distance from WordNet's root, `entity` (0); larger is more specific.
+    pub depth: u32,
+    /// Its first lemma, lower-case.
+    pub name: String,
+}
+
+/// Every WordNet 3.0 hypernym of a class, nearest first (`data/imagenet_hypernyms.tsv`, made by
+/// `tools/imagenet_hypernyms.py`).
+pub fn hypernyms(class: usize) -> &'static [Ancestor] {
+    static TABLE: OnceLock<Vec<Vec<Ancestor>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = vec![Vec::new(); NUM_CLASSES];
+        for line in HYPERNYMS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (class, fields) = line.split_once('\t').expect("data/imagenet_hypernyms.tsv: class<TAB>ancestors");
+            let class: usize = class.parse().expect("data/imagenet_hypernyms.tsv: a class index");
+            table[class] = fields
+                .split('|')
+                .map(|f| {
+                    let mut parts = f.splitn(3, ':');
+                    let mut next = || parts.next().expect("data/imagenet_hypernyms.tsv: offset:depth:name");
+                    let (offset, depth, name) = (next(), next(), next());
+                    Ancestor {
+                        offset: offset.parse().expect("an offset"),
+                        depth: depth.parse().expect("a depth"),
+                        name: name.to_string(),
+                    }
+                })
+                .collect();
+        }
+        table
+    });
+    &table[class]
+}
+
+/// The classes whose short name `text` mentions as whole words (case-insensitive), longer names
+/// first so "tiger cat" is not also read as "tiger".
+pub fn classes_named(text: &str) -> Vec<usize> {
+    static NAMES: OnceLock<Vec<(usize, Vec<String>)>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let mut v: Vec<(usize, Vec<String>)> = short_names()
+            .iter()
+            .enumerate()
+            .map(|(c, n)| (c, words(&n.to_lowercase()).map(str::to_string).collect::<Vec<_>>()))
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
+        v.sort_by_key(|(c, w)| (std::cmp::Reverse(w.len()), *c));
+        v
+    });
+    let lower = text.to_lowercase();
+    let text_words: Vec<&str> = words(&lower).collect();
+    let mut taken = vec![false; text_words.len()];
+    let mut found = Vec::new();
+    for (class, name) in names {
+        for start in 0..text_words.len().saturating_sub(name.len() - 1) {
+            let span = start..start + name.len();
+            if !taken[span.clone()].iter().any(|&t| t)
+                && name.iter().zip(&text_words[span.clone()]).all(|(a, b)| a == b)
+            {
+                taken[span].iter_mut().for_each(|t| *t = true);
+                if !found.contains(class) {
+                    found.push(*class);
+                }
+            }
+        }
+    }
+    found
+}
 
 /// Full class lines ("tench, Tinca tinca"), indexed by class id.
 pub fn class_names() -> &'static [String] {

@@ -307,6 +307,7 @@ async fn dnd_run(db: &SqlitePool, layer: &str) -> Layer {
                 answers: Vec::new(),
                 fell_back: false,
                 support: Vec::new(),
+                grounded: Vec::new(),
             },
             best: Some(order[0]),
             top3: order[..3].to_vec(),

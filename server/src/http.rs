@@ -179,7 +179,6 @@ async fn export_labels(
 ) -> axum::response::Response {
     use axum::http::header;
     use studio::labels::export;
-    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
     // Not while an open study rates the layer, unless the caller is an admin (module
     // `studio::gallery::blinding`).
     let cookie = app::api::study::cookie_value(&headers, app::api::study::ADMIN_COOKIE);
@@ -194,87 +193,26 @@ async fn export_labels(
         Ok(Some(b)) => return (StatusCode::FORBIDDEN, b.notice()).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
     }
-    let labels = match export::load(&state.ctx.db, &model, &layer, &q.method, &q.source).await {
-        Ok(l) => l,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
-    };
-    if labels.is_empty() {
-        let from = if q.source.is_empty() { String::new() } else { format!(" from source `{}`", q.source) };
-        let mut msg = format!("no current `{}` labels{from} for {model}/{layer}", q.method);
-        // Labels of another source are one parameter away: name them.
-        if let Ok(others) = export::sources(&state.ctx.db, &model, &layer, &q.method).await {
-            if !others.is_empty() {
-                let named: Vec<String> =
-                    others.iter().map(|s| if s.is_empty() { "(none)".into() } else { format!("`{s}`") }).collect();
-                msg +=
-                    &format!("; its `{}` labels come from source {} (ask with &source=…)", q.method, named.join(", "));
+    let format = q.format.as_deref();
+    match export::layer_file(&state.ctx.db, &model, &layer, &q.method, &q.source, format).await {
+        Ok(file) => {
+            let mut resp = (
+                [
+                    (header::CONTENT_TYPE, file.content_type.to_string()),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", file.file_name)),
+                ],
+                file.bytes,
+            )
+                .into_response();
+            if let Some(v) = file.substitutes.and_then(|s| axum::http::HeaderValue::from_str(&s).ok()) {
+                resp.headers_mut().insert("x-dnd-provenance", v);
             }
+            resp
         }
-        return (StatusCode::NOT_FOUND, msg).into_response();
+        Err(e @ export::ExportError::BadRequest(_)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e @ export::ExportError::NotFound(_)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-    // One file name per label source, so a layer's exports never overwrite each other.
-    let mut stem = format!("{model}_{layer}_{}", q.method);
-    if !q.source.is_empty() {
-        stem.push('_');
-        stem.extend(q.source.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }));
-    }
-    match q.format.as_deref().unwrap_or("json") {
-        "json" => {
-            let body = serde_json::json!({ "model": model, "layer": layer, "method": q.method, "labels": labels });
-            let disposition = format!("attachment; filename=\"{stem}.json\"");
-            ([(header::CONTENT_DISPOSITION, disposition)], Json(body)).into_response()
-        }
-        name => {
-            let Some(format) = export::format_from_name(name) else {
-                return bad(format!(
-                    "unknown export format `{name}` (json, clip-dissect, milan, netdissect-tally, dnd-top3, dnd)"
-                ));
-            };
-            // The CSV layouts have no room for provenance without breaking other tools'
-            // parsers, so labels from runs with offline substitutes say so in the file name and
-            // in a header naming the substituted roles (the JSON export has the full record).
-            let substituted = substituted_roles(&labels);
-            let file =
-                if substituted.is_empty() { format!("{stem}.csv") } else { format!("{stem}_embedded-substitutes.csv") };
-            match export::to_csv(&labels, format) {
-                Ok(bytes) => {
-                    let mut resp = (
-                        [
-                            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
-                        ],
-                        bytes,
-                    )
-                        .into_response();
-                    if !substituted.is_empty() {
-                        let value = format!("substitutes for the paper's components: {}", substituted.join(", "));
-                        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
-                            resp.headers_mut().insert("x-dnd-provenance", v);
-                        }
-                    }
-                    resp
-                }
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("export failed: {e}")).into_response(),
-            }
-        }
-    }
-}
-
-/// Roles played by an offline substitute in any run behind `labels` (from their provenance).
-fn substituted_roles(labels: &[studio::labels::export::ExportedLabel]) -> Vec<String> {
-    let mut roles: Vec<String> = labels
-        .iter()
-        .filter_map(|l| l.provenance.as_ref()?.as_object().cloned())
-        .flat_map(|p| {
-            p.into_iter()
-                .filter(|(_, c)| c.get("paper_equivalent").and_then(|v| v.as_bool()) == Some(false))
-                .map(|(role, _)| role)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    roles.sort();
-    roles.dedup();
-    roles
 }
 
 #[cfg(test)]

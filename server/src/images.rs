@@ -17,9 +17,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use studio::db::Pool;
 use tokio::sync::Semaphore;
 
 mod heatmap;
@@ -32,14 +32,14 @@ const JPEG_QUALITY: u8 = 85;
 const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
 struct Service {
-    db: SqlitePool,
+    db: Pool,
     data_dir: PathBuf,
     /// Bounds how many images are decoded at once (a gallery page asks for dozens together).
     workers: Semaphore,
 }
 
 /// The image routes, to merge into the application's router.
-pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, data_dir: PathBuf) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(db: Pool, data_dir: PathBuf) -> Router<S> {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     let service = Arc::new(Service { db, data_dir, workers: Semaphore::new(workers) });
     Router::new()
@@ -312,7 +312,7 @@ mod tests {
         out
     }
 
-    async fn insert_image(db: &SqlitePool, bytes: &[u8], w: u32, h: u32, stored: Option<&str>) -> (i64, String) {
+    async fn insert_image(db: &Pool, bytes: &[u8], w: u32, h: u32, stored: Option<&str>) -> (i64, String) {
         let sha = hex::encode(Sha256::digest(bytes));
         let id = sqlx::query_scalar(
             "INSERT INTO images (sha256, width, height, format, byte_size, stored_path) VALUES (?, ?, ?, 'png', ?, ?) RETURNING id",

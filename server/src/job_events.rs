@@ -8,9 +8,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::stream::{self, Stream};
-use sqlx::SqlitePool;
 use std::convert::Infallible;
 use std::time::Duration;
+use studio::db::Pool;
 use studio::jobs::queue;
 use studio::jobs::JobSignals;
 
@@ -22,11 +22,11 @@ const OTHER_PROCESSES_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct EventsState {
-    db: SqlitePool,
+    db: Pool,
     signals: JobSignals,
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, signals: JobSignals) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(db: Pool, signals: JobSignals) -> Router<S> {
     Router::new().route("/events/jobs", get(job_events)).with_state(EventsState { db, signals })
 }
 

@@ -94,6 +94,10 @@ enum Command {
         /// under the source "leak-free", beside the ordinary ones.
         #[arg(long)]
         leak_free: bool,
+        /// Leave out Step 2's grounded candidate (the WordNet concept most captions' ImageNet
+        /// classes share; docs/method.md): the LLM's answers only, as in the paper.
+        #[arg(long)]
+        no_grounded_candidates: bool,
     },
     /// CLIP-Dissect labels computed natively (soft-WPMI) for a recorded layer; needs
     /// services.clip_torchscript and services.clip_tokenizer.
@@ -243,11 +247,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record { model, probe, layers, batch } => cli::record(&config, &model, &probe, &layers, batch),
-        Command::Dissect { model, layer, neurons, seed, probe, scoring, summary, batch, leak_free } => {
-            let scoring = dissect::concepts::scoring::ScoringFunction::parse(&scoring).with_context(|| {
-                format!(
-                    "--scoring `{scoring}`: expected mean, topk-squared, image-products or topk-squared-image-products"
-                )
+        Command::Dissect {
+            model,
+            layer,
+            neurons,
+            seed,
+            probe,
+            scoring,
+            summary,
+            batch,
+            leak_free,
+            no_grounded_candidates,
+        } => {
+            let scoring = dissection::ScoringFunction::parse(&scoring).with_context(|| {
+                let known: Vec<&str> = dissection::ScoringFunction::ALL.iter().map(|f| f.as_str()).collect();
+                format!("--scoring `{scoring}`: expected one of {}", known.join(", "))
             })?;
             let summary = parse_summary(&summary)?;
             let args = dissection::DissectArgs {
@@ -255,12 +269,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 layer,
                 neurons,
                 seed,
-                units: None,
                 probe,
                 scoring,
                 summary,
                 batch,
                 leak_free,
+                grounded_candidates: !no_grounded_candidates,
             };
             cli::dissect(&config, &args)
         }
@@ -275,19 +289,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli::quality(&config, &evaluate::QualityArgs { model, probe, layers, classes, examples }, json)
         }
         Command::Crops { model, probe, layer, unit, summary } => {
-            let summary = parse_summary(&summary)?;
-            let loaded = studio::engine::load_model(&model, &config.storage.assets_dir)?;
-            let set = studio::engine::scan_probe(&probe, &config.storage.assets_dir)?;
-            // Split as every registration splits a set (seed 0, builtin::BUILTIN_HELDOUT_FRACTION),
-            // so this shows the D_top a dissection would.
-            let partition = dissect::partition::Partition::of_set(&set, 0, builtin::BUILTIN_HELDOUT_FRACTION);
-            cli::crops(&loaded, &set, &partition, &layer, unit, summary, &activation_dir(&config))
+            cli::crops(&config, &model, &probe, &layer, unit, parse_summary(&summary)?)
         }
         Command::ImportLabels { model, file, method, layer, map, source, skip_unknown_layers } => {
             let method = method
                 .map(|m| {
                     Method::parse(&m).with_context(|| {
-                        let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+                        let known: Vec<&str> = Method::all().iter().map(|m| m.as_str()).collect();
                         format!("unknown method `{m}` ({})", known.join(", "))
                     })
                 })
@@ -328,8 +336,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn parse_summary(s: &str) -> anyhow::Result<dissect::crops::Summary> {
-    dissect::crops::Summary::parse(s).with_context(|| format!("--summary `{s}`: expected mean or max"))
+fn parse_summary(s: &str) -> anyhow::Result<dissection::Summary> {
+    dissection::Summary::parse(s).with_context(|| format!("--summary `{s}`: expected mean or max"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -340,8 +348,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// and the study's answers committed through `ratings_writer`.
 fn server_context(
     config: &Config,
-    db: sqlx::SqlitePool,
-    ratings_writer: sqlx::SqlitePool,
+    db: db::Pool,
+    ratings_writer: db::Pool,
 ) -> anyhow::Result<app::state::ServerContext> {
     let admin_secret_digest = admin_secret::load_or_create(&config.admin.secret, &config.storage.data_dir)?;
     Ok(app::state::ServerContext {

@@ -23,10 +23,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use studio::db::Pool;
 
 /// What one cache may hold.
 #[derive(Clone, Copy, Debug)]
@@ -80,24 +80,24 @@ struct Inner {
 }
 
 pub struct PageCache {
-    db: SqlitePool,
+    db: Pool,
     limits: Limits,
     inner: Mutex<Inner>,
     tick: AtomicU64,
 }
 
 impl PageCache {
-    pub fn new(db: SqlitePool) -> Arc<PageCache> {
+    pub fn new(db: Pool) -> Arc<PageCache> {
         Self::with_limits(db, Limits::default())
     }
 
-    pub fn with_limits(db: SqlitePool, limits: Limits) -> Arc<PageCache> {
+    pub fn with_limits(db: Pool, limits: Limits) -> Arc<PageCache> {
         Arc::new(PageCache { db, limits, inner: Mutex::new(Inner::default()), tick: AtomicU64::new(0) })
     }
 
     /// The gallery's data version (one indexed row, read once per request).
     async fn version(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT version FROM gallery_version WHERE id = 1").fetch_one(&self.db).await
+        studio::gallery::queries::data_version(&self.db).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -10,7 +10,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use sqlx::SqlitePool;
+use studio::db::Pool;
 use study::StudyError;
 
 /// Cookie remembering the token an open link gave this browser (path-scoped to that link).
@@ -18,12 +18,12 @@ const JOIN_COOKIE: &str = "dnd_rater";
 
 #[derive(Clone)]
 struct Routes {
-    db: SqlitePool,
+    db: Pool,
     /// Cookies carry `Secure` (config `server.public_url` is https).
     secure_cookies: bool,
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(db: SqlitePool, secure_cookies: bool) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(db: Pool, secure_cookies: bool) -> Router<S> {
     Router::new()
         .route("/join/{link}", get(join))
         .route("/admin/studies/{id}/export/{file}", get(export))
@@ -45,12 +45,7 @@ async fn join(
 ) -> Response {
     // A returning rater keeps their token (and their progress) unless it was revoked.
     if let Some(token) = cookie(&headers, JOIN_COOKIE) {
-        let study_of_link: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?")
-            .bind(&link)
-            .fetch_optional(&db)
-            .await
-            .ok()
-            .flatten();
+        let study_of_link = study::raters::study_of_open_link(&db, &link).await.ok().flatten();
         if let (Ok(rater), Some(study)) = (study::raters::rater_by_token(&db, token).await, study_of_link) {
             if rater.study_id == study {
                 return Redirect::to(&format!("/rate/{token}")).into_response();
@@ -78,13 +73,8 @@ async fn export(
     if let Err(e) = study::admin::authorize(&db, cookie(&headers, ADMIN_COOKIE), None).await {
         return error_response(e);
     }
-    let exists: Option<i64> =
-        match sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(id).fetch_optional(&db).await {
-            Ok(found) => found,
-            Err(e) => return error_response(e.into()),
-        };
-    if exists.is_none() {
-        return error_response(StudyError::NotFound(format!("no study {id}")));
+    if let Err(e) = study::raters::study_exists(&db, id).await {
+        return error_response(e);
     }
     let attachment = |name: &str| format!("attachment; filename=\"study-{id}-{name}\"");
     let csv = |body: String, name: &str| {
@@ -141,7 +131,7 @@ pub(crate) mod tests {
     /// the real router (the gallery cache's tests use it too).
     pub(crate) struct Site {
         pub(crate) dir: tempfile::TempDir,
-        pub(crate) db: sqlx::SqlitePool,
+        pub(crate) db: studio::db::Pool,
         pub(crate) app: Router,
         pub(crate) study_id: i64,
         pub(crate) raters: Vec<String>,

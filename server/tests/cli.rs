@@ -322,7 +322,11 @@ fn dissect_rejects_bad_neuron_specs_before_any_work() {
     assert!(!o.status.success());
     assert!(out.contains("--neurons unit 40 is outside the layer, which has units 0-39"), "{out}");
     let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--scoring", "median"]);
-    assert!(text(&o).contains("--scoring `median`: expected mean, topk-squared"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--scoring `median`: expected one of mean, topk-squared, image-products"),
+        "{}",
+        text(&o)
+    );
     let o = dnd(dir.path(), &["dissect", "--layer", "stage3", "--neurons", "0-1", "--leak-free"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--leak-free applies to an ImageNet-1k classifier layer"), "{}", text(&o));

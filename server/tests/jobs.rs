@@ -88,6 +88,15 @@ async fn a_job_started_in_the_browser_streams_progress_and_stores_labels() {
         .unwrap();
     let escaped = label.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     assert!(page.contains(&escaped), "the neuron page shows the job's label `{label}`");
+
+    // The next job on the same model and set neither reloads the model nor rescans the set.
+    let next = start_job(&s, &cookie, &csrf, "966").await;
+    let last = s.follow(next, JobView::is_finished).await.pop().unwrap();
+    assert_eq!(last.status, "done", "{last:#?}\n{}", s.log());
+    let log: Vec<String> = s.detail(next).await.events.into_iter().map(|e| e.message).collect();
+    for kept in ["model `efficientnet-lite0` kept loaded", "probing set `builtin` kept scanned"] {
+        assert!(log.iter().any(|m| m.starts_with(kept)), "{kept}: {log:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -185,7 +185,7 @@ pub fn run(config: &Config, args: &ClipDissectArgs, on_step: OnStep<'_>) -> anyh
             let mapping = BTreeMap::new();
             let record = ImportRecord {
                 model_id,
-                method: Method::ClipDissect,
+                method: Method::CLIP_DISSECT,
                 source_name: &provenance,
                 file_name: &format!("{provenance}; CLIP file {}", clip_path.display()),
                 file_bytes: &csv,

@@ -314,14 +314,14 @@ mod tests {
         import_labels(
             &db,
             "layer,unit,description\nconv1,0,red and orange stripes\nconv1,1,espresso cups\nfc,2,dogs on grass\n",
-            Some(Method::Milan),
+            Some(Method::MILAN),
             None,
         )
         .await;
         import_labels(
             &db,
             "Neuron ID,Label 1,Label 2,Label 3\n1,coffee,mugs,saucers\n3,car wheels,tyres,\n",
-            Some(Method::Dnd),
+            Some(Method::DND),
             Some("conv1"),
         )
         .await;
@@ -335,7 +335,7 @@ mod tests {
         assert!(r.hits.windows(2).all(|w| w[0].cosine >= w[1].cosine));
         let r = searcher.search(&db, "m", "  puppy ", 2, Audience::Public).await.unwrap().unwrap();
         assert_eq!(r.hits.len(), 2);
-        assert_eq!((r.hits[0].layer.as_str(), r.hits[0].unit, r.hits[0].method), ("fc", 2, Method::Milan));
+        assert_eq!((r.hits[0].layer.as_str(), r.hits[0].unit, r.hits[0].method), ("fc", 2, Method::MILAN));
         assert_eq!(r.hits[0].text, "dogs on grass");
         // A neuron counts with its closest label: the DnD rank-2 "tyres" for a tyre query.
         let r = searcher.search(&db, "m", "tyres", 1, Audience::Public).await.unwrap().unwrap();

@@ -32,6 +32,11 @@ fn options(path: &Path, durability: Durability) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(10))
 }
 
+/// The database handle the front ends (pages, HTTP routes, the command line) hold and pass to the
+/// service layer. They name it only through this alias: the backend is chosen here and in the
+/// service layer's queries, never in a front end.
+pub type Pool = sqlx::SqlitePool;
+
 /// Opens (creating if needed) the database at `path` and applies pending migrations. Its
 /// commits survive a killed process ([`Durability::ProcessCrash`]); the rating study's answers
 /// have a writer of their own ([`open_writer`]).
@@ -55,14 +60,14 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
 
 /// Applies pending migrations on a connection of their own, closed afterwards: a migration that
 /// rebuilds tables turns foreign keys off for its span (0009), and a failure half-way must not
-/// leave such a connection in the pool. Then fills `label_methods` from [`Method::ALL`], the one
+/// leave such a connection in the pool. Then fills `label_methods` from [`Method::all`], the one
 /// definition of the methods, which every `method` column references.
 async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
     let mut conn = SqliteConnection::connect_with(options).await?;
     let migrator = sqlx::migrate!("../migrations");
     record_committed_rebuild(&mut conn, &migrator).await?;
     migrator.run(&mut conn).await?;
-    for m in Method::ALL {
+    for m in Method::all() {
         sqlx::query("INSERT INTO label_methods (slug) VALUES (?) ON CONFLICT (slug) DO NOTHING")
             .bind(m.as_str())
             .execute(&mut conn)
@@ -72,36 +77,51 @@ async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Migration 0009 commits its own transaction, and sqlx records it in a second write: a process
-/// killed between the two leaves the tables rebuilt but the migration unrecorded, and running it
-/// again would fail on the tables it made. Such a database is recorded as migrated instead.
+/// The migrations that commit their own transaction (`-- no-transaction`), each with a query
+/// that answers whether its change is in the database.
+const SELF_COMMITTING: [(i64, &str); 2] = [
+    (9, "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'label_methods')"),
+    (
+        10,
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'candidate_concepts'
+                          AND sql LIKE '%''wordnet''%')",
+    ),
+];
+
+/// A self-committing migration (0009, 0010) commits its own transaction, and sqlx records it in
+/// a second write: a process killed between the two leaves the change made but the migration
+/// unrecorded, and running it again would fail on the tables it made. Such a database is recorded
+/// as migrated instead.
 async fn record_committed_rebuild(conn: &mut SqliteConnection, migrator: &Migrator) -> sqlx::Result<()> {
-    const REBUILD: i64 = 9;
-    let exists = |table: &'static str| {
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)")
-            .bind(table)
-    };
-    if !exists("label_methods").fetch_one(&mut *conn).await?
-        || !exists("_sqlx_migrations").fetch_one(&mut *conn).await?
-    {
+    let migrations_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !migrations_table {
         return Ok(());
     }
-    let recorded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?)")
-        .bind(REBUILD)
-        .fetch_one(&mut *conn)
-        .await?;
-    if let Some(m) = migrator.iter().find(|m| m.version == REBUILD).filter(|_| !recorded) {
-        tracing::warn!(
-            "migration {REBUILD} was applied but not recorded (the process stopped in between); recording it"
-        );
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, -1)",
-        )
-        .bind(m.version)
-        .bind(&*m.description)
-        .bind(&*m.checksum)
-        .execute(&mut *conn)
-        .await?;
+    for (version, applied) in SELF_COMMITTING {
+        if !sqlx::query_scalar::<_, bool>(applied).fetch_one(&mut *conn).await? {
+            continue;
+        }
+        let recorded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?)")
+            .bind(version)
+            .fetch_one(&mut *conn)
+            .await?;
+        if let Some(m) = migrator.iter().find(|m| m.version == version).filter(|_| !recorded) {
+            tracing::warn!(
+                "migration {version} was applied but not recorded (the process stopped in between); recording it"
+            );
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, -1)",
+            )
+            .bind(m.version)
+            .bind(&*m.description)
+            .bind(&*m.checksum)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -157,7 +177,7 @@ mod tests {
         assert_eq!(tables, 0);
         let methods: Vec<String> =
             sqlx::query_scalar("SELECT slug FROM label_methods ORDER BY slug").fetch_all(&pool).await.unwrap();
-        let mut defined: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+        let mut defined: Vec<&str> = Method::all().iter().map(|m| m.as_str()).collect();
         defined.sort();
         assert_eq!(methods, defined, "label_methods holds exactly the methods defined in Rust");
     }
@@ -241,5 +261,81 @@ mod tests {
         s.methods[1].method = "tcav".into();
         let e = study::setup::create_study(&pool, &FixedImages { db: pool.clone() }, &s).await.unwrap_err();
         assert!(e.to_string().contains("unknown method `tcav`"), "{e}");
+    }
+
+    /// Migration 0010 rebuilds `candidate_concepts` (origin `wordnet`): its rows, their concept
+    /// images and the labels that point at them come through whole; a stop between its commit and
+    /// sqlx's record is recorded at the next start.
+    #[tokio::test]
+    async fn rebuilding_the_candidate_table_keeps_concepts_images_and_label_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let before = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(&path, Durability::ProcessCrash))
+            .await
+            .unwrap();
+        sqlx::migrate!("../migrations").run_to(9, &before).await.unwrap();
+        study::fixture::seed(&before).await;
+        for sql in [
+            "INSERT INTO probe_sets (slug, name, source, root_path) VALUES ('p', 'P', 'folder', '/p')",
+            "INSERT INTO dissection_runs (model_id, layer_id, probe_set_id, scoring, neurons_spec)
+                 SELECT model_id, id, 1, 'mean', '0' FROM layers ORDER BY id LIMIT 1",
+            "INSERT INTO run_neurons (run_id, neuron_id) SELECT 1, id FROM neurons ORDER BY id LIMIT 1",
+            "INSERT INTO candidate_concepts (run_neuron_id, text, position, origin, selected) VALUES
+                 (1, 'stripes', 0, 'llm', 1), (1, 'zebra', 1, 'fallback', 0)",
+            "INSERT INTO concept_images (concept_id, source, image_id, activation, rank)
+                 SELECT 1, 'retrieved', id, 1.0, 1 FROM images ORDER BY id LIMIT 2",
+            "UPDATE labels SET concept_id = 2 WHERE id = (SELECT MIN(id) FROM labels)",
+        ] {
+            sqlx::query(sql).execute(&before).await.unwrap();
+        }
+        let snapshot = |pool: SqlitePool| async move {
+            let concepts: Vec<(i64, String, String, i64)> =
+                sqlx::query_as("SELECT id, text, origin, selected FROM candidate_concepts ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let images: Vec<(i64, i64)> = sqlx::query_as("SELECT concept_id, image_id FROM concept_images ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let linked: Vec<i64> = sqlx::query_scalar("SELECT concept_id FROM labels WHERE concept_id IS NOT NULL")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            (concepts, images, linked)
+        };
+        let was = snapshot(before.clone()).await;
+        assert_eq!((was.0.len(), was.1.len(), was.2.as_slice()), (2, 2, &[2][..]));
+        before.close().await;
+
+        let pool = open(&path).await.unwrap();
+        assert_eq!(snapshot(pool.clone()).await, was);
+        assert!(sqlx::query("PRAGMA foreign_key_check").fetch_all(&pool).await.unwrap().is_empty());
+        let version =
+            sqlx::query_scalar::<_, i64>("SELECT version FROM gallery_version").fetch_one(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO candidate_concepts (run_neuron_id, text, position, origin) VALUES (1, 'cat', 2, 'wordnet')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let bumped =
+            sqlx::query_scalar::<_, i64>("SELECT version FROM gallery_version").fetch_one(&pool).await.unwrap();
+        assert!(bumped > version, "the gallery triggers came back with the table");
+        // Deleting a concept still cascades to its images and clears the label's link.
+        sqlx::query("DELETE FROM candidate_concepts WHERE id IN (1, 2)").execute(&pool).await.unwrap();
+        let (_, images, linked) = snapshot(pool.clone()).await;
+        assert!(images.is_empty() && linked.is_empty(), "{images:?} {linked:?}");
+
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 10").execute(&pool).await.unwrap();
+        pool.close().await;
+        let pool = open(&path).await.unwrap();
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 10 AND success")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(recorded, 1, "recorded, not run twice");
     }
 }

@@ -227,6 +227,79 @@ pub async fn register_model(db: &SqlitePool, spec: ModelSpec<'_>) -> anyhow::Res
     Ok(model_id)
 }
 
+/// A registered model as a job loads it: by its built-in key, or else from its file.
+pub struct RegisteredModel {
+    pub slug: String,
+    /// What [`crate::engine::load_model`] takes.
+    pub load_spec: String,
+}
+
+/// A registered layer: its name and its place in the model's forward order (the model's own
+/// layer index).
+pub struct RegisteredLayer {
+    pub id: i64,
+    pub model_id: i64,
+    pub name: String,
+    pub position: usize,
+    pub channels: usize,
+}
+
+/// A registered probing set as a job scans it.
+pub struct RegisteredSet {
+    pub id: i64,
+    pub slug: String,
+    /// What [`crate::engine::scan_probe`] takes: `builtin` or the folder.
+    pub scan_spec: String,
+    pub root: PathBuf,
+    pub source: String,
+    pub content_sha256: Option<String>,
+    pub heldout_fraction: f64,
+    pub split_seed: u64,
+}
+
+pub async fn model(db: &SqlitePool, id: i64) -> anyhow::Result<Option<RegisteredModel>> {
+    let row: Option<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT slug, builtin_key, weights_path FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(slug, key, weights)| RegisteredModel { slug, load_spec: key.unwrap_or(weights) }))
+}
+
+pub async fn layer(db: &SqlitePool, id: i64) -> anyhow::Result<Option<RegisteredLayer>> {
+    let row: Option<(i64, String, i64, i64)> =
+        sqlx::query_as("SELECT model_id, name, position, channels FROM layers WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(model_id, name, position, channels)| RegisteredLayer {
+        id,
+        model_id,
+        name,
+        position: position as usize,
+        channels: channels as usize,
+    }))
+}
+
+pub async fn probe_set(db: &SqlitePool, id: i64) -> anyhow::Result<Option<RegisteredSet>> {
+    let row: Option<(String, String, String, Option<String>, f64, i64)> = sqlx::query_as(
+        "SELECT slug, source, root_path, content_sha256, heldout_fraction, split_seed FROM probe_sets WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(slug, source, root, content_sha256, heldout_fraction, split_seed)| RegisteredSet {
+        id,
+        slug,
+        scan_spec: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root.clone() },
+        root: PathBuf::from(root),
+        source,
+        content_sha256,
+        heldout_fraction,
+        split_seed: split_seed as u64,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,8 @@ pub async fn invite(db: &SqlitePool, study_id: i64, count: usize, note: &str) ->
     Ok(tokens)
 }
 
-async fn study_exists(db: &SqlitePool, study_id: i64) -> Result<()> {
+/// Ok if study `study_id` exists, else NotFound naming it.
+pub async fn study_exists(db: &SqlitePool, study_id: i64) -> Result<()> {
     let found: Option<i64> =
         sqlx::query_scalar("SELECT id FROM studies WHERE id = ?").bind(study_id).fetch_optional(db).await?;
     found.map(|_| ()).ok_or_else(|| StudyError::NotFound(format!("no study {study_id}")))
@@ -54,10 +55,14 @@ pub async fn open_link(db: &SqlitePool, study_id: i64) -> Result<String> {
     Ok(sqlx::query_scalar("SELECT open_link_token FROM studies WHERE id = ?").bind(study_id).fetch_one(db).await?)
 }
 
+/// The study whose open link is `link`, if any.
+pub async fn study_of_open_link(db: &SqlitePool, link: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?").bind(link).fetch_optional(db).await?)
+}
+
 /// A visit to the open link: a new rater token for its study.
 pub async fn claim_open_link(db: &SqlitePool, link: &str) -> Result<String> {
-    let study_id: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM studies WHERE open_link_token = ?").bind(link).fetch_optional(db).await?;
+    let study_id = study_of_open_link(db, link).await?;
     let study_id = study_id.ok_or_else(|| StudyError::NotFound("this study link is not valid".into()))?;
     let token = new_token();
     sqlx::query("INSERT INTO raters (study_id, token_hash, origin) VALUES (?, ?, 'open_link')")

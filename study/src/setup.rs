@@ -4,7 +4,7 @@
 
 use crate::error::{Result, StudyError};
 use crate::rng::SplitMix64;
-use crate::types::{MethodRef, NewStudy};
+use crate::types::{LayerLabels, MethodRef, NewStudy, NewStudyOptions, StudyDetail};
 use crate::units::{parse_units, random_count, sample_units};
 use crate::write_gate::WriteTx;
 use sqlx::{Row, SqlitePool};
@@ -450,4 +450,56 @@ pub async fn list_studies(db: &SqlitePool) -> Result<Vec<crate::types::StudySumm
 /// One study with its counts (`None`: no such study).
 pub async fn study_summary(db: &SqlitePool, id: i64) -> Result<Option<crate::types::StudySummary>> {
     Ok(summaries(db, "s.id = ?1", Some(id)).await?.pop())
+}
+
+/// What the new-study form offers: every model, and the chosen one's (else the first's) layers
+/// with what each labelling method has labelled there and whether activations are recorded.
+pub async fn form_options(db: &SqlitePool, model: Option<String>) -> Result<NewStudyOptions> {
+    let models: Vec<(String, String)> =
+        sqlx::query_as("SELECT slug, name FROM models ORDER BY slug").fetch_all(db).await?;
+    let Some(slug) = model.filter(|m| !m.is_empty()).or_else(|| models.first().map(|m| m.0.clone())) else {
+        return Ok(NewStudyOptions { models, layers: Vec::new() });
+    };
+    let rows = sqlx::query(
+        "SELECT l.id, l.name, l.channels,
+                EXISTS (SELECT 1 FROM activation_caches c WHERE c.layer_id = l.id AND c.status = 'complete') AS recorded
+         FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? ORDER BY l.position",
+    )
+    .bind(&slug)
+    .fetch_all(db)
+    .await?;
+    let mut layers = Vec::new();
+    for r in rows {
+        let methods: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT method, source_name, COUNT(*) FROM labels WHERE layer_id = ? AND rank = 1 AND is_current = 1
+             GROUP BY method, source_name ORDER BY method, source_name",
+        )
+        .bind(r.get::<i64, _>("id"))
+        .fetch_all(db)
+        .await?;
+        layers.push(LayerLabels {
+            layer: r.get("name"),
+            channels: r.get("channels"),
+            methods: methods.into_iter().map(|(method, source, n)| (MethodRef { method, source }, n)).collect(),
+            recorded: r.get::<i64, _>("recorded") == 1,
+        });
+    }
+    Ok(NewStudyOptions { models, layers })
+}
+
+/// A study as its admin page shows it: summary, settings, open link and results.
+pub async fn study_detail(db: &SqlitePool, id: i64) -> Result<Option<StudyDetail>> {
+    let Some(summary) = study_summary(db, id).await? else {
+        return Ok(None);
+    };
+    let row =
+        sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?").bind(id).fetch_one(db).await?;
+    let settings: NewStudy = serde_json::from_str(row.get::<&str, _>("settings_json"))
+        .map_err(|e| StudyError::Invalid(format!("study {id}: stored settings unreadable: {e}")))?;
+    Ok(Some(StudyDetail {
+        summary,
+        settings,
+        open_link: row.get("open_link_token"),
+        results: crate::results::results(db, id).await?,
+    }))
 }

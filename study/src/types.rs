@@ -270,3 +270,32 @@ pub struct StudyResults {
     /// Every neuron with at least one counted response, in study layer order then unit.
     pub neurons: Vec<NeuronResults>,
 }
+
+/// A layer and what each method has labelled in it (for the study form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerLabels {
+    pub layer: String,
+    pub channels: i64,
+    /// (method, labelled units) for every method/source with current rank-1 labels here.
+    pub methods: Vec<(MethodRef, i64)>,
+    /// Whether activations are recorded for the layer (the study's images come from them).
+    pub recorded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewStudyOptions {
+    /// (slug, name) of every model.
+    pub models: Vec<(String, String)>,
+    /// The chosen model's layers.
+    pub layers: Vec<LayerLabels>,
+}
+
+/// A study as its admin page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyDetail {
+    pub summary: StudySummary,
+    pub settings: NewStudy,
+    /// The open link's token, once created.
+    pub open_link: Option<String>,
+    pub results: StudyResults,
+}

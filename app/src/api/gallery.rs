@@ -20,7 +20,7 @@ pub async fn get_layer(query: LayerQuery) -> Result<Option<LayerView>, ServerFnE
             .map_err(super::db_error)?;
     }
     if let Some(v) =
-        view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == Method::ClipDissect))
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.sources.iter().any(|s| s.method == Method::CLIP_DISSECT))
     {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }
@@ -35,7 +35,7 @@ pub async fn get_neuron(model: String, layer: String, unit: i64) -> Result<Optio
     let mut view =
         studio::gallery::queries::neuron(&ctx.db, &model, &layer, unit, audience).await.map_err(super::db_error)?;
     if let Some(v) =
-        view.as_mut().filter(|v| v.blinded.is_none() && !v.labels.iter().any(|l| l.method == Method::ClipDissect))
+        view.as_mut().filter(|v| v.blinded.is_none() && !v.labels.iter().any(|l| l.method == Method::CLIP_DISSECT))
     {
         v.clip_dissect_note = Some(clip_dissect_note(&model, &layer));
     }

@@ -18,35 +18,6 @@ pub struct AdminInfo {
     pub csrf: String,
 }
 
-/// A layer and what each method has labelled in it (for the study form).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LayerLabels {
-    pub layer: String,
-    pub channels: i64,
-    /// (method, labelled units) for every method/source with current rank-1 labels here.
-    pub methods: Vec<(MethodRef, i64)>,
-    /// Whether activations are recorded for the layer (the study's images come from them).
-    pub recorded: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewStudyOptions {
-    /// (slug, name) of every model.
-    pub models: Vec<(String, String)>,
-    /// The chosen model's layers.
-    pub layers: Vec<LayerLabels>,
-}
-
-/// A study as its admin page shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StudyDetail {
-    pub summary: StudySummary,
-    pub settings: NewStudy,
-    /// The open link's token, once created.
-    pub open_link: Option<String>,
-    pub results: StudyResults,
-}
-
 /// The value of cookie `name` in a request's headers (shared with the server's study routes).
 #[cfg(feature = "ssr")]
 pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
@@ -87,7 +58,7 @@ mod guard {
     }
 
     /// The admin session (403 without one); with `csrf`, also checks the CSRF token.
-    pub async fn admin(csrf: Option<&str>) -> Result<(sqlx::SqlitePool, study::admin::AdminSession), ServerFnError> {
+    pub async fn admin(csrf: Option<&str>) -> Result<(studio::db::Pool, study::admin::AdminSession), ServerFnError> {
         let ctx = crate::state::server_context()?;
         let cookie = admin_cookie().await;
         let session = study::admin::authorize(&ctx.db, cookie.as_deref(), csrf).await.map_err(fail)?;
@@ -202,7 +173,7 @@ pub async fn list_studies() -> Result<Vec<StudySummary>, ServerFnError> {
 #[server(prefix = "/api", endpoint = "admin/study-options")]
 pub async fn study_form_options(model: Option<String>) -> Result<NewStudyOptions, ServerFnError> {
     let (db, _) = guard::admin(None).await?;
-    queries::form_options(&db, model).await.map_err(guard::fail)
+    study::setup::form_options(&db, model).await.map_err(guard::fail)
 }
 
 #[server(prefix = "/api", endpoint = "admin/create-study", input = Json)]
@@ -216,7 +187,7 @@ pub async fn create_study(csrf: String, study: NewStudy) -> Result<i64, ServerFn
 #[server(prefix = "/api", endpoint = "admin/study")]
 pub async fn load_study(id: i64) -> Result<Option<StudyDetail>, ServerFnError> {
     let (db, _) = guard::admin(None).await?;
-    queries::study_admin(&db, id).await.map_err(guard::fail)
+    study::setup::study_detail(&db, id).await.map_err(guard::fail)
 }
 
 /// `open` or `closed`.
@@ -252,62 +223,4 @@ pub async fn exclude_rater(csrf: String, id: i64, rater: i64, reason: Option<Str
     let (db, _) = guard::admin(Some(&csrf)).await?;
     let reason = reason.map(|r| if r.trim().is_empty() { "excluded by the admin".to_string() } else { r });
     study::raters::set_excluded(&db, id, rater, reason.as_deref()).await.map_err(guard::fail)
-}
-
-#[cfg(feature = "ssr")]
-mod queries {
-    use super::*;
-    use sqlx::{Row, SqlitePool};
-    use study::{Result, StudyError};
-
-    pub async fn form_options(db: &SqlitePool, model: Option<String>) -> Result<NewStudyOptions> {
-        let models: Vec<(String, String)> =
-            sqlx::query_as("SELECT slug, name FROM models ORDER BY slug").fetch_all(db).await?;
-        let Some(slug) = model.filter(|m| !m.is_empty()).or_else(|| models.first().map(|m| m.0.clone())) else {
-            return Ok(NewStudyOptions { models, layers: Vec::new() });
-        };
-        let rows = sqlx::query(
-            "SELECT l.id, l.name, l.channels,
-                    EXISTS (SELECT 1 FROM activation_caches c WHERE c.layer_id = l.id AND c.status = 'complete') AS recorded
-             FROM layers l JOIN models m ON m.id = l.model_id WHERE m.slug = ? ORDER BY l.position",
-        )
-        .bind(&slug)
-        .fetch_all(db)
-        .await?;
-        let mut layers = Vec::new();
-        for r in rows {
-            let methods: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT method, source_name, COUNT(*) FROM labels WHERE layer_id = ? AND rank = 1 AND is_current = 1
-                 GROUP BY method, source_name ORDER BY method, source_name",
-            )
-            .bind(r.get::<i64, _>("id"))
-            .fetch_all(db)
-            .await?;
-            layers.push(LayerLabels {
-                layer: r.get("name"),
-                channels: r.get("channels"),
-                methods: methods.into_iter().map(|(method, source, n)| (MethodRef { method, source }, n)).collect(),
-                recorded: r.get::<i64, _>("recorded") == 1,
-            });
-        }
-        Ok(NewStudyOptions { models, layers })
-    }
-
-    pub async fn study_admin(db: &SqlitePool, id: i64) -> Result<Option<StudyDetail>> {
-        let Some(summary) = study::setup::study_summary(db, id).await? else {
-            return Ok(None);
-        };
-        let row = sqlx::query("SELECT settings_json, open_link_token FROM studies WHERE id = ?")
-            .bind(id)
-            .fetch_one(db)
-            .await?;
-        let settings: NewStudy = leptos::serde_json::from_str(row.get::<&str, _>("settings_json"))
-            .map_err(|e| StudyError::Invalid(format!("study {id}: stored settings unreadable: {e}")))?;
-        Ok(Some(StudyDetail {
-            summary,
-            settings,
-            open_link: row.get("open_link_token"),
-            results: study::results::results(db, id).await?,
-        }))
-    }
 }

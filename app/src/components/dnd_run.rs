@@ -436,7 +436,7 @@ fn Candidates(candidates: Vec<CandidateView>, scoring: String, summary: String) 
                                 {c.text.clone()}
                                 {c.selected.then(|| view! { <span class="badge ok">"selected"</span> })}
                             </td>
-                            <td>{origin_title(&c.origin)}</td>
+                            <td>{c.origin.title()}</td>
                             {scores.into_iter().zip(COLUMNS).map(|(s, col)| view! {
                                 <td class="score" class:used=col == scoring>{fmt_score(s)}</td>
                             }).collect_view()}
@@ -448,15 +448,6 @@ fn Candidates(candidates: Vec<CandidateView>, scoring: String, summary: String) 
         </table>
     }
     .into_any()
-}
-
-fn origin_title(origin: &str) -> &'static str {
-    match origin {
-        "llm" => "language model",
-        "background_rule" => "background rule",
-        "fallback" => "fallback (captions)",
-        _ => "other",
-    }
 }
 
 #[component]

@@ -4,6 +4,7 @@
 pub mod classifier_captioner;
 pub mod embedded;
 pub mod feature_encoder;
+pub mod grounded;
 pub mod pipeline;
 pub mod providers;
 pub mod retrieval;

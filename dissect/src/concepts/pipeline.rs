@@ -77,6 +77,11 @@ pub struct DissectOptions {
     /// captions of unit c never name class c (or a class sharing one of its names).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leak_free: bool,
+    /// Grounded candidates (docs/method.md, "Step 2"; a departure from the paper): the WordNet
+    /// concept most captions' classes share joins the LLM's candidates. Absent in older runs'
+    /// settings, which had none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grounded_candidates: bool,
 }
 
 impl Default for DissectOptions {
@@ -91,6 +96,7 @@ impl Default for DissectOptions {
             partition: None,
             duplicate_label_cosine: None,
             leak_free: false,
+            grounded_candidates: true,
         }
     }
 }
@@ -457,7 +463,15 @@ impl<M: TargetModel + ?Sized> LayerDissector<'_, M> {
                 Ok(c) if c.labels.is_empty() => {
                     w.state = Err((PipelineStage::Candidates, "no candidate concepts".into()))
                 }
-                Ok(c) => w.candidates = Some(c),
+                Ok(mut c) => {
+                    if self.options.grounded_candidates {
+                        let captions: Vec<String> = w.top.iter().map(|e| e.caption.clone()).collect();
+                        if let Some(g) = super::grounded::common_concept(&captions, &withheld[*i]) {
+                            c.add_grounded(g);
+                        }
+                    }
+                    w.candidates = Some(c)
+                }
                 Err(e) => w.state = Err((PipelineStage::Candidates, e.to_string())),
             }
         }

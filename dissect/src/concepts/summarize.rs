@@ -120,6 +120,23 @@ pub struct Candidates {
     /// Per label (same order): how many of the N answers gave it. A tie-breaker in Step 3.
     #[serde(default)]
     pub support: Vec<usize>,
+    /// Labels that came from the captions' ImageNet classes rather than the LLM
+    /// ([`super::grounded`]); also in `labels` (with support 0 unless the LLM gave them too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grounded: Vec<String>,
+}
+
+impl Candidates {
+    /// Adds a grounded candidate (see [`Candidates::grounded`]).
+    pub fn add_grounded(&mut self, label: String) {
+        if !self.labels.contains(&label) {
+            self.labels.push(label.clone());
+            self.support.push(0);
+        }
+        if !self.grounded.contains(&label) {
+            self.grounded.push(label);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,7 +387,7 @@ pub fn candidates_batch_until(
                     push_candidate(&mut labels, &mut support, bounded(phrase));
                 }
             }
-            Ok(Candidates { labels, simplified: p.simplified, answers, fell_back, support })
+            Ok(Candidates { labels, simplified: p.simplified, answers, fell_back, support, grounded: Vec::new() })
         })
         .collect();
     Some(out)

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use studio::config::Config;
-use studio::dissection::{describe_outcome, run_dissection, step_text, DissectArgs, RunEnv, RunObserver, RunStage};
+use studio::dissection::{
+    describe_outcome, plan_command_line, run_dissection, step_text, DissectArgs, RunEnv, RunObserver, RunStage,
+};
+use studio::engine::EngineCache;
 use studio::jobs::runner::{record_run_end, JobObserver};
 use studio::jobs::{queue, DissectJobRequest, JobSignals};
 
@@ -38,7 +41,9 @@ pub fn dissect(config: &Config, args: &DissectArgs) -> anyhow::Result<()> {
     // Another process's live views are woken by what it writes, not by these signals.
     let signals = JobSignals::default();
     let mut observer = Both(CliObserver::default(), JobObserver::new(rt.handle(), &db, &signals, job_id));
-    let result = run_dissection(&env, args, &mut observer);
+    // The strings are resolved here, once; the run is the one a queued job runs.
+    let result = plan_command_line(&env, &EngineCache::default(), args, &mut observer)
+        .and_then(|plan| run_dissection(&env, &plan, &mut observer));
     heartbeat.abort();
     rt.block_on(record_run_end(&db, job_id, &result));
     let report = result?;

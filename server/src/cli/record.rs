@@ -5,9 +5,8 @@ use super::bars::with_step_bars;
 use dissect::crops::Summary;
 use dissect::probe::ScannedSet;
 use dissect::record::{LayerSource, Recording};
-use std::path::Path;
 use studio::config::Config;
-use studio::engine::{self, LoadedModel};
+use studio::engine::d_top::NeuronDTop;
 
 /// `dnd record`: records the layers and registers them (see [`studio::dissection::record_layers`]).
 pub fn record(config: &Config, model: &str, probe: &str, layers: &[String], batch: usize) -> anyhow::Result<()> {
@@ -51,31 +50,20 @@ fn print_summary(set: &ScannedSet, recording: &Recording, started: std::time::In
     }
 }
 
-/// Prints D_top of one neuron: the top images of D_probe (`partition`'s probe split, as a
-/// dissection ranks them), their crops, and the re-ranked top-K.
+/// Prints D_top of one neuron (see [`studio::engine::d_top`]): the top images of D_probe, their
+/// crops, and the re-ranked top-K.
 pub fn crops(
-    loaded: &LoadedModel,
-    set: &ScannedSet,
-    partition: &dissect::partition::Partition,
+    config: &Config,
+    model: &str,
+    probe: &str,
     layer_name: &str,
     unit: usize,
     summary: Summary,
-    cache_dir: &Path,
 ) -> anyhow::Result<()> {
-    let model = loaded.model.as_ref();
-    let layer = model.layer_index(layer_name)?;
-    let channels = model.layers()[layer].channels;
-    if unit >= channels {
-        anyhow::bail!("unit {unit} is outside layer `{layer_name}`, which has units 0..={}", channels - 1);
-    }
-    let (images, recording) = with_step_bars(|on_step| {
-        let layers = [layer_name.to_string()];
-        engine::record(loaded, set, &layers, cache_dir, 32, None, &mut engine::forward_steps(on_step))
+    let NeuronDTop { set, partition: info, top } = with_step_bars(|on_step| {
+        studio::engine::d_top::neuron_d_top(config, model, probe, layer_name, unit, summary, on_step)
     })?;
-    let d_probe = partition.d_probe(&recording.layers[0]);
-    let top = dissect::dtop::neuron_top(model, &images, d_probe.summaries(), layer, unit, summary, dissect::crops::K)?;
     let name = |i: usize| set.images[i].rel_path.as_str();
-    let info = partition.info();
     println!(
         "top-{} of the {} D_probe images ({} held out) for {layer_name} unit {unit} ({summary:?} activation):",
         top.top_images.len(),

@@ -23,11 +23,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use sqlx::SqlitePool;
 use staging::{stream_field, text_field, Staging};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use studio::config::{Config, UploadsSection};
+use studio::db::Pool;
 use studio::jobs::JobSignals;
 use studio::jobs::{queue, RegisterRequest};
 
@@ -81,13 +81,13 @@ fn body_error(e: axum::extract::multipart::MultipartError) -> UploadError {
 
 #[derive(Clone)]
 struct UploadState {
-    db: SqlitePool,
+    db: Pool,
     signals: JobSignals,
     data_dir: PathBuf,
     limits: UploadsSection,
 }
 
-pub fn router(config: &Config, db: SqlitePool, signals: JobSignals) -> Router {
+pub fn router(config: &Config, db: Pool, signals: JobSignals) -> Router {
     Router::new()
         .route("/api/uploads/probe-set", post(probe_set))
         .route("/api/uploads/model", post(model))
@@ -376,8 +376,7 @@ async fn model_upload(
         Some(n) => n,
         None => name_from_file(&file_name),
     };
-    let reserved: Vec<&str> =
-        [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].iter().map(|v| v.name()).collect();
+    let reserved: Vec<&str> = studio::engine::BUILTIN_MODELS.iter().map(|v| v.name()).collect();
     let name = check_name(&name, "model", &reserved)?;
 
     // TorchScript files are zip archives; anything else cannot load, so say so now.
@@ -395,7 +394,7 @@ async fn model_upload(
     // Validated where it will live, so a relative `class_names_file` is looked for there (and,
     // not being uploaded, refused with a message saying to inline `class_names`).
     let final_manifest = dest.join(format!("{name}.json"));
-    dissect::model::Manifest::from_json(&text, &final_manifest).map_err(|e| {
+    studio::engine::check_manifest(&text, &final_manifest).map_err(|e| {
         let e = e.to_string();
         let hint = if e.contains("class_names_file") {
             " (an upload takes its class names inline, as `class_names`)"

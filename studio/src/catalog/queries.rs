@@ -159,8 +159,8 @@ mod tests {
         // Two neurons labelled, one of them by two methods.
         let layer = LayerInfo { name: "fc".into(), kind: LayerKind::Classifier, channels: 3, spatial: None };
         register_fake_model(&db, dir.path(), &FakeModel(vec![layer], vec!["a".into(), "b".into(), "c".into()])).await;
-        import_labels(&db, "layer,unit,description\nfc,0,fish\nfc,1,coffee\n", Some(Method::Milan), None).await;
-        import_labels(&db, "layer,unit,description\nfc,0,fishes\n", Some(Method::ClipDissect), None).await;
+        import_labels(&db, "layer,unit,description\nfc,0,fish\nfc,1,coffee\n", Some(Method::MILAN), None).await;
+        import_labels(&db, "layer,unit,description\nfc,0,fishes\n", Some(Method::CLIP_DISSECT), None).await;
         let progress = first_run_progress(&db).await.unwrap();
         assert_eq!((progress.labelled_neurons, progress.compared_neurons, progress.studies), (2, 1, 0));
     }

@@ -6,6 +6,7 @@
 
 pub mod providers;
 pub mod store;
+pub mod target;
 
 use crate::builtin::{self, BUILTIN_HELDOUT_FRACTION, BUILTIN_SET_SLUG};
 use crate::config::Config;
@@ -15,9 +16,9 @@ use anyhow::Context;
 use dissect::concepts::pipeline::{
     ChunkProgress, ChunkStep, DissectOptions, LayerDissector, NeuronOutcome, NeuronProgress, RunProgress, StageTimes,
 };
-use dissect::concepts::scoring::ScoringFunction;
+pub use dissect::concepts::scoring::ScoringFunction;
 use dissect::concepts::summarize::LlmRound;
-use dissect::crops::Summary;
+pub use dissect::crops::Summary;
 use dissect::partition::Partition;
 use dissect::probe::ScannedSet;
 use sqlx::SqlitePool;
@@ -25,22 +26,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use store::{NeuronWriter, OpenRun, RunSpec};
+pub use target::{plan_command_line, plan_queued, DissectPlan, LayerRef};
 
-/// What `dnd dissect` was asked to do.
+/// What `dnd dissect` was asked to do, as typed ([`plan_command_line`] resolves it).
 pub struct DissectArgs {
     pub model: String,
     pub layer: String,
     pub neurons: String,
     pub seed: u64,
-    /// `neurons` already parsed against the layer (a queued job's, checked when it was queued);
-    /// `None`: parsed here.
-    pub units: Option<Vec<usize>>,
     pub probe: String,
     pub scoring: ScoringFunction,
     pub summary: Summary,
     pub batch: usize,
     /// Leak-free captions on a classifier layer (labels stored under source [`store::LEAK_FREE_SOURCE`]).
     pub leak_free: bool,
+    /// Step 2's grounded candidates (docs/method.md); on unless `--no-grounded-candidates`.
+    pub grounded_candidates: bool,
 }
 
 /// What [`record_layers`] recorded.
@@ -200,48 +201,28 @@ pub struct RunEnv<'a> {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-/// Registers what is needed, records the layer, runs the pipeline and stores every neuron as it
-/// finishes. Called from a plain thread (never from inside the async runtime).
+/// Records the plan's layer, runs the pipeline and stores every neuron as it finishes. Called
+/// from a plain thread (never from inside the async runtime), with a plan from
+/// [`plan_command_line`] or [`plan_queued`].
 pub fn run_dissection(
     env: &RunEnv<'_>,
-    args: &DissectArgs,
+    plan: &DissectPlan,
     observer: &mut dyn RunObserver,
 ) -> anyhow::Result<RunReport> {
     let started = std::time::Instant::now();
     let (rt, db, config) = (env.rt, env.db, env.config);
-    let assets = &config.storage.assets_dir;
     std::fs::create_dir_all(&config.storage.data_dir)
         .with_context(|| format!("creating data folder {}", config.storage.data_dir.display()))?;
-
-    observer.stage(RunStage::Loading, 0, None);
-    let loaded = engine::load_model(&args.model, assets)?;
+    let (loaded, set, set_row, units) = (&plan.model, plan.set.as_ref(), &plan.set_row, &plan.units);
     let model = loaded.model.as_ref();
-    let layer = model.layer_index(&args.layer)?;
-    if args.leak_free && !dissect::concepts::pipeline::leak_free_applies(&model.layers()[layer]) {
-        anyhow::bail!(
-            "--leak-free applies to an ImageNet-1k classifier layer (its units are classes whose names captions could give away); `{}` is not one",
-            args.layer
-        );
-    }
-    let channels = model.layers()[layer].channels;
-    let units = match &args.units {
-        Some(units) => match units.iter().find(|&&u| u >= channels) {
-            Some(u) => anyhow::bail!("unit {u} is outside layer `{}` ({channels} units)", args.layer),
-            None => units.clone(),
-        },
-        None => study::units::parse_units(&args.neurons, channels, args.seed)
-            .map_err(|e| anyhow::anyhow!("--neurons {e}"))?,
-    };
-    let set = engine::scan_probe(&args.probe, assets)?;
-    let (model_id, layer_id, set_row) =
-        rt.block_on(register_target(db, &loaded, &args.model, assets, &args.layer, &args.probe, &set))?;
+    let (model_id, layer_id, layer) = (plan.model_id, plan.layer.id, plan.layer.index);
 
     let (images, recording) = engine::record(
-        &loaded,
-        &set,
-        std::slice::from_ref(&args.layer),
+        loaded,
+        set,
+        std::slice::from_ref(&plan.layer.name),
         &activation_dir(config),
-        args.batch,
+        plan.batch,
         env.cancel.clone(),
         &mut |p| {
             if p.stage == dissect::record::Stage::Forward {
@@ -254,39 +235,40 @@ pub fn run_dissection(
         model_id,
         layer_id,
         set_row.id,
-        &loaded,
-        &set,
-        &args.layer,
+        loaded,
+        set,
+        &plan.layer.name,
         recording.layers[0].channels,
         config,
     ))?;
 
     // The one place a run's images are split: D_top and every rank read D_probe; Step 3 may
     // retrieve from the concept pool only; the evaluation split is left for measuring labels.
-    let partition = Partition::of_set(&set, set_row.split_seed, set_row.heldout_fraction);
+    let partition = Partition::of_set(set, set_row.split_seed, set_row.heldout_fraction);
     let d_probe = partition.d_probe(&recording.layers[0]);
     let summaries = d_probe.summaries();
     observer.stage(RunStage::Loading, 0, None);
     observer.note("loading the concept pipeline's models");
-    let concept_pool = || partition.concept_pool(&set);
+    let concept_pool = || partition.concept_pool(set);
     let providers =
         providers::build_providers(&config.services, &config.storage.data_dir.join("provider-cache"), concept_pool)?;
     let provenance = providers.provenance();
     let options = DissectOptions {
-        summary: args.summary,
-        scoring: args.scoring,
+        summary: plan.summary,
+        scoring: plan.scoring,
         partition: Some(partition.info().clone()),
         duplicate_label_cosine: Some(providers.text_encoder.duplicate_cosine()),
-        leak_free: args.leak_free,
+        leak_free: plan.leak_free,
+        grounded_candidates: plan.grounded_candidates,
         ..DissectOptions::default()
     };
     let spec = RunSpec {
         model_id,
         layer_id,
         probe_set_id: set_row.id,
-        neurons_spec: &args.neurons,
-        neuron_seed: args.neurons.starts_with("random:").then_some(args.seed),
-        units: &units,
+        neurons_spec: &plan.neurons_spec,
+        neuron_seed: plan.neurons_spec.starts_with("random:").then_some(plan.seed),
+        units,
         options: &options,
         provenance: &provenance,
         job_id: env.job_id,
@@ -406,9 +388,7 @@ pub async fn register_loaded_model(
     model_spec: &str,
     assets: &Path,
 ) -> anyhow::Result<(i64, String)> {
-    let builtin =
-        [dissect::model::Variant::Lite0, dissect::model::Variant::Lite2].into_iter().find(|v| v.name() == model_spec);
-    let id = match builtin {
+    let id = match engine::builtin_variant(model_spec) {
         Some(v) => {
             let weights = assets.join("models").join(v.weights_file_name());
             registry::register_model(db, builtin::model_spec(v, &weights, loaded.model.as_ref())).await?
@@ -472,18 +452,27 @@ pub async fn register_target(
         .with_context(|| format!("layer `{layer_name}` of model #{model_id} is not registered"))?;
 
     // From the scan the caller made: a set is scanned and hashed once per command or job.
-    let set_spec = if probe_spec == BUILTIN_SET_SLUG {
+    let set_id = registry::register_scanned_set(db, &set_spec_of(probe_spec, assets), set).await?;
+    Ok((model_id, layer_id, set_row(db, set_id).await?))
+}
+
+/// How a probing-set spec (`builtin` or a folder) is registered.
+fn set_spec_of(probe_spec: &str, assets: &Path) -> ProbeSetSpec {
+    if probe_spec == BUILTIN_SET_SLUG {
         builtin::probe_set_spec(assets)
     } else {
         folder_set_spec(Path::new(probe_spec))
-    };
-    let set_id = registry::register_scanned_set(db, &set_spec, set).await?;
+    }
+}
+
+/// The split a registered set's runs use.
+async fn set_row(db: &SqlitePool, set_id: i64) -> anyhow::Result<SetRow> {
     let (fraction, seed): (f64, i64) =
         sqlx::query_as("SELECT heldout_fraction, split_seed FROM probe_sets WHERE id = ?")
             .bind(set_id)
             .fetch_one(db)
             .await?;
-    Ok((model_id, layer_id, SetRow { id: set_id, heldout_fraction: fraction, split_seed: seed as u64 }))
+    Ok(SetRow { id: set_id, heldout_fraction: fraction, split_seed: seed as u64 })
 }
 
 /// Records where the layer's activation summaries are, so the database knows its caches.

@@ -3,6 +3,7 @@
 //! with every score, their concept images, and the current `labels` (top 3). Each neuron is
 //! written in one transaction, so a killed run keeps every neuron it reported and resumes after.
 
+use crate::gallery::run::CandidateOrigin;
 use anyhow::Context;
 use dissect::concepts::pipeline::{DissectOptions, NeuronOutcome, NeuronResult};
 use dissect::concepts::scoring::ScoringFunction;
@@ -328,12 +329,16 @@ impl NeuronWriter {
         let mut flat = 0;
         let label_set: Vec<&str> = r.concepts.iter().map(|c| c.label.as_str()).collect();
         for (position, c) in r.concepts.iter().enumerate() {
-            let origin = if r.candidates.fell_back {
-                "fallback"
+            let llm_gave_it =
+                r.candidates.labels.iter().zip(&r.candidates.support).any(|(l, &n)| *l == c.label && n > 0);
+            let origin = if r.candidates.grounded.contains(&c.label) && !llm_gave_it {
+                CandidateOrigin::WordNet
+            } else if r.candidates.fell_back {
+                CandidateOrigin::Fallback
             } else if c.label.strip_suffix(" background").is_some_and(|base| label_set.contains(&base)) {
-                "background_rule"
+                CandidateOrigin::BackgroundRule
             } else {
-                "llm"
+                CandidateOrigin::Llm
             };
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO candidate_concepts (run_neuron_id, text, position, origin, score_mean, score_topk_squared,
@@ -343,7 +348,7 @@ impl NeuronWriter {
             .bind(run_neuron_id)
             .bind(&c.label)
             .bind(position as i64)
-            .bind(origin)
+            .bind(origin.as_str())
             .bind(c.scores.mean)
             .bind(c.scores.topk_squared)
             .bind(c.scores.image_products)

@@ -7,6 +7,12 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
+/// The gallery's data version: bumped by every write a page shows (triggers in the migrations),
+/// so a page cache keyed by it is never stale. One indexed row.
+pub async fn data_version(db: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT version FROM gallery_version WHERE id = 1").fetch_one(db).await
+}
+
 /// Each given neuron's rank-1 top image (cropped as its run cropped it) from its latest finished
 /// DnD run; neurons without one are left out. Takes the caller's connection: a page that holds
 /// one must not wait for a second from the pool.

@@ -83,12 +83,56 @@ pub struct ConceptImageView {
     pub rank: Option<i64>,
 }
 
+/// Where a candidate concept's text came from (stored in `candidate_concepts.origin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateOrigin {
+    /// One of the LLM's summary answers.
+    Llm,
+    /// "… background" added to a design word (docs/method.md, "Step 2").
+    BackgroundRule,
+    /// No answer survived: the most common caption phrase.
+    Fallback,
+    /// Step 2's grounded candidate only: the WordNet concept most captions' classes share.
+    #[serde(rename = "wordnet")]
+    WordNet,
+}
+
+impl CandidateOrigin {
+    pub const ALL: [CandidateOrigin; 4] =
+        [CandidateOrigin::Llm, CandidateOrigin::BackgroundRule, CandidateOrigin::Fallback, CandidateOrigin::WordNet];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateOrigin::Llm => "llm",
+            CandidateOrigin::BackgroundRule => "background_rule",
+            CandidateOrigin::Fallback => "fallback",
+            CandidateOrigin::WordNet => "wordnet",
+        }
+    }
+
+    /// A stored value (the database's CHECK allows only these; anything else reads as the LLM's).
+    pub fn from_stored(s: &str) -> CandidateOrigin {
+        CandidateOrigin::ALL.into_iter().find(|o| o.as_str() == s).unwrap_or(CandidateOrigin::Llm)
+    }
+
+    /// As the neuron page says it.
+    pub fn title(self) -> &'static str {
+        match self {
+            CandidateOrigin::Llm => "language model",
+            CandidateOrigin::BackgroundRule => "background rule",
+            CandidateOrigin::Fallback => "fallback (captions)",
+            CandidateOrigin::WordNet => "WordNet (captions' classes)",
+        }
+    }
+}
+
 /// One candidate concept with its score under every scoring function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CandidateView {
     pub text: String,
-    /// `llm`, `background_rule` or `fallback`.
-    pub origin: String,
+    pub origin: CandidateOrigin,
     pub score_mean: Option<f64>,
     pub score_topk_squared: Option<f64>,
     pub score_image_products: Option<f64>,

@@ -146,7 +146,7 @@ pub async fn neuron_run(db: &SqlitePool, model: &str, layer: &str, unit: i64) ->
             r.get("id"),
             CandidateView {
                 text: r.get("text"),
-                origin: r.get("origin"),
+                origin: CandidateOrigin::from_stored(r.get("origin")),
                 score_mean: r.get("score_mean"),
                 score_topk_squared: r.get("score_topk_squared"),
                 score_image_products: r.get("score_image_products"),

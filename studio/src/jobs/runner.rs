@@ -5,10 +5,11 @@
 //! A job the server was running when it stopped goes back to the queue at the next start and
 //! resumes: the dissection run keeps every finished neuron, so only the rest are computed.
 
-use super::queue::{self, ClaimedJob, DissectPayload, Outcome};
+use super::queue::{self, ClaimedJob, DissectPayload, Outcome, QueuedDissection};
 use super::{JobSignals, RegisterRequest};
 use crate::config::Config;
-use crate::dissection::{self, DissectArgs, RunEnv, RunObserver, RunReport, RunStage};
+use crate::dissection::{self, RunEnv, RunObserver, RunReport, RunStage};
+use crate::engine::EngineCache;
 use crate::shutdown::Shutdown;
 use anyhow::Context;
 use dissect::concepts::pipeline::{ChunkProgress, NeuronOutcome, NeuronProgress};
@@ -42,11 +43,13 @@ pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shut
             Err(e) => tracing::error!(error = %e, "could not re-queue interrupted jobs"),
         }
         let device = device_name();
+        // The model and set of the last job stay loaded for the next.
+        let cache = Arc::new(EngineCache::default());
         while !shutdown.is_requested() {
             match queue::claim_next(&db, &device).await {
                 Ok(Some(job)) => {
                     signals.changed();
-                    run_job(&config, &db, &signals, &shutdown, job).await;
+                    run_job(&config, &db, &signals, &shutdown, &cache, job).await;
                     signals.changed();
                 }
                 Ok(None) => {
@@ -70,67 +73,49 @@ pub fn spawn(config: Config, db: SqlitePool, signals: JobSignals, shutdown: Shut
     })
 }
 
-/// A queued dissection as `dnd dissect` would run it: built-in models by name, others by file,
-/// found by the ids it was queued with (a payload from before ids were stored is resolved now).
-async fn dissect_args(db: &SqlitePool, payload_json: &str) -> anyhow::Result<DissectArgs> {
-    let q = match DissectPayload::parse(payload_json).context("the job's request cannot be read")? {
+/// A queued dissection's payload: resolved when it was queued, or (a payload from before ids
+/// were stored) resolved now.
+async fn queued_dissection(db: &SqlitePool, payload_json: &str) -> anyhow::Result<QueuedDissection> {
+    Ok(match DissectPayload::parse(payload_json).context("the job's request cannot be read")? {
         DissectPayload::Resolved(q) => q,
         DissectPayload::Request(r) => queue::resolve(db, &r).await?,
-    };
-    let (builtin_key, weights): (Option<String>, String) =
-        sqlx::query_as("SELECT builtin_key, weights_path FROM models WHERE id = ?")
-            .bind(q.model_id)
-            .fetch_optional(db)
-            .await?
-            .with_context(|| format!("model `{}` is no longer registered", q.request.model))?;
-    let layer: String = sqlx::query_scalar("SELECT name FROM layers WHERE id = ? AND model_id = ?")
-        .bind(q.layer_id)
-        .bind(q.model_id)
-        .fetch_optional(db)
-        .await?
-        .with_context(|| format!("layer `{}` is no longer registered", q.request.layer))?;
-    let (source, root): (String, String) = sqlx::query_as("SELECT source, root_path FROM probe_sets WHERE id = ?")
-        .bind(q.probe_set_id)
-        .fetch_optional(db)
-        .await?
-        .with_context(|| format!("probing set `{}` is no longer registered", q.request.probe_set))?;
-    Ok(DissectArgs {
-        model: builtin_key.unwrap_or(weights),
-        layer,
-        neurons: q.request.neurons.clone(),
-        seed: q.request.seed,
-        units: Some(q.units),
-        probe: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
-        scoring: q.scoring,
-        summary: q.summary,
-        batch: 32,
-        leak_free: false,
     })
 }
 
 /// Runs one claimed job to its end (or back to the queue on shutdown), recording how it ended.
-async fn run_job(config: &Config, db: &SqlitePool, signals: &JobSignals, shutdown: &Shutdown, job: ClaimedJob) {
+async fn run_job(
+    config: &Config,
+    db: &SqlitePool,
+    signals: &JobSignals,
+    shutdown: &Shutdown,
+    cache: &Arc<EngineCache>,
+    job: ClaimedJob,
+) {
     let id = job.id;
     if job.kind.starts_with("register_") {
         return run_registration(config, db, signals, job).await;
     }
-    let args = match job.kind.as_str() {
-        "dissect" => dissect_args(db, &job.payload_json).await,
+    let queued = match job.kind.as_str() {
+        "dissect" => queued_dissection(db, &job.payload_json).await,
         other => Err(anyhow::anyhow!("this server cannot run jobs of kind `{other}`")),
     };
-    let args = match args {
-        Ok(a) => a,
+    let queued = match queued {
+        Ok(q) => q,
         Err(e) => return record_end(db, id, Outcome::Failed { error: &format!("{e:#}") }).await,
     };
 
     let cancel = Arc::new(AtomicBool::new(false));
     let work = {
-        let (config, db, signals, cancel) = (config.clone(), db.clone(), signals.clone(), cancel.clone());
+        let (config, db, signals, cancel, cache) =
+            (config.clone(), db.clone(), signals.clone(), cancel.clone(), cache.clone());
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let env = RunEnv { rt: &rt, db: &db, config: &config, job_id: Some(id), cancel: Some(cancel) };
             let mut observer = JobObserver::new(&rt, &db, &signals, id);
-            dissection::run_dissection(&env, &args, &mut observer)
+            let plan = dissection::plan_queued(&env, &cache, &queued, &mut observer)?;
+            let report = dissection::run_dissection(&env, &plan, &mut observer);
+            plan.release(&cache, &config.storage.assets_dir);
+            report
         })
     };
     tokio::pin!(work);

@@ -2,6 +2,7 @@
 //! (so an export re-imports to the same labels), or as JSON with provenance.
 
 use super::import::Format;
+use crate::methods::Method;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
@@ -24,7 +25,7 @@ pub struct ExportedLabel {
 }
 
 /// The sources `method` has current labels from in one layer (what `source=` may name).
-pub async fn sources(db: &SqlitePool, model_slug: &str, layer: &str, method: &str) -> anyhow::Result<Vec<String>> {
+pub async fn sources(db: &SqlitePool, model_slug: &str, layer: &str, method: Method) -> anyhow::Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT lb.source_name FROM labels lb
          JOIN layers l ON l.id = lb.layer_id JOIN models m ON m.id = l.model_id
@@ -33,7 +34,7 @@ pub async fn sources(db: &SqlitePool, model_slug: &str, layer: &str, method: &st
     )
     .bind(model_slug)
     .bind(layer)
-    .bind(method)
+    .bind(method.as_str())
     .fetch_all(db)
     .await?)
 }
@@ -43,7 +44,7 @@ pub async fn load(
     db: &SqlitePool,
     model_slug: &str,
     layer: &str,
-    method: &str,
+    method: Method,
     source: &str,
 ) -> anyhow::Result<Vec<ExportedLabel>> {
     let rows: Vec<(
@@ -73,7 +74,7 @@ pub async fn load(
     )
     .bind(model_slug)
     .bind(layer)
-    .bind(method)
+    .bind(method.as_str())
     .bind(source)
     .fetch_all(db)
     .await?;
@@ -151,6 +152,119 @@ pub fn to_csv(labels: &[ExportedLabel], format: Format) -> anyhow::Result<Vec<u8
         }
     }
     Ok(w.into_inner()?)
+}
+
+/// An export ready to send: its file name, media type and bytes, and (CSV of labels from runs
+/// with offline substitutes) a line naming the substituted roles for a response header.
+pub struct ExportFile {
+    pub file_name: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+    pub substitutes: Option<String>,
+}
+
+/// Why an export was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("export failed: {0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+/// One method's (and source's) current labels of a layer as a file: `json` (the default, with
+/// provenance) or a CSV layout ([`format_from_name`]). A layer without such labels names the
+/// sources the method does have there.
+pub async fn layer_file(
+    db: &SqlitePool,
+    model: &str,
+    layer: &str,
+    method: &str,
+    source: &str,
+    format: Option<&str>,
+) -> Result<ExportFile, ExportError> {
+    let method = Method::parse(method).ok_or_else(|| {
+        let known: Vec<&str> = Method::all().iter().map(|m| m.as_str()).collect();
+        ExportError::BadRequest(format!(
+            "unknown method `{}` ({})",
+            dissect::error::excerpt(method, 60),
+            known.join(", ")
+        ))
+    })?;
+    let labels = load(db, model, layer, method, source).await?;
+    if labels.is_empty() {
+        let from = if source.is_empty() { String::new() } else { format!(" from source `{source}`") };
+        let mut msg = format!("no current `{method}` labels{from} for {model}/{layer}");
+        // Labels of another source are one parameter away: name them.
+        let others = sources(db, model, layer, method).await?;
+        if !others.is_empty() {
+            let named: Vec<String> =
+                others.iter().map(|s| if s.is_empty() { "(none)".into() } else { format!("`{s}`") }).collect();
+            msg += &format!("; its `{method}` labels come from source {} (ask with &source=…)", named.join(", "));
+        }
+        return Err(ExportError::NotFound(msg));
+    }
+    // One file name per label source, so a layer's exports never overwrite each other.
+    let mut stem = format!("{model}_{layer}_{method}");
+    if !source.is_empty() {
+        stem.push('_');
+        stem.extend(source.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }));
+    }
+    match format.unwrap_or("json") {
+        "json" => {
+            let body = serde_json::json!({ "model": model, "layer": layer, "method": method, "labels": labels });
+            Ok(ExportFile {
+                file_name: format!("{stem}.json"),
+                content_type: "application/json",
+                bytes: serde_json::to_vec(&body).map_err(anyhow::Error::from)?,
+                substitutes: None,
+            })
+        }
+        name => {
+            let format = format_from_name(name).ok_or_else(|| {
+                ExportError::BadRequest(format!(
+                    "unknown export format `{name}` (json, clip-dissect, milan, netdissect-tally, dnd-top3, dnd)"
+                ))
+            })?;
+            // The CSV layouts have no room for provenance without breaking other tools' parsers,
+            // so labels from runs with offline substitutes say so in the file name and in a
+            // header naming the substituted roles (the JSON export has the full record).
+            let substituted = substituted_roles(&labels);
+            let (file_name, substitutes) = if substituted.is_empty() {
+                (format!("{stem}.csv"), None)
+            } else {
+                (
+                    format!("{stem}_embedded-substitutes.csv"),
+                    Some(format!("substitutes for the paper's components: {}", substituted.join(", "))),
+                )
+            };
+            Ok(ExportFile {
+                file_name,
+                content_type: "text/csv; charset=utf-8",
+                bytes: to_csv(&labels, format)?,
+                substitutes,
+            })
+        }
+    }
+}
+
+/// The provenance roles some of `labels` had an offline substitute for, sorted.
+fn substituted_roles(labels: &[ExportedLabel]) -> Vec<String> {
+    let mut roles: Vec<String> = labels
+        .iter()
+        .filter_map(|l| l.provenance.as_ref()?.as_object().cloned())
+        .flat_map(|p| {
+            p.into_iter()
+                .filter(|(_, c)| c.get("paper_equivalent").and_then(|v| v.as_bool()) == Some(false))
+                .map(|(role, _)| role)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
 }
 
 /// Parses the `format` query value of the export route.

@@ -36,10 +36,10 @@ impl Format {
     /// FALCON and other sources; the importer may be told otherwise).
     pub fn default_method(self) -> Method {
         match self {
-            Format::ClipDissect => Method::ClipDissect,
-            Format::Milan => Method::Milan,
-            Format::NetDissectTally => Method::NetDissect,
-            Format::DndTop3 | Format::Dnd => Method::Dnd,
+            Format::ClipDissect => Method::CLIP_DISSECT,
+            Format::Milan => Method::MILAN,
+            Format::NetDissectTally => Method::NET_DISSECT,
+            Format::DndTop3 | Format::Dnd => Method::DND,
         }
     }
 

@@ -108,7 +108,7 @@ mod tests {
             async move {
                 let rec = ImportRecord {
                     model_id,
-                    method: Method::Milan,
+                    method: Method::MILAN,
                     source_name: "",
                     file_name: "m.csv",
                     file_bytes: bytes,

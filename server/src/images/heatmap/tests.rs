@@ -179,6 +179,7 @@ async fn a_real_neurons_maps_are_stored_with_d_top_and_drawn_where_they_peak() {
             answers: vec![],
             fell_back: false,
             support: vec![],
+            grounded: vec![],
         },
         concepts: vec![ConceptEntry { label: "thing".into(), scores, images: vec![] }],
         best: Some(0),

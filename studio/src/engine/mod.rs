@@ -11,16 +11,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+pub mod cache;
+pub mod d_top;
+pub use cache::EngineCache;
+
 /// A loaded target model and the hash its activation caches are keyed by.
 pub struct LoadedModel {
-    pub model: Box<dyn TargetModel>,
+    /// `Send`, so a server can keep it between jobs ([`cache`]): each job runs on whichever
+    /// blocking thread is free.
+    pub model: Box<dyn TargetModel + Send>,
     pub fingerprint: String,
 }
 
 /// `efficientnet-lite0` / `efficientnet-lite2` (built in), or a TorchScript file with its manifest.
 pub fn load_model(spec: &str, assets_dir: &Path) -> anyhow::Result<LoadedModel> {
-    let builtin = [Variant::Lite0, Variant::Lite2].into_iter().find(|v| v.name() == spec);
-    if let Some(variant) = builtin {
+    if let Some(variant) = builtin_variant(spec) {
         let weights = assets_dir.join("models").join(variant.weights_file_name());
         let model = EfficientNetLite::load(variant, &weights, LoadOptions::default())?;
         let bytes = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
@@ -38,10 +43,33 @@ pub fn load_model(spec: &str, assets_dir: &Path) -> anyhow::Result<LoadedModel> 
     Ok(LoadedModel { model: Box::new(model), fingerprint })
 }
 
+/// The built-in models, by the names `--model` and the registry take for them.
+pub const BUILTIN_MODELS: [Variant; 2] = [Variant::Lite0, Variant::Lite2];
+
+/// The built-in model `spec` names, if it names one.
+pub fn builtin_variant(spec: &str) -> Option<Variant> {
+    BUILTIN_MODELS.into_iter().find(|v| v.name() == spec)
+}
+
+/// Checks an uploaded model's manifest (its text, validated as if at `final_path`, so a relative
+/// `class_names_file` is looked for there) before anything is stored; the error names the problem.
+pub fn check_manifest(text: &str, final_path: &Path) -> anyhow::Result<()> {
+    dissect::model::Manifest::from_json(text, final_path)?;
+    Ok(())
+}
+
 /// `builtin` (the embedded default set) or a folder.
 pub fn scan_probe(spec: &str, assets_dir: &Path) -> anyhow::Result<ScannedSet> {
-    let root = if spec == "builtin" { assets_dir.join("probe/builtin") } else { PathBuf::from(spec) };
-    Ok(probe::scan(&root, ImageLimits::default())?)
+    Ok(probe::scan(&probe_root(spec, assets_dir), ImageLimits::default())?)
+}
+
+/// The folder a probing-set spec names.
+pub fn probe_root(spec: &str, assets_dir: &Path) -> PathBuf {
+    if spec == crate::builtin::BUILTIN_SET_SLUG {
+        assets_dir.join("probe/builtin")
+    } else {
+        PathBuf::from(spec)
+    }
 }
 
 /// Where a long step reports how far it is: the step's name (`forward` for a recording's forward
