@@ -152,7 +152,12 @@ impl Method {
 
     /// Position in the comparison (tables, the layer grid's cards, export links).
     pub fn order(self) -> usize {
-        Method::all().iter().position(|m| *m == self).unwrap_or(usize::MAX)
+        // Called inside sorts: no list is built.
+        if let Some(i) = BUILT_IN.iter().position(|d| d.slug == self.0) {
+            return i;
+        }
+        let registered = REGISTERED.read().unwrap_or_else(|e| e.into_inner());
+        registered.iter().position(|m| m.slug() == self.0).map_or(usize::MAX, |i| BUILT_IN.len() + i)
     }
 
     /// A slug from storage, where the database guarantees a defined method (every `method`

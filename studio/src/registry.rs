@@ -250,8 +250,6 @@ pub struct RegisteredSet {
     pub slug: String,
     /// What [`crate::engine::scan_probe`] takes: `builtin` or the folder.
     pub scan_spec: String,
-    pub root: PathBuf,
-    pub source: String,
     pub content_sha256: Option<String>,
     pub heldout_fraction: f64,
     pub split_seed: u64,
@@ -291,9 +289,7 @@ pub async fn probe_set(db: &SqlitePool, id: i64) -> anyhow::Result<Option<Regist
     Ok(row.map(|(slug, source, root, content_sha256, heldout_fraction, split_seed)| RegisteredSet {
         id,
         slug,
-        scan_spec: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root.clone() },
-        root: PathBuf::from(root),
-        source,
+        scan_spec: if source == "builtin" { crate::builtin::BUILTIN_SET_SLUG.to_string() } else { root },
         content_sha256,
         heldout_fraction,
         split_seed: split_seed as u64,

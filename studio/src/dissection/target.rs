@@ -152,15 +152,15 @@ pub fn plan_queued(
     if fetched == Fetched::Reused {
         observer.note(&format!("probing set `{}` kept scanned from the last job", set_row.slug));
     }
-    let set_id = if set_row.content_sha256.as_deref() == Some(set.content_hash.as_str()) {
-        set_row.id
+    let set_row = if set_row.content_sha256.as_deref() == Some(set.content_hash.as_str()) {
+        SetRow { id: set_row.id, heldout_fraction: set_row.heldout_fraction, split_seed: set_row.split_seed }
     } else {
         observer
             .note(&format!("probing set `{}` changed on disk since it was queued: registering it again", set_row.slug));
         let spec = super::set_spec_of(&set_row.scan_spec, assets);
-        rt.block_on(registry::register_scanned_set(db, &spec, &set))?
+        let set_id = rt.block_on(registry::register_scanned_set(db, &spec, &set))?;
+        rt.block_on(super::set_row(db, set_id))?
     };
-    let set_row = rt.block_on(super::set_row(db, set_id))?;
     Ok(DissectPlan {
         model_spec: model_row.load_spec,
         model,
